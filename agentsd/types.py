@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -146,6 +146,26 @@ class ExecResult(_Model):
         return self.stdout_truncated or self.stderr_truncated
 
 
+class GuiApp(_Model):
+    """The application a GUI task opens on the sandbox's X display."""
+
+    kind: Literal["desktop", "web"] = Field(description="desktop: an AT-SPI app; web: Chromium on a URL.")
+    command: list[str] = Field(default_factory=list, description="desktop: the program and its arguments.")
+    url: str | None = Field(default=None, description="web: the page to open (file:// for world files).")
+    init_js: str | None = Field(default=None, description="web: a script run once the page has loaded.")
+    width: int = Field(default=1280, ge=320, le=3840)
+    height: int = Field(default=800, ge=240, le=2160)
+    settle_s: float = Field(default=0.3, ge=0, le=10, description="Pause after each action before observing.")
+
+    @model_validator(mode="after")
+    def _target(self) -> GuiApp:
+        if self.kind == "desktop" and not self.command:
+            raise ValueError("a desktop app needs `command`")
+        if self.kind == "web" and not self.url:
+            raise ValueError("a web app needs `url`")
+        return self
+
+
 class World(_Model):
     """The state a task starts from, laid into the sandbox before the agent's first turn."""
 
@@ -154,6 +174,7 @@ class World(_Model):
     )
     setup: str | None = Field(default=None, description="Shell script run in the workdir after the files.")
     env: dict[str, str] = Field(default_factory=dict, description="Environment of every command.")
+    app: GuiApp | None = Field(default=None, description="GUI tasks: the application to open.")
 
 
 class Task(_Model):
@@ -172,7 +193,10 @@ class Task(_Model):
 
     def content_hash(self) -> str:
         """A stable hash of everything that defines the task (sha256 hex, first 16 bytes)."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        data = self.model_dump(mode="json")
+        if data["world"]["app"] is None:  # fields added later hash as before when unset
+            del data["world"]["app"]
+        blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 

@@ -3,12 +3,14 @@
 Registered ids (gymnasium.make):
     agentsd/Terminal-v0   a shell in a sandbox (envs/terminal.py)
     agentsd/SWE-v0        a repository at a base commit, with file tools (envs/swe.py)
+    agentsd/GUI-v0        a desktop app or a web page on an X display (envs/gui.py)
 
 Every env takes its task at reset (`options={"task": Task}`) or at construction (`task=`), runs it in
 a sandbox of the configured backend (`sandbox=`: local by default, or docker), and releases the
 sandbox in close(). Task directories in Harbor and Terminal-Bench formats import with
 envs/task_formats.py, SWE-bench instances with envs/swe.py; shipped suites live under envs/suites/.
-The GUI family is not here yet.
+GUI suites load with envs/gui_tasks.py, MiniWoB++ tasks from the `miniwob` package with
+envs/miniwob.py.
 """
 
 from __future__ import annotations
@@ -34,13 +36,23 @@ SWE_ID = "agentsd/SWE-v0"
 if SWE_ID not in gymnasium.registry:
     gymnasium.register(SWE_ID, entry_point="agentsd.envs.swe:SWEEnv", disable_env_checker=False)
 
+GUI_ID = "agentsd/GUI-v0"
+
+if GUI_ID not in gymnasium.registry:
+    gymnasium.register(GUI_ID, entry_point="agentsd.envs.gui:GUIEnv", disable_env_checker=False)
+
 
 def env_class(family: Family) -> type[TerminalEnv]:
     """The Gymnasium env class that runs tasks of a family."""
+    from agentsd.envs.gui import GUIEnv
     from agentsd.envs.swe import SWEEnv
     from agentsd.envs.terminal import TerminalEnv
 
-    classes: dict[Family, type[TerminalEnv]] = {Family.TERMINAL: TerminalEnv, Family.SWE: SWEEnv}
+    classes: dict[Family, type[TerminalEnv]] = {
+        Family.TERMINAL: TerminalEnv,
+        Family.SWE: SWEEnv,
+        Family.GUI: GUIEnv,
+    }
     if family not in classes:
         raise ValueError(f"no environment for the {family.value} family yet")
     return classes[family]

@@ -7,6 +7,7 @@ and in `agentsd tasks verify`.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from agentsd.envs.terminal import TerminalEnv
@@ -18,8 +19,18 @@ def tool_call(name: str, **arguments: Any) -> str:
     return f"<tool_call>\n{json.dumps({'name': name, 'arguments': arguments})}\n</tool_call>"
 
 
+def has_reference(task: Task) -> bool:
+    return bool(task.reference.get("files") or task.reference.get("actions"))
+
+
 def run_reference(env: TerminalEnv, task: Task) -> tuple[float, dict[str, Any]]:
-    """Upload the solution to /solution, run its entry script in the agent's shell, submit."""
+    """Upload the solution to /solution, run its entry script in the agent's shell, submit.
+
+    GUI tasks have a list of actions instead; a `target` (role and "name" of a tree line) becomes
+    the [id] that line shows in the latest observation, as an agent reading the tree would find it.
+    """
+    if task.reference.get("actions"):
+        return _run_actions(env, task)
     if not task.reference.get("files"):
         raise ValueError(f"task {task.id} has no reference solution")
     env.reset(options={"task": task})
@@ -31,6 +42,24 @@ def run_reference(env: TerminalEnv, task: Task) -> tuple[float, dict[str, Any]]:
     )
     _, reward, _, _, info = env.step(tool_call("submit"))
     return reward, {**info, "solution_exit_code": ran.get("exit_code")}
+
+
+def _run_actions(env: TerminalEnv, task: Task) -> tuple[float, dict[str, Any]]:
+    observation, _ = env.reset(options={"task": task})
+    for action in task.reference["actions"]:
+        arguments = dict(action.get("arguments", {}))
+        if action.get("target"):
+            found = re.search(r"- " + re.escape(action["target"]) + r" \[(\d+)\]", observation)
+            if found is None:
+                raise ValueError(f"task {task.id}: no element {action['target']!r} in the observation")
+            arguments["id"] = int(found.group(1))
+        observation, reward, terminated, _, info = env.step(tool_call(action["name"], **arguments))
+        if terminated:
+            return reward, info
+        if info.get("ok") is False:
+            raise ValueError(f"task {task.id}: reference action {action} failed: {observation[:300]}")
+    _, reward, _, _, info = env.step(tool_call("submit"))
+    return reward, info
 
 
 def run_nothing(env: TerminalEnv, task: Task) -> tuple[float, dict[str, Any]]:

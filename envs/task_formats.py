@@ -29,7 +29,11 @@ from agentsd.types import Environment, Family, Limits, Task, Verifier, World
 SUITES_DIR = Path(__file__).parent / "suites"
 GRADING_DIRS = ["/tests", "/logs", "/solution"]
 """Writable directories the verifiers and oracle runs use (empty while the agent works)."""
-FALLBACK_IMAGE = {Family.TERMINAL: "agentsd/terminal:latest", Family.SWE: "agentsd/swe:latest"}
+FALLBACK_IMAGE = {
+    Family.TERMINAL: "agentsd/terminal:latest",
+    Family.SWE: "agentsd/swe:latest",
+    Family.GUI: "agentsd/gui:latest",
+}
 
 
 class TaskFormatError(AgentsdError):
@@ -303,11 +307,19 @@ def load_task_dir(task_dir: Path) -> Task:
 
 
 def suite_names() -> list[str]:
-    return sorted(p.name for p in SUITES_DIR.iterdir() if p.is_dir()) if SUITES_DIR.is_dir() else []
+    shipped = sorted(p.name for p in SUITES_DIR.iterdir() if p.is_dir()) if SUITES_DIR.is_dir() else []
+    return [*shipped, "miniwob"]
 
 
 def load_suite(name_or_path: str | Path) -> list[Task]:
-    """A shipped suite by name (see suite_names()) or every task directory under a path."""
+    """A shipped suite by name (see suite_names()) or every task directory under a path.
+
+    `miniwob` is the MiniWoB++ suite of the installed `miniwob` package (envs/miniwob.py).
+    """
+    if str(name_or_path) == "miniwob":
+        from agentsd.envs.miniwob import load_miniwob
+
+        return load_miniwob()
     root = SUITES_DIR / str(name_or_path)
     if not root.is_dir():
         root = Path(name_or_path)
@@ -318,5 +330,9 @@ def load_suite(name_or_path: str | Path) -> list[Task]:
         from agentsd.envs.swe import load_swebench
 
         return load_swebench(root / "instances.jsonl", root / "repos")
+    if (root / "tasks.yaml").exists():  # a GUI suite
+        from agentsd.envs.gui_tasks import load_gui_suite
+
+        return load_gui_suite(root)
     dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     return [load_task_dir(d) for d in dirs]

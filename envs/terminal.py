@@ -132,7 +132,8 @@ class TerminalEnv(gym.Env[str, str]):
         if call.name == "submit":
             return self._submit(call)
         observation, info = self._act(call)
-        info = {"action": call.as_action(), **info, "next_state": fit_text(observation, NEXT_STATE_CHARS)}
+        next_state = info.pop("next_state", observation)
+        info = {"action": call.as_action(), **info, "next_state": fit_text(next_state, NEXT_STATE_CHARS)}
         return self._obs(observation), 0.0, False, False, info
 
     def _act(self, call: ToolCall) -> tuple[str, dict[str, Any]]:
@@ -164,7 +165,7 @@ class TerminalEnv(gym.Env[str, str]):
 
     def _submit(self, call: ToolCall) -> tuple[str, float, bool, bool, dict[str, Any]]:
         assert self.sandbox is not None and self.task is not None
-        verdict = verify(self.task, self.sandbox)
+        verdict = verify(self.task, self.sandbox, answer=call.arguments.get("answer"))
         self._over = True
         termination = Termination.ENV_ERROR if verdict.error else Termination.DONE
         feedback = verdict.feedback if not verdict.error else f"{verdict.error}\n{verdict.feedback}".strip()

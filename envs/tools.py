@@ -179,3 +179,36 @@ EDIT_FILE = ToolSpec(
         Param("new_str", "string", "The replacement text."),
     ),
 )
+
+# GUI tools: element ids are the [n] numbers of the accessibility tree in the latest observation.
+CLICK = ToolSpec(
+    "click",
+    "Click the element with this id (the [n] in the accessibility tree).",
+    (Param("id", "integer", "The element's id."),),
+)
+TYPE = ToolSpec(
+    "type",
+    "Click the element with this id, then type the text at its cursor (existing text is kept; "
+    "press ctrl+a first to replace it).",
+    (Param("id", "integer", "The element's id."), Param("text", "string", "The text to type.")),
+)
+KEY = ToolSpec(
+    "key",
+    "Press keys in the focused window: one combo such as 'Return', 'ctrl+s', 'Tab', or several "
+    "separated by spaces ('ctrl+a BackSpace').",
+    (Param("combo", "string", "X key names joined by + (modifiers) and spaces (sequence)."),),
+)
+CLICK_XY = ToolSpec(
+    "click_xy",
+    "Click at screen pixel coordinates (as in the screenshot), for things the tree does not show.",
+    (Param("x", "integer", "Pixels from the left."), Param("y", "integer", "Pixels from the top.")),
+)
+SCROLL = ToolSpec(
+    "scroll",
+    "Scroll up or down, over the element with this id when given.",
+    (
+        Param("direction", "string", "up or down."),
+        Param("amount", "integer", "Wheel steps (default 3).", False),
+        Param("id", "integer", "The element to scroll over.", False),
+    ),
+)

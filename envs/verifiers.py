@@ -32,7 +32,8 @@ class Verdict:
     output: str = ""
 
 
-def verify(task: Task, sandbox: Sandbox) -> Verdict:
+def verify(task: Task, sandbox: Sandbox, answer: str | None = None) -> Verdict:
+    """Grade the episode; `answer` is what the agent passed to submit (GUI checkers read it)."""
     kind = task.verifier.kind
     if kind == "script":
         return _script(task, sandbox)
@@ -42,6 +43,8 @@ def verify(task: Task, sandbox: Sandbox) -> Verdict:
         return _terminal_bench(task, sandbox)
     if kind == "swebench":
         return _swebench(task, sandbox)
+    if kind == "gui":
+        return _gui(task, sandbox, answer)
     return Verdict(0.0, "", error=f"task {task.id}: verifier kind {kind!r} is not one the terminal env runs")
 
 
@@ -70,6 +73,27 @@ def _script(task: Task, sandbox: Sandbox) -> Verdict:
     if failed:
         return failed
     reward = 1.0 if code == 0 else 0.0
+    return Verdict(reward, bounded(output) if reward < 1 else "", output=output)
+
+
+def _gui(task: Task, sandbox: Sandbox, answer: str | None) -> Verdict:
+    """The checker script: a reward written to $AGENTSD_REWARD_FILE, else exit code 0 -> 1, other -> 0."""
+    from agentsd.envs.gui import driver_env
+
+    reward_file = "/tmp/.agentsd-verifier/reward.txt"
+    sandbox.write_file(
+        "/tmp/.agentsd-verifier/check.sh", (task.verifier.checker or "exit 1").encode(), mode=0o755
+    )
+    env = {**driver_env(answer), "AGENTSD_REWARD_FILE": reward_file}
+    output, code, failed = _run(task, sandbox, "bash /tmp/.agentsd-verifier/check.sh", env=env)
+    if failed:
+        return failed
+    try:
+        reward = _reward(sandbox.read_file(reward_file).decode().strip())
+    except FileNotFoundError:
+        reward = 1.0 if code == 0 else 0.0
+    except ValueError as exc:
+        return Verdict(0.0, bounded(output), error=f"the checker's reward file: {exc}", output=output)
     return Verdict(reward, bounded(output) if reward < 1 else "", output=output)
 
 

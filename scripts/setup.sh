@@ -8,8 +8,12 @@ cd "$(dirname "$0")/.."
 
 # postgresql: the replay-store tests start their own server; bubblewrap: the local sandbox;
 # docker.io + debootstrap: the docker sandboxes and their images; iproute2: network isolation tests;
-# python3-pytest: task verifiers run pytest, and the local sandbox uses the host's /usr.
-APT_PACKAGES=(postgresql bubblewrap docker.io debootstrap iproute2 python3-pytest)
+# python3-pytest: task verifiers run pytest, and the local sandbox uses the host's /usr; the X
+# server, window manager, AT-SPI, xdotool, ImageMagick, galculator, mousepad and Chromium: the GUI
+# family (the local sandbox runs the host's, the docker image installs the same list).
+APT_PACKAGES=(postgresql bubblewrap docker.io debootstrap iproute2 python3-pytest
+  xvfb xauth x11-utils xdotool imagemagick openbox dbus-x11 at-spi2-core python3-pyatspi gir1.2-atspi-2.0
+  mousepad galculator chromium fonts-dejavu-core)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -32,5 +36,5 @@ PYTHON=${PYTHON:-python3}
 }
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[train,docker,dev]' 'torch==2.13.0'
+.venv/bin/python -m pip install -q -e '.[train,docker,gui,dev]' 'torch==2.13.0'
 .venv/bin/agentsd model install

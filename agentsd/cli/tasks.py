@@ -108,7 +108,7 @@ def verify(
     """Prove every task solvable: its reference solution must earn 1 and doing nothing 0."""
     from agentsd.config import DockerSandboxConfig, LocalSandboxConfig
     from agentsd.envs import env_class
-    from agentsd.envs.oracle import run_nothing, run_reference
+    from agentsd.envs.oracle import has_reference, run_nothing, run_reference
     from agentsd.envs.task_formats import load_suite
     from agentsd.errors import AgentsdError
 
@@ -122,7 +122,7 @@ def verify(
     for task in tasks:
         env = env_class(task.family)(sandbox=sandbox)
         try:
-            solved, info = run_reference(env, task) if task.reference.get("files") else (None, {})
+            solved, info = run_reference(env, task) if has_reference(task) else (None, {})
             nothing, _ = run_nothing(env, task)
             ok = solved == 1.0 and nothing == 0.0
             bad += not ok
