@@ -194,7 +194,7 @@ def start(spec: dict[str, Any]) -> dict[str, Any]:
             "app.log",
             env,
         )  # fmt: skip
-        wait_for("Chromium's page", lambda: page_ready(), START_TIMEOUT_S)
+        wait_for("Chromium's page", page_ready, START_TIMEOUT_S)
         if spec.get("init_js"):
             with CDP() as cdp:
                 cdp.evaluate(spec["init_js"])
@@ -207,13 +207,19 @@ def start(spec: dict[str, Any]) -> dict[str, Any]:
     if spec["kind"] == "desktop":
         desktop_settled(state)
         time.sleep(0.5)  # a toolkit still busy drawing its first frame can drop the first input
+    # the first synthetic key makes clients reload the keymap, and can be lost while they do
+    with contextlib.suppress(DriverError, subprocess.TimeoutExpired):
+        xdotool(state, "key", "shift")
     time.sleep(state["settle_s"])
     return observe()
 
 
 def page_ready() -> bool:
+    """The task's page has loaded, scripts included (the blank page Chromium shows before it
+    navigates is also "complete": scripts run against it would find none of the page's globals)."""
     with CDP() as cdp:
-        return cdp.evaluate("document.readyState") == "complete"
+        href, ready = cdp.evaluate("[location.href, document.readyState]")
+    return ready == "complete" and href not in ("", "about:blank") and not href.startswith("chrome")
 
 
 # ---------------------------------------------------------------------------------------------- DevTools
@@ -432,14 +438,19 @@ def desktop_frames(state: dict[str, Any]) -> list[tuple[int, int, int, int]]:
     return boxes
 
 
-def desktop_settled(state: dict[str, Any], timeout: float = 10.0) -> None:
-    """Wait until the windows stop moving: the window manager places a new window after it maps."""
+def desktop_settled(state: dict[str, Any], timeout: float = 15.0) -> None:
+    """Wait until the windows stop moving and their trees stop changing.
+
+    The window manager places a new window after it maps, and apps fill in their title and content
+    (a file loading) after the window shows: the first observation must not race either.
+    """
     deadline, last = time.monotonic() + timeout, None
     while time.monotonic() < deadline:
         boxes = desktop_frames(state)
-        if boxes and boxes == last:
+        seen = (boxes, desktop_tree(state)) if boxes else None
+        if seen is not None and seen == last:
             return
-        last = boxes
+        last = seen
         time.sleep(0.3)
 
 

@@ -2,10 +2,11 @@
 
 Both run in one sandbox, interleaved, median of N: `TerminalEnv.step` with a bash tool call (parse,
 persistent-shell wrapper, observation formatting) against `sandbox.exec` of the same command line.
-Target: overhead <= 10% on a typical command. GUI observation latency is not measured: the GUI
-family is not implemented yet.
+Target: overhead <= 10% on a typical command. Then the GUI family's per-step observation latency,
+for a desktop app (AT-SPI) and a Chromium page (DevTools): the driver's observation alone (tree +
+screenshot), and a whole env.step (a key press, the settle time, tree + screenshot, diff, copy-out).
 
-usage: python scripts/bench_envs.py [--n 100] [--backend local|docker]
+usage: python scripts/bench_envs.py [--n 100] [--gui-n 10] [--backend local|docker]
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 from functools import partial
 
 from agentsd.config import DockerSandboxConfig, LocalSandboxConfig
+from agentsd.envs.gui import DRIVER_PATH, GUIEnv
 from agentsd.envs.oracle import tool_call
 from agentsd.envs.task_formats import load_suite
 from agentsd.envs.terminal import TerminalEnv
@@ -31,6 +33,7 @@ COMMANDS = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100)
+    parser.add_argument("--gui-n", type=int, default=10, help="GUI steps per app (0: skip the GUI part)")
     parser.add_argument("--backend", choices=["local", "docker"], default="local")
     args = parser.parse_args()
     config = LocalSandboxConfig() if args.backend == "local" else DockerSandboxConfig()
@@ -63,6 +66,36 @@ def main() -> None:
             )
     finally:
         env.close()
+    if args.gui_n:
+        bench_gui(config, args.gui_n)
+
+
+def bench_gui(config: LocalSandboxConfig | DockerSandboxConfig, n: int) -> None:
+    suite = {t.id: t for t in load_suite("gui")}
+    print(f"GUI observation latency, median of {n}")
+    for label, task_id in (("desktop (mousepad, AT-SPI)", "mousepad-append"), ("web (Chromium)", "web-login")):
+        env = GUIEnv(sandbox=config)
+        try:
+            start = time.perf_counter()
+            obs, _ = env.reset(options={"task": suite[task_id]})
+            reset_s = time.perf_counter() - start
+            sandbox = env.sandbox
+            assert sandbox is not None
+            observed, stepped = [], []
+            for _ in range(n):
+                start = time.perf_counter()
+                sandbox.exec(["python3", DRIVER_PATH, "observe"])
+                observed.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                env.step(tool_call("key", combo="shift"))
+                stepped.append(time.perf_counter() - start)
+            o, s = (statistics.median(r) * 1e3 for r in (observed, stepped))
+            print(
+                f"  {label:28s} reset {reset_s * 1e3:7.0f} ms | observe (tree + screenshot) {o:6.0f} ms"
+                f" | env.step {s:6.0f} ms ({len(obs.splitlines())} observation lines)"
+            )
+        finally:
+            env.close()
 
 
 if __name__ == "__main__":
