@@ -73,7 +73,8 @@ def main() -> None:
 def bench_gui(config: LocalSandboxConfig | DockerSandboxConfig, n: int) -> None:
     suite = {t.id: t for t in load_suite("gui")}
     print(f"GUI observation latency, median of {n}")
-    for label, task_id in (("desktop (mousepad, AT-SPI)", "mousepad-append"), ("web (Chromium)", "web-login")):
+    apps = (("desktop (mousepad, AT-SPI)", "mousepad-append"), ("web (Chromium)", "web-login"))
+    for label, task_id in apps:
         env = GUIEnv(sandbox=config)
         try:
             start = time.perf_counter()
