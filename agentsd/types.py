@@ -326,6 +326,27 @@ class TrajectorySummary(_Model):
     writer: str
 
 
+class Completion(_Model):
+    """What a policy sampled for one prompt: the tokens, their behaviour log-probs, and who sampled."""
+
+    token_ids: list[int] = Field(default_factory=list)
+    logprobs: list[float] = Field(
+        default_factory=list,
+        description="Log-prob of each sampled token under the distribution it was drawn from "
+        "(after temperature and top-p).",
+    )
+    finish_reason: str = Field(description="stop (end of turn or a stop string) | length")
+    policy_version: int = Field(ge=0, description="The version whose weights produced every token.")
+
+    @model_validator(mode="after")
+    def _aligned(self) -> Completion:
+        if len(self.logprobs) != len(self.token_ids):
+            raise ValueError(
+                f"logprobs has {len(self.logprobs)} entries, token_ids has {len(self.token_ids)}"
+            )
+        return self
+
+
 class PolicyVersion(_Model):
     """One published policy version: where its weights are."""
 

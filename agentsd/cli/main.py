@@ -7,7 +7,7 @@ import sys
 import typer
 
 from agentsd import __version__
-from agentsd.cli import config_cmd, model, replay, sandbox, tasks
+from agentsd.cli import collect, config_cmd, model, replay, sandbox, tasks
 from agentsd.cli.common import err_console
 from agentsd.errors import AgentsdError
 
@@ -23,6 +23,7 @@ app.add_typer(model.app, name="model")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(sandbox.app, name="sandbox")
 app.add_typer(tasks.app, name="tasks")
+app.command("collect")(collect.collect)
 
 
 @app.callback(invoke_without_command=True)

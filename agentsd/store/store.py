@@ -526,10 +526,14 @@ class ReplayStore:
         *,
         status: TrajectoryStatus | None = None,
         task_id: str | None = None,
+        id_prefix: str | None = None,
         limit: int | None = 100,
         newest_first: bool = True,
     ) -> list[TrajectorySummary]:
         query = select(*_SUMMARY_COLUMNS)
+        if id_prefix:
+            escaped = id_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            query = query.where(trajectories.c.id.like(escaped + "%", escape="\\"))
         if status is not None:
             query = query.where(trajectories.c.status == TrajectoryStatus(status).value)
         if task_id is not None:

@@ -1,0 +1,66 @@
+"""`agentsd collect`: run agents on a task suite over the sandbox fleet into the replay store."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Annotated
+
+import typer
+
+from agentsd.cli.common import ConfigFiles, StoreUrl, console, err_console
+
+
+def collect(
+    overrides: Annotated[list[str] | None, typer.Argument(help="key.path=value overrides.")] = None,
+    config: ConfigFiles = None,
+    store: StoreUrl = None,
+) -> None:
+    """Collect trajectories: every turn lands in the store as it happens; a restart resumes the run."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from agentsd.collector import Collector, CollectStats
+    from agentsd.config import CollectConfig, load_config
+    from agentsd.envs.task_formats import load_suite
+    from agentsd.policies import make_policy
+    from agentsd.store import ReplayStore
+    from agentsd.tracking import open_tracker
+
+    cfg = load_config(CollectConfig, config or [], overrides or [])
+    if store:
+        cfg.store.url = store
+    tasks = load_suite(cfg.suite)[: cfg.max_tasks]
+    run_name = cfg.name or re.sub(r"[^A-Za-z0-9_-]", "-", cfg.run_dir.name) or "collect"
+    err_console.print(f"collect run [bold]{run_name}[/]: {len(tasks)} tasks x {cfg.repeats} from {cfg.suite}")
+    err_console.print(f"loading the policy ({cfg.policy.backend}, model {cfg.model.name})")
+    policy = make_policy(cfg.policy, cfg.model, seed=cfg.seed)
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    with (
+        ReplayStore(cfg.store.url) as replay,
+        open_tracker(cfg.tracking, cfg.run_dir, run_name) as tracker,
+        Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:.1f} tok/s  mean reward {task.fields[reward]:.3f}"),
+            TimeElapsedColumn(),
+            console=err_console,
+        ) as progress,
+    ):
+        bar = progress.add_task("episodes", total=0, rate=0.0, reward=0.0)
+
+        def on_episode(stats: CollectStats) -> None:
+            progress.update(bar, advance=1, rate=stats.tokens_per_s, reward=stats.mean_reward)
+
+        collector = Collector(
+            cfg, policy, replay, tasks, run_name=run_name, tracker=tracker, on_episode=on_episode
+        )
+        progress.update(bar, total=len(collector.todo()))
+        stats = asyncio.run(collector.run())
+    policy.close()
+    terminations = ", ".join(f"{k} {v}" for k, v in sorted(stats.terminations.items())) or "none"
+    console.print(
+        f"{stats.episodes} episodes ({stats.skipped} already done, {stats.interrupted} interrupted and "
+        f"rerun); mean reward {stats.mean_reward:.3f}; terminations: {terminations}",
+        highlight=False,
+    )

@@ -1,0 +1,344 @@
+"""The collector: many episodes at once over the sandbox fleet, every turn into the replay store.
+
+A collect run has a name and a plan: the suite's tasks times `repeats`, shuffled with `seed`, so the
+plan is the same every time the run starts. Episode n of run R writes trajectory `R.n.a` (a = the
+attempt), which is how a restarted collector knows where it stopped: it closes its own unfinished
+trajectories whose writer died (termination `interrupted`, turns kept), skips episodes that have
+a finalized trajectory, and runs the rest, interrupted ones again as a new attempt.
+
+Episodes run as asyncio tasks (at most `concurrency` at once); environments step in threads; every
+policy call goes through one GenerationQueue that batches the requests of all episodes waiting at
+that moment into one `generate` call. Policy versions: with `version_pickup: turn` the queue loads
+a newer published version between batches; with `episode` a newer version waits until the running
+episodes end (new ones wait too), so each trajectory is sampled by one version.
+
+Not guaranteed: fairness between episodes beyond FIFO; a version published mid-episode in `turn`
+mode shows up in the turns' versions, which is what the trainer's staleness correction is for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentsd.agent import STOP_STRINGS, AgentLoop, ChatFormat, EpisodeLimits, EpisodeResult
+from agentsd.config import CollectConfig, SamplingConfig
+from agentsd.policies.base import Policy
+from agentsd.store import ReplayStore
+from agentsd.tracking import NullTracker, Tracker
+from agentsd.types import Completion, PolicyVersion, Task, Termination, TrajectoryStatus, Turn
+
+VERSION_POLL_S = 5.0
+BATCH_LINGER_S = 0.02  # how long the queue waits for more episodes to join a batch
+
+
+class GenerationQueue:
+    """Batches concurrent episodes' policy calls into one `generate` call per round."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        sampling: SamplingConfig,
+        max_batch: int,
+        before_batch: Callable[[], None] | None = None,
+    ) -> None:
+        self.policy = policy
+        self.sampling = sampling
+        self.max_batch = max_batch
+        self.before_batch = before_batch
+        self._queue: asyncio.Queue[tuple[list[int], asyncio.Future[Completion]]] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+        self.batches: list[int] = []  # sizes, for tests and the benchmark
+
+    async def generate(self, prompt: list[int]) -> Completion:
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._serve())
+        future: asyncio.Future[Completion] = asyncio.get_running_loop().create_future()
+        await self._queue.put((prompt, future))
+        return await future
+
+    async def _serve(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            await asyncio.sleep(BATCH_LINGER_S)
+            while len(batch) < self.max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            self.batches.append(len(batch))
+            try:
+                if self.before_batch is not None:
+                    await asyncio.to_thread(self.before_batch)
+                completions = await asyncio.to_thread(
+                    self.policy.generate, [p for p, _ in batch], self.sampling, STOP_STRINGS
+                )
+            except Exception as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), completion in zip(batch, completions, strict=True):
+                if not future.done():
+                    future.set_result(completion)
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with _suppress_cancel():
+                await self._worker
+
+
+class _suppress_cancel:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> bool:
+        return kind is asyncio.CancelledError
+
+
+@dataclass
+class CollectStats:
+    planned: int = 0
+    skipped: int = 0
+    interrupted: int = 0
+    episodes: int = 0
+    completion_tokens: int = 0
+    rewards: list[float] = field(default_factory=list)
+    terminations: Counter[str] = field(default_factory=Counter)
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def mean_reward(self) -> float:
+        return sum(self.rewards) / len(self.rewards) if self.rewards else 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.completion_tokens / max(time.monotonic() - self.started, 1e-9)
+
+
+def plan(tasks: Sequence[Task], repeats: int, shuffle: bool, seed: int) -> list[Task]:
+    """The run's episodes in order: every task `repeats` times, shuffled reproducibly."""
+    episodes = [task for task in tasks for _ in range(repeats)]
+    if shuffle:
+        random.Random(seed).shuffle(episodes)
+    return episodes
+
+
+def trajectory_id(run: str, episode: int, attempt: int) -> str:
+    return f"{run}.{episode:06d}.{attempt}"
+
+
+class Collector:
+    """Runs a collect run's plan to the end, resuming where an earlier process stopped."""
+
+    def __init__(
+        self,
+        config: CollectConfig,
+        policy: Policy,
+        store: ReplayStore,
+        tasks: Sequence[Task],
+        *,
+        run_name: str,
+        tracker: Tracker | None = None,
+        make_env: Callable[[Task, dict[str, str]], Any] | None = None,
+        on_episode: Callable[[CollectStats], None] | None = None,
+    ) -> None:
+        if not tasks:
+            raise ValueError("collect: the suite has no tasks")
+        if "." in run_name or not run_name:
+            raise ValueError(f"collect: run name {run_name!r} must be non-empty and contain no '.'")
+        self.config = config
+        self.policy = policy
+        self.store = store
+        self.run_name = run_name
+        self.episodes = plan(tasks, config.repeats, config.shuffle, config.seed)
+        self.tracker = tracker or NullTracker()
+        self.make_env = make_env or self._default_env
+        self.on_episode = on_episode
+        self.fmt = ChatFormat(policy.tokenizer)
+        max_context = min(
+            config.model.max_context, int(getattr(policy, "max_context", config.model.max_context))
+        )
+        self.limits = EpisodeLimits(
+            max_turns=config.max_turns,
+            timeout_s=config.episode_timeout_s,
+            max_context=max_context,
+            max_new_tokens=config.sampling.max_new_tokens,
+        )
+        self.stats = CollectStats(planned=len(self.episodes))
+        self._running = 0
+        self._idle = asyncio.Event()
+        self._last_poll = 0.0
+        self._version_lock = asyncio.Lock()
+        self._todo: list[tuple[int, int]] | None = None
+
+    # ------------------------------------------------------------------ resume
+
+    def todo(self) -> list[tuple[int, int]]:
+        """(episode, attempt) still to run; closes this run's trajectories whose writer died.
+
+        Computed once per Collector: `run` runs exactly this list."""
+        if self._todo is None:
+            self._todo = self._find_todo()
+        return self._todo
+
+    def _find_todo(self) -> list[tuple[int, int]]:
+        attempts: dict[int, list[Any]] = {}
+        for summary in self.store.list(id_prefix=f"{self.run_name}.", limit=None):
+            _, episode, attempt = summary.id.rsplit(".", 2)
+            attempts.setdefault(int(episode), []).append((int(attempt), summary))
+        dead = {s.id for s in self.store.unfinished()}
+        todo = []
+        for episode in range(len(self.episodes)):
+            tries = sorted(attempts.get(episode, []), key=lambda pair: pair[0])
+            if not tries:
+                todo.append((episode, 0))
+                continue
+            attempt, last = tries[-1]
+            if last.status is TrajectoryStatus.RUNNING:
+                if last.id not in dead:
+                    self.stats.skipped += 1  # another live collector of this run owns it
+                    continue
+                self.store.interrupt(last.id, "collector restarted")
+                self.stats.interrupted += 1
+                todo.append((episode, attempt + 1))
+            elif last.termination is Termination.INTERRUPTED:
+                todo.append((episode, attempt + 1))
+            else:
+                self.stats.skipped += 1
+        return todo
+
+    # ------------------------------------------------------------------ running
+
+    async def run(self) -> CollectStats:
+        todo = self.todo()
+        self.tracker.log_params(
+            {
+                "run_name": self.run_name,
+                "planned": len(self.episodes),
+                "to_run": len(todo),
+                **self.config.model_dump(mode="json"),
+            }
+        )
+        queue = GenerationQueue(
+            self.policy,
+            self.config.sampling,
+            max_batch=getattr(self.config.policy, "max_batch", self.config.concurrency),
+            before_batch=self._pickup_between_turns if self.config.version_pickup == "turn" else None,
+        )
+        slots = asyncio.Semaphore(self.config.concurrency)
+        self._idle.set()
+
+        async def one(episode: int, attempt: int) -> None:
+            async with slots:
+                await self._pickup_between_episodes()
+                self._running += 1
+                self._idle.clear()
+                try:
+                    await self._episode(queue, episode, attempt)
+                finally:
+                    self._running -= 1
+                    if self._running == 0:
+                        self._idle.set()
+
+        try:
+            await asyncio.gather(*(one(e, a) for e, a in todo))
+        finally:
+            await queue.close()
+        return self.stats
+
+    async def _episode(self, queue: GenerationQueue, episode: int, attempt: int) -> None:
+        task = self.episodes[episode]
+        tid = trajectory_id(self.run_name, episode, attempt)
+        labels = {"run_id": self.run_name, "episode_id": tid}
+        version = self.policy.version
+        self.store.begin(
+            task=task,
+            policy_model=self.policy.model_name,
+            version=version,
+            trajectory_id=tid,
+            meta={
+                "collect_run": self.run_name,
+                "episode": episode,
+                "attempt": attempt,
+                "family": task.family.value,
+            },
+        )
+        started = time.monotonic()
+        env = self.make_env(task, labels)
+        loop = AgentLoop(self.fmt, queue.generate, self.limits)
+
+        async def on_turn(turn: Turn) -> None:
+            self.store.append_turn(tid, turn)
+
+        try:
+            result = await loop.run(env, task, on_turn)
+        except Exception as exc:  # a bug in the loop itself: the trajectory still closes
+            result = EpisodeResult(Termination.AGENT_ERROR, None, [], feedback=f"agent loop failed: {exc!r}")
+        finally:
+            await asyncio.to_thread(env.close)
+        duration = time.monotonic() - started
+        self.store.finalize(
+            tid,
+            termination=result.termination,
+            reward=result.reward,
+            reward_components=result.reward_components,
+            hindsight=result.hindsight,
+            meta={**{k: v for k, v in result.meta.items() if v is not None}, "duration_s": duration,
+                  **({"error": result.feedback} if result.reward is None and result.feedback else {})},
+        )  # fmt: skip
+        self._record(result, duration)
+
+    def _record(self, result: EpisodeResult, duration: float) -> None:
+        stats = self.stats
+        stats.episodes += 1
+        tokens = sum(len(t.completion_ids) for t in result.turns)
+        stats.completion_tokens += tokens
+        if result.reward is not None:
+            stats.rewards.append(result.reward)
+        stats.terminations[result.termination.value] += 1
+        self.tracker.log_metrics(
+            {
+                "episode/reward": result.reward if result.reward is not None else 0.0,
+                "episode/turns": float(len(result.turns)),
+                "episode/completion_tokens": float(tokens),
+                "episode/duration_s": duration,
+                "collect/mean_reward": stats.mean_reward,
+                "collect/tokens_per_s": stats.tokens_per_s,
+                **{f"termination/{k}": float(v) for k, v in stats.terminations.items()},
+            },
+            step=stats.episodes,
+        )
+        if self.on_episode is not None:
+            self.on_episode(stats)
+
+    # ------------------------------------------------------------------ versions
+
+    def _newer_version(self) -> PolicyVersion | None:
+        now = time.monotonic()
+        if now - self._last_poll < VERSION_POLL_S:
+            return None
+        self._last_poll = now
+        latest = self.store.latest_version()
+        return latest if latest is not None and latest.version > self.policy.version else None
+
+    def _pickup_between_turns(self) -> None:
+        newer = self._newer_version()
+        if newer is not None:
+            self.policy.load_version(newer)
+
+    async def _pickup_between_episodes(self) -> None:
+        async with self._version_lock:  # episodes about to start wait behind a pending switch
+            newer = self._newer_version()
+            if newer is None:
+                return
+            await self._idle.wait()  # running episodes finish on the version they started with
+            await asyncio.to_thread(self.policy.load_version, newer)
+
+    def _default_env(self, task: Task, labels: dict[str, str]) -> Any:
+        from agentsd.envs import env_class
+
+        return env_class(task.family)(sandbox=self.config.sandbox, labels=labels)

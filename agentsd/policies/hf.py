@@ -1,0 +1,202 @@
+"""The `hf` policy backend: a transformers causal LM sampling with a KV cache, on CPU or GPU.
+
+One `generate` call samples a batch of prompts together (left-padded, explicit position ids), with
+its own decoding loop rather than `model.generate`: the loop computes each step's sampling
+distribution once (logits / temperature, top-p cut, log-softmax), samples from it and keeps the
+sampled token's log-prob, which is exactly the behaviour log-prob training needs; and it drops
+finished sequences from the batch and the cache, so a short reply does not pay for a long one.
+
+Versions: `load_version` loads a full checkpoint's weights into the live model, or merges a LoRA
+adapter into a fresh copy of the base weights, and reports the new version from then on.
+
+Not guaranteed: bit-identical samples across batch compositions (padding changes float rounding by
+~1e-6); prefix reuse across calls (each call prefills its prompts; continuous batching and prefix
+caching are the vllm backend's job).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from agentsd.config import HFPolicyConfig, ModelConfig, SamplingConfig
+from agentsd.modelcache import resolve_model
+from agentsd.policies.base import PolicyError, checkpoint_kind, end_of_turn_ids, validate_prompts
+from agentsd.types import Completion, PolicyVersion
+
+STOP_TAIL_TOKENS = 16  # how many trailing tokens are decoded to look for a stop string
+
+
+class HFPolicy:
+    """A transformers model sampling batches of token-id prompts."""
+
+    def __init__(
+        self, model: ModelConfig, config: HFPolicyConfig | None = None, *, seed: int | None = None
+    ) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.config = config or HFPolicyConfig()
+        self.model_config = model
+        self.model_name = model.name
+        self.path = resolve_model(model.name)
+        self.dtype = getattr(torch, model.dtype)
+        self.device = torch.device(self.config.device)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+        self.model: Any = AutoModelForCausalLM.from_pretrained(self.path, dtype=self.dtype)
+        self.model.to(self.device).eval()
+        self.max_context = min(
+            model.max_context, int(getattr(self.model.config, "max_position_embeddings", 1 << 30))
+        )
+        self.end_ids = sorted(end_of_turn_ids(self.tokenizer))
+        self.pad_id = (
+            self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.end_ids[0]
+        )
+        self.rng = torch.Generator(self.device)
+        self.rng.manual_seed(seed if seed is not None else torch.seed() % (1 << 63))
+        self._version = 0
+
+    @property
+    def version(self) -> int:
+        return self._version
+
+    # ------------------------------------------------------------------ sampling
+
+    def generate(
+        self, prompts: Sequence[Sequence[int]], sampling: SamplingConfig, stop: Sequence[str] = ()
+    ) -> list[Completion]:
+        import torch
+        from transformers import DynamicCache
+
+        if not prompts:
+            return []
+        validate_prompts(prompts, int(self.model.config.vocab_size), self.max_context)
+        n, width = len(prompts), max(len(p) for p in prompts)
+        ids = torch.full((n, width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((n, width), dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            ids[row, width - len(prompt) :] = torch.tensor(list(prompt), dtype=torch.long)
+            mask[row, width - len(prompt) :] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        budget = [min(sampling.max_new_tokens, self.max_context - len(p)) for p in prompts]
+        tokens: list[list[int]] = [[] for _ in prompts]
+        logprobs: list[list[float]] = [[] for _ in prompts]
+        finish: list[str | None] = [None] * n
+        end_ids = torch.tensor(self.end_ids, device=self.device)
+        active = list(range(n))  # batch row -> prompt index
+        cache = DynamicCache()
+        with torch.inference_mode():
+            out = self.model(
+                input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                use_cache=True, logits_to_keep=1,
+            )  # fmt: skip
+            logits = out.logits[:, -1, :]
+            next_position = positions[:, -1] + 1
+            while active:
+                logp = sampling_logprobs(logits, sampling.temperature, sampling.top_p)
+                sampled = torch.multinomial(logp.exp(), 1, generator=self.rng).squeeze(1)
+                chosen = logp.gather(1, sampled[:, None]).squeeze(1)
+                is_end = torch.isin(sampled, end_ids)
+                keep: list[int] = []
+                for row, seq in enumerate(active):
+                    token = int(sampled[row])
+                    tokens[seq].append(token)
+                    logprobs[seq].append(float(chosen[row]))
+                    if bool(is_end[row]) or (stop and self._hit_stop(tokens[seq], stop)):
+                        finish[seq] = "stop"
+                    elif len(tokens[seq]) >= budget[seq]:
+                        finish[seq] = "length"
+                    else:
+                        keep.append(row)
+                if not keep:
+                    break
+                if len(keep) < len(active):  # finished rows leave the batch and the cache
+                    index = torch.tensor(keep, device=self.device)
+                    cache.batch_select_indices(index)
+                    sampled, mask, next_position = sampled[index], mask[index], next_position[index]
+                    active = [active[row] for row in keep]
+                mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
+                out = self.model(
+                    input_ids=sampled[:, None], attention_mask=mask, position_ids=next_position[:, None],
+                    past_key_values=cache, use_cache=True,
+                )  # fmt: skip
+                logits = out.logits[:, -1, :]
+                next_position = next_position + 1
+        return [
+            Completion(token_ids=tokens[i], logprobs=logprobs[i], finish_reason=finish[i] or "length",
+                       policy_version=self._version)
+            for i in range(n)
+        ]  # fmt: skip
+
+    def _hit_stop(self, tokens: list[int], stop: Sequence[str]) -> bool:
+        tail = self.tokenizer.decode(tokens[-STOP_TAIL_TOKENS:], skip_special_tokens=False)
+        return any(s in tail for s in stop)
+
+    # ------------------------------------------------------------------ versions
+
+    def load_version(self, version: PolicyVersion) -> None:
+        kind = checkpoint_kind(version.checkpoint_uri)
+        try:
+            if kind == "full":
+                state = _read_weights(version.checkpoint_uri)
+            else:
+                state = self._merged_adapter(version.checkpoint_uri)
+            missing, unexpected = self.model.load_state_dict(
+                {k: v.to(self.dtype) for k, v in state.items()}, strict=False
+            )
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise PolicyError(f"policy version {version.version} ({version.checkpoint_uri}): {exc}") from exc
+        tied = {
+            k for k in missing if "lm_head" in k and getattr(self.model.config, "tie_word_embeddings", False)
+        }
+        absent = sorted(set(missing) - tied)
+        if absent or unexpected:
+            raise PolicyError(
+                f"policy version {version.version} ({version.checkpoint_uri}) does not fit "
+                f"{self.model_name}: missing {absent[:5]}, unexpected {sorted(unexpected)[:5]}"
+            )
+        if tied:
+            self.model.tie_weights()
+        self._version = version.version
+
+    def _merged_adapter(self, uri: str) -> dict[str, Any]:
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM
+
+        # the adapter applies to the configured base model (version 0), not to the live weights
+        base = AutoModelForCausalLM.from_pretrained(self.path, dtype=self.dtype)
+        merged = PeftModel.from_pretrained(base, uri).merge_and_unload()
+        return merged.state_dict()
+
+    def close(self) -> None:
+        self.model = None
+
+
+def sampling_logprobs(logits: Any, temperature: float, top_p: float) -> Any:
+    """Log-probs of the distribution a token is sampled from: logits / T, then the top-p nucleus."""
+    import torch
+
+    logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_logp, order = logp.sort(dim=-1, descending=True)
+        mass_before = sorted_logp.exp().cumsum(dim=-1) - sorted_logp.exp()
+        cut = mass_before >= top_p  # the token that crosses top_p stays in
+        sorted_logp = sorted_logp.masked_fill(cut, float("-inf"))
+        logp = torch.full_like(logp, float("-inf")).scatter(-1, order, sorted_logp)
+        logp = torch.log_softmax(logp, dim=-1)
+    return logp
+
+
+def _read_weights(directory: str) -> dict[str, Any]:
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    files = sorted(Path(directory).glob("*.safetensors"))
+    if not files:
+        raise OSError(f"no *.safetensors files in {directory}")
+    state: dict[str, Any] = {}
+    for file in files:
+        state.update(load_file(str(file)))
+    return state

@@ -1,0 +1,394 @@
+"""Agent loop and collector: token-exact turns in the store, batching, versions, crash resume.
+
+A deterministic scripted policy (the default model's tokenizer, replies chosen from the prompt)
+drives real terminal environments in the local sandbox; the hf backend is checked against a fresh
+forward pass of the same weights.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sandbox_fixtures import backend_config
+
+from agentsd import collector as collector_mod
+from agentsd.agent import AgentLoop, ChatFormat, EpisodeLimits
+from agentsd.collector import Collector, GenerationQueue, trajectory_id
+from agentsd.config import CollectConfig, ModelConfig, SamplingConfig
+from agentsd.envs.oracle import tool_call
+from agentsd.envs.terminal import TerminalEnv
+from agentsd.modelcache import resolve_model
+from agentsd.policies.scripted import ScriptedPolicy
+from agentsd.sequences import context_before
+from agentsd.store import ReplayStore
+from agentsd.tracking import MemoryTracker
+from agentsd.types import Completion, Task, Termination, TrajectoryStatus, Turn, Verifier
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(resolve_model("default"))
+
+
+def chat_ids(tokenizer: Any, question: str) -> list[int]:
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
+    )
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def make_task(n: int, *, content: str = "hi") -> Task:
+    return Task(
+        id=f"write-{n}",
+        family="terminal",
+        instruction=f"Write the text {content} into file{n}.txt, then submit.",
+        verifier=Verifier(kind="script", script=f'test "$(cat file{n}.txt)" = {content}'),
+    )
+
+
+def solver(prompt: str) -> str:
+    """Task-aware script: a bad reply first, then the command, then submit."""
+    replies = prompt.count("<|im_start|>assistant") - 1
+    n = re.search(r"into file(\d+)\.txt", prompt)
+    content = re.search(r"Write the text (\S+) into", prompt)
+    assert n and content
+    if replies == 0:
+        return "Let me think about it first."
+    if replies == 1:
+        return "I will write it.\n" + tool_call(
+            "bash", command=f"echo {content[1]} > file{n[1]}.txt; printf '<%s>x' '|im_start|'"
+        )
+    return tool_call("submit")
+
+
+class Recording:
+    """Wraps a policy; remembers every prompt it was given."""
+
+    def __init__(self, policy: Any) -> None:
+        self.policy = policy
+        self.prompts: list[list[int]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.policy, name)
+
+    @property
+    def version(self) -> int:
+        return self.policy.version
+
+    def generate(
+        self, prompts: Sequence[Sequence[int]], sampling: SamplingConfig, stop: Sequence[str] = ()
+    ) -> list[Completion]:
+        self.prompts += [list(p) for p in prompts]
+        return self.policy.generate(prompts, sampling, stop)
+
+
+def collect_config(tmp_path: Path, **update: Any) -> CollectConfig:
+    base = {
+        "run_dir": str(tmp_path / "run"),
+        "store": {"url": f"sqlite:///{tmp_path}/r.db"},
+        "shuffle": False,
+        "concurrency": 2,
+        "max_turns": 6,
+        "sampling": {"max_new_tokens": 128},
+    }
+    return CollectConfig.model_validate({**base, **update})
+
+
+def assert_turns_reassemble(store: ReplayStore, tid: str, prompts: list[list[int]]) -> None:
+    tokens = store.load_tokens([tid])[tid]
+    seen = [context_before(tokens, i) for i in range(len(tokens))]
+    for context in seen:
+        assert any(np.array_equal(context, p) for p in prompts), (
+            "a stored turn re-assembles no prompt the policy saw"
+        )
+
+
+def test_scripted_episodes_are_token_exact_in_the_store(tmp_path: Path, tokenizer: Any) -> None:
+    backend_config("local")
+    policy = Recording(ScriptedPolicy(tokenizer, solver))
+    cfg = collect_config(tmp_path)
+    tasks = [make_task(i) for i in range(3)]
+    with ReplayStore(cfg.store.url) as store:
+        tracker = MemoryTracker()
+        stats = asyncio.run(Collector(cfg, policy, store, tasks, run_name="t", tracker=tracker).run())
+        assert stats.episodes == 3 and stats.rewards == [1.0, 1.0, 1.0]
+        for episode in range(3):
+            tid = trajectory_id("t", episode, 0)
+            traj = store.get(tid)
+            assert traj.status is TrajectoryStatus.FINALIZED and traj.termination is Termination.DONE
+            assert traj.reward == 1.0 and len(traj.turns) == 3
+            # the unparseable reply is a turn whose observation says why
+            assert "No tool call found" in (traj.turns[0].observation or "")
+            assert traj.turns[1].tool_result is not None and traj.turns[1].tool_result.exit_code == 0
+            assert_turns_reassemble(store, tid, policy.prompts)
+            # the sandbox's output '<|im_start|>x' stays text: control tokens only where messages start
+            start_id = tokenizer.convert_tokens_to_ids("<|im_start|>")
+            starts = [t.prompt_ids.count(start_id) for t in traj.turns]
+            assert starts == [3, 2, 2]  # system, user, reply header; then tool message and reply header
+            assert "<|im_start|>x" in tokenizer.decode(traj.turns[2].prompt_ids)
+    assert {"episode/reward", "episode/turns", "collect/tokens_per_s", "termination/done"} <= set(
+        tracker.metrics
+    )
+    assert [v for _, v in tracker.metrics["episode/reward"]] == [1.0, 1.0, 1.0]
+    assert tracker.params["suite"] == "terminal" and tracker.params["run_name"] == "t"
+
+
+def test_compaction_keeps_the_context_exact_and_marks_the_reset(tmp_path: Path, tokenizer: Any) -> None:
+    backend_config("local")
+
+    calls = []
+
+    def chatty(prompt: str) -> str:
+        calls.append(prompt)  # the prompt loses old turns to compaction: count calls instead
+        if len(calls) >= 8:
+            return tool_call("submit")
+        return tool_call("bash", command="seq 1 400")  # long observations fill the window
+
+    policy = Recording(ScriptedPolicy(tokenizer, chatty))
+    fmt = ChatFormat(tokenizer)
+    limits = EpisodeLimits(max_turns=20, timeout_s=600, max_context=2048, max_new_tokens=64)
+    turns: list[Turn] = []
+
+    async def on_turn(turn: Turn) -> None:
+        turns.append(turn)
+
+    async def generate(prompt: list[int]) -> Completion:
+        assert len(prompt) + limits.max_new_tokens <= limits.max_context
+        return policy.generate([prompt], SamplingConfig(max_new_tokens=64))[0]
+
+    env = TerminalEnv(sandbox=backend_config("local"))
+    try:
+        result = asyncio.run(AgentLoop(fmt, generate, limits).run(env, make_task(0), on_turn))
+    finally:
+        env.close()
+    assert result.termination is Termination.DONE and len(turns) == 8
+    assert any(t.context_reset for t in turns) and not turns[0].context_reset
+    with ReplayStore(f"sqlite:///{tmp_path}/c.db") as store:
+        tid = store.begin(task_id="write-0", policy_model="scripted", version=0)
+        store.append_turns(tid, turns)
+        assert_turns_reassemble(store, tid, policy.prompts)
+    reset = next(t for t in turns if t.context_reset)
+    assert "earlier turns were removed" in tokenizer.decode(reset.prompt_ids) or "elided" in tokenizer.decode(
+        reset.prompt_ids
+    )
+
+
+def test_a_context_that_cannot_fit_ends_the_episode(tokenizer: Any) -> None:
+    backend_config("local")
+    fmt = ChatFormat(tokenizer)
+    policy = ScriptedPolicy(tokenizer, lambda _: tool_call("bash", command="true"))
+    limits = EpisodeLimits(max_turns=5, timeout_s=60, max_context=300, max_new_tokens=64)
+
+    async def generate(prompt: list[int]) -> Completion:
+        return policy.generate([prompt], SamplingConfig(max_new_tokens=64))[0]
+
+    async def on_turn(turn: Turn) -> None:
+        pass
+
+    env = TerminalEnv(sandbox=backend_config("local"))
+    try:  # the system prompt alone is longer than 300 - 64 tokens
+        result = asyncio.run(AgentLoop(fmt, generate, limits).run(env, make_task(0), on_turn))
+    finally:
+        env.close()
+    assert result.termination is Termination.CONTEXT and result.turns == []
+
+
+def test_generation_queue_batches_concurrent_episodes(tokenizer: Any) -> None:
+    policy = ScriptedPolicy(tokenizer, lambda _: "ok")
+
+    async def main() -> list[int]:
+        queue = GenerationQueue(policy, SamplingConfig(max_new_tokens=8), max_batch=4)
+        prompts = [[1, 2, 3 + i] for i in range(10)]
+        done = await asyncio.gather(*(queue.generate(p) for p in prompts))
+        await queue.close()
+        assert len(done) == 10 and all(c.finish_reason == "stop" for c in done)
+        return queue.batches
+
+    batches = asyncio.run(main())
+    assert sum(batches) == 10 and max(batches) == 4
+
+
+@pytest.mark.parametrize("pickup", ["turn", "episode"])
+def test_published_versions_are_picked_up_and_recorded(
+    tmp_path: Path, tokenizer: Any, pickup: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend_config("local")
+    monkeypatch.setattr(collector_mod, "VERSION_POLL_S", 0.0)
+    cfg = collect_config(tmp_path, version_pickup=pickup, concurrency=1)
+    with ReplayStore(cfg.store.url) as store:
+
+        def publish_after_first_turn(prompt: str) -> str:
+            if store.latest_version() is None:
+                store.register_version(1, model="scripted", checkpoint_uri=str(tmp_path))
+            return solver(prompt)
+
+        policy = ScriptedPolicy(tokenizer, publish_after_first_turn)
+        asyncio.run(Collector(cfg, policy, store, [make_task(0), make_task(1)], run_name="v").run())
+        first, second = store.get(trajectory_id("v", 0, 0)), store.get(trajectory_id("v", 1, 0))
+        versions = [t.policy_version for t in first.turns]
+        if pickup == "turn":  # switched between turns of the running episode
+            assert versions[0] == 0 and versions[-1] == 1
+        else:  # the running episode kept its version; the next one started on the new one
+            assert versions == [0, 0, 0]
+        assert [t.policy_version for t in second.turns] == [1, 1, 1]
+        assert second.version_start == 1
+
+
+RESUMABLE = textwrap.dedent(
+    """
+    import asyncio, re, sys, time
+    from transformers import AutoTokenizer
+    from agentsd.collector import Collector
+    from agentsd.config import CollectConfig
+    from agentsd.modelcache import resolve_model
+    from agentsd.policies.scripted import ScriptedPolicy
+    from agentsd.store import ReplayStore
+    sys.path.insert(0, {tests!r})
+    from test_collector import make_task, solver
+
+    def slow(prompt):
+        time.sleep(0.3)
+        return solver(prompt)
+
+    cfg = CollectConfig.model_validate_json({config!r})
+    policy = ScriptedPolicy(AutoTokenizer.from_pretrained(resolve_model("default")), slow)
+    with ReplayStore(cfg.store.url) as store:
+        tasks = [make_task(i) for i in range(6)]
+        stats = asyncio.run(Collector(cfg, policy, store, tasks, run_name="k").run())
+    print("EPISODES", stats.episodes, stats.skipped, stats.interrupted)
+    """
+)
+
+
+def test_a_killed_collector_resumes_without_loss_or_duplicates(tmp_path: Path) -> None:
+    backend_config("local")
+    cfg = collect_config(tmp_path, concurrency=2)
+    script = tmp_path / "collect.py"
+    script.write_text(RESUMABLE.format(tests=str(Path(__file__).parent), config=cfg.model_dump_json()))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    first = subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE, text=True)
+    with ReplayStore(cfg.store.url) as store:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # kill it mid-run: some episodes done, some running
+            done = store.count(status=TrajectoryStatus.FINALIZED)
+            running = store.count(status=TrajectoryStatus.RUNNING)
+            if done >= 1 and running >= 1:
+                break
+            time.sleep(0.1)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        before = {s.id: s for s in store.list(limit=None)}
+        assert any(s.status is TrajectoryStatus.RUNNING for s in before.values())
+        second = subprocess.run(
+            [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert second.returncode == 0, second.stderr[-3000:]
+        episodes, skipped, interrupted = map(int, second.stdout.split("EPISODES")[1].split())
+        after = store.list(limit=None)
+    by_episode: dict[int, list[Any]] = {}
+    for s in after:
+        by_episode.setdefault(int(s.id.split(".")[1]), []).append(s)
+    assert sorted(by_episode) == list(range(6))
+    for episode, tries in by_episode.items():
+        good = [s for s in tries if s.termination is Termination.DONE]
+        assert len(good) == 1, f"episode {episode}: {[(s.id, s.termination) for s in tries]}"
+        assert all(s.status is TrajectoryStatus.FINALIZED for s in tries)
+        assert good[0].reward == 1.0
+    killed = [s for s in after if s.termination is Termination.INTERRUPTED]
+    assert len(killed) == interrupted >= 1
+    for s in killed:  # the interrupted trajectory kept the turns it had, unchanged
+        assert s.n_turns == before[s.id].n_turns
+    assert skipped == sum(1 for s in before.values() if s.status is TrajectoryStatus.FINALIZED)
+    assert episodes == 6 - skipped
+
+
+@pytest.mark.slow
+def test_hf_behaviour_logprobs_match_a_fresh_forward_pass() -> None:
+    import torch
+
+    from agentsd.policies.hf import HFPolicy
+
+    policy = HFPolicy(ModelConfig(), seed=0)
+    tok = policy.tokenizer
+    questions = ["List the files here with bash.", "What is 2+2?", "Write a haiku about a terminal."]
+    prompts = [chat_ids(tok, q) for q in questions]
+    for temperature, top_p in ((1.0, 1.0), (0.7, 1.0), (1.0, 0.9)):
+        sampling = SamplingConfig(temperature=temperature, top_p=top_p, max_new_tokens=24)
+        completions = policy.generate(prompts, sampling, stop=["</tool_call>"])
+        for prompt, completion in zip(prompts, completions, strict=True):
+            assert completion.finish_reason in ("stop", "length") and completion.policy_version == 0
+            ids = torch.tensor([prompt + completion.token_ids])
+            with torch.no_grad():
+                logits = policy.model(ids).logits[0, len(prompt) - 1 : -1].float() / temperature
+            logp = torch.log_softmax(logits, -1)
+            if top_p < 1.0:
+                from agentsd.policies.hf import sampling_logprobs
+
+                logp = sampling_logprobs(logits * temperature, temperature, top_p)
+            fresh = logp.gather(1, torch.tensor(completion.token_ids)[:, None]).squeeze(1)
+            diff = (fresh - torch.tensor(completion.logprobs)).abs()
+            assert float(diff.mean()) < 1e-3, (temperature, top_p, diff)
+            assert bool(torch.isfinite(torch.tensor(completion.logprobs)).all())
+
+
+@pytest.mark.slow
+def test_hf_policy_loads_a_published_version(tmp_path: Path) -> None:
+    import torch
+
+    from agentsd.policies.hf import HFPolicy
+    from agentsd.types import PolicyVersion
+
+    policy = HFPolicy(ModelConfig(), seed=0)
+    prompt = chat_ids(policy.tokenizer, "hi")
+    changed = {k: v.clone() for k, v in policy.model.state_dict().items()}
+    changed["model.norm.weight"] *= 0.5
+    out = tmp_path / "v1"
+    policy.model.save_pretrained(out, state_dict=changed)
+    policy.load_version(PolicyVersion(version=1, model="default", checkpoint_uri=str(out), created_at=0.0))
+    assert policy.version == 1
+    assert torch.equal(policy.model.state_dict()["model.norm.weight"], changed["model.norm.weight"])
+    assert policy.generate([prompt], SamplingConfig(max_new_tokens=4))[0].policy_version == 1
+    (tmp_path / "bad").mkdir()
+    from agentsd.policies.base import PolicyError
+
+    with pytest.raises(PolicyError, match=r"config\.json"):
+        policy.load_version(
+            PolicyVersion(version=2, model="default", checkpoint_uri=str(tmp_path / "bad"), created_at=0.0)
+        )
+    assert policy.version == 1
+
+
+@pytest.mark.slow
+def test_agentsd_collect_runs_out_of_the_box(tmp_path: Path) -> None:
+    backend_config("local")
+    repo = Path(__file__).resolve().parents[1]
+    config = str(repo / "configs/collect/terminal.yaml")
+    cmd = [sys.executable, "-m", "agentsd.cli.main", "collect", "-c", config, "max_tasks=2", "repeats=1",
+           "max_turns=2", "sampling.max_new_tokens=24", f"run_dir={tmp_path}/run",
+           f"store.url=sqlite:///{tmp_path}/r.db"]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2 episodes" in done.stdout
+    with ReplayStore(f"sqlite:///{tmp_path}/r.db") as store:
+        trajs = store.list(limit=None)
+        assert len(trajs) == 2 and all(t.status is TrajectoryStatus.FINALIZED for t in trajs)
+        assert all(t.n_completion_tokens > 0 for t in trajs)
+    assert (tmp_path / "run" / "mlflow.db").exists()
+    bad = subprocess.run(
+        [*cmd[:5], "concurrency=0"], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert bad.returncode == 2 and "concurrency" in bad.stderr
