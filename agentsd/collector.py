@@ -23,6 +23,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -231,6 +232,11 @@ class Collector:
         )
         slots = asyncio.Semaphore(self.config.concurrency)
         self._idle.set()
+        # env steps, resets and closes run in threads: one per episode, plus the policy's calls
+        # (the default executor has only cpu_count + 4 threads)
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=self.config.concurrency + 4, thread_name_prefix="episode")
+        )
 
         async def one(episode: int, attempt: int) -> None:
             async with slots:

@@ -392,3 +392,37 @@ def test_agentsd_collect_runs_out_of_the_box(tmp_path: Path) -> None:
         [*cmd[:5], "concurrency=0"], capture_output=True, text=True, timeout=120, cwd=tmp_path
     )
     assert bad.returncode == 2 and "concurrency" in bad.stderr
+
+
+def web_login_solver(prompt: str) -> str:
+    """Reads element ids from the latest accessibility tree, as an agent would."""
+    replies = prompt.count("<|im_start|>assistant") - 1
+
+    def element(line: str) -> int:
+        found = re.findall(re.escape(line) + r" \[(\d+)\]", prompt)
+        assert found, f"no {line} in the observation"
+        return int(found[-1])
+
+    steps = [
+        lambda: tool_call("type", id=element('textbox "Username"'), text="alice"),
+        lambda: tool_call("type", id=element('textbox "Password"'), text="hunter2"),
+        lambda: tool_call("click", id=element('button "Sign in"')),
+        lambda: tool_call("submit"),
+    ]
+    return steps[min(replies, 3)]()
+
+
+@pytest.mark.gui
+def test_collector_drives_a_gui_episode(tmp_path: Path, tokenizer: Any) -> None:
+    backend_config("local")
+    from agentsd.envs.task_formats import load_suite
+
+    task = next(t for t in load_suite("gui") if t.id == "web-login")
+    cfg = collect_config(tmp_path, suite="gui", concurrency=1)
+    policy = ScriptedPolicy(tokenizer, web_login_solver)
+    with ReplayStore(cfg.store.url) as store:
+        stats = asyncio.run(Collector(cfg, policy, store, [task], run_name="g").run())
+        traj = store.get(trajectory_id("g", 0, 0))
+    assert stats.rewards == [1.0], traj.turns[-1].observation
+    assert [t.action["name"] for t in traj.turns if t.action] == ["type", "type", "click", "submit"]
+    assert all(t.next_state for t in traj.turns)
