@@ -16,6 +16,7 @@ caching are the vllm backend's job).
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -53,7 +54,8 @@ class HFPolicy:
             self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.end_ids[0]
         )
         self.rng = torch.Generator(self.device)
-        self.rng.manual_seed(seed if seed is not None else torch.seed() % (1 << 63))
+        # no seed: a fresh one, without re-seeding torch's global generator as torch.seed() would
+        self.rng.manual_seed(seed if seed is not None else random.getrandbits(63))
         self._version = 0
 
     @property

@@ -1,0 +1,25 @@
+"""Staleness-corrected SDPO as pure tensor functions (shared/SDPO.md "Objective").
+
+weights: behaviour ratios, truncation, rejection masks, staleness, turn weights.
+divergence: top-k + tail reverse KL / α-JSD, the sampled-token PPO form, the advantage scale.
+loss: the token-mean loss over a batch and the metrics it knows.
+Heavy imports (torch) happen inside the functions.
+"""
+
+from agentsd.sdpo.divergence import (
+    AdvantageScale,
+    generalized_jsd,
+    sampled_token_objective,
+    topk_tail_divergence,
+)
+from agentsd.sdpo.loss import SDPOLoss, TokenBatch, sdpo_loss
+
+__all__ = [
+    "AdvantageScale",
+    "SDPOLoss",
+    "TokenBatch",
+    "generalized_jsd",
+    "sampled_token_objective",
+    "sdpo_loss",
+    "topk_tail_divergence",
+]

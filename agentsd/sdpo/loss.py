@@ -1,0 +1,141 @@
+"""The SDPO loss over a batch of tokens (shared/SDPO.md "Objective" 6), from student and teacher logits.
+
+Loss = Σ_t m_t·M_t·K_t·w_t·g_t·λ^k_t·D_t / Σ_t m_t·M_t·K_t, the token mean over the global batch,
+where K_t keeps tokens no staler than K_max. In the sampled-token form D_t is replaced by the PPO-style
+objective against the behaviour log-prob, which already carries the importance ratio, so w_t is not
+applied a second time there. `denominator` lets gradient accumulation divide every micro-batch by
+the global batch's Σ m·M·K (then 1 x 8 and 8 x 1 accumulate the same gradient).
+
+Inputs are flattened over the batch: [N] per-token tensors and [N, V] logits at the positions that
+predict each token (the logits row t scores y_t). Positions with m_t = 0 may be present; they add
+nothing. Not guaranteed: memory bounds (the caller chooses how many rows to pass at once).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentsd.config import SDPOConfig
+from agentsd.sdpo.divergence import AdvantageScale, sampled_token_objective, topk_tail_divergence, upcast
+from agentsd.sdpo.weights import (
+    behaviour_ratio,
+    rejection_mask,
+    staleness_keep,
+    staleness_weight,
+    truncated_weight,
+    turn_rejection_mask,
+    turn_weights,
+)
+
+
+@dataclass
+class TokenBatch:
+    """The per-token fields of the tokens a loss is computed on, all [N]."""
+
+    tokens: Any  # y_t, int64
+    behaviour_logp: Any  # ℓμ_t, float
+    mask: Any  # m_t, bool: agent-sampled and trainable
+    versions: Any  # b_t, int64
+    turn_index: Any  # the turn of each token within its trajectory
+    trajectory_index: Any  # which trajectory of the batch
+
+
+@dataclass
+class SDPOLoss:
+    loss: Any  # scalar with gradient
+    per_token: Any  # [N] the unweighted per-token term (D_t, or the sampled-token objective)
+    used: Any  # [N] bool: m·M·K
+    numerator_weight: Any  # [N] the weight each used token entered the numerator with
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def sdpo_loss(
+    batch: TokenBatch,
+    student_logits: Any,
+    teacher_logits: Any,
+    config: SDPOConfig,
+    *,
+    version: int,
+    temperature: float = 1.0,
+    advantage_scale: AdvantageScale | None = None,
+    denominator: float | None = None,
+) -> SDPOLoss:
+    import torch
+
+    mask = batch.mask.bool()
+    student_logp_all = torch.log_softmax(upcast(student_logits) / temperature, dim=-1)
+    student_logp = student_logp_all.gather(-1, batch.tokens[:, None]).squeeze(-1)
+    rho = behaviour_ratio(student_logp, batch.behaviour_logp)
+    weight = truncated_weight(rho, config.is_cap)
+    accepted = rejection_mask(rho, config.rho_low, config.rho_high)
+    if config.turn_level_mask:
+        turn_key = batch.trajectory_index * (1 << 32) + batch.turn_index
+        accepted = accepted & turn_rejection_mask(rho, turn_key, mask, config.rho_low, config.rho_high)
+    trajectory = batch.trajectory_index if config.staleness_drop == "trajectory" else None
+    fresh = staleness_keep(batch.versions, version, config.max_staleness, trajectory)
+    used = mask & accepted & fresh
+    decay = staleness_weight(batch.versions, version, config.staleness_decay, dtype=rho.dtype)
+
+    metrics: dict[str, float] = {}
+    if config.form == "topk":
+        per_token = topk_tail_divergence(
+            student_logits, teacher_logits, config.top_k, config.alpha, temperature
+        )
+        token_weight = weight * decay
+        kl = per_token
+    else:
+        teacher_logp = (
+            torch.log_softmax(upcast(teacher_logits.detach()) / temperature, dim=-1)
+            .gather(-1, batch.tokens[:, None])
+            .squeeze(-1)
+        )
+        raw_advantage = (teacher_logp - student_logp).detach()
+        mean_abs = float(raw_advantage[used].abs().mean()) if bool(used.any()) else 0.0
+        scale = advantage_scale.update(mean_abs) if advantage_scale is not None else math.inf
+        bound = config.advantage_clip * scale if scale > 0 else math.inf
+        per_token, _ = sampled_token_objective(
+            student_logp, teacher_logp, batch.behaviour_logp,
+            advantage_bound=bound, clip_low=config.clip_low, clip_high=config.clip_high,
+        )  # fmt: skip
+        token_weight = decay
+        kl = -raw_advantage  # log s(y) - log q(y): a one-sample estimate of KL(s‖q)
+        metrics["advantage/mean_abs"] = mean_abs
+        metrics["advantage/bound"] = bound
+    if config.turn_weights:
+        token_weight = token_weight * turn_weights(
+            per_token, batch.turn_index, used, config.turn_weight_delta, batch.trajectory_index
+        )
+    token_weight = token_weight.detach() * used
+    count = float(used.sum())
+    divide_by = denominator if denominator is not None else count
+    numerator = (token_weight * per_token).sum()
+    loss = numerator / divide_by if divide_by > 0 else numerator * 0.0
+    metrics.update(_metrics(batch, rho, weight, accepted, fresh, used, kl, version))
+    return SDPOLoss(loss=loss, per_token=per_token, used=used, numerator_weight=token_weight, metrics=metrics)
+
+
+def _metrics(
+    batch: TokenBatch, rho: Any, weight: Any, accepted: Any, fresh: Any, used: Any, kl: Any, version: int
+) -> dict[str, float]:
+    """SDPO.md "Metrics" that the loss alone knows, over the trainable tokens (m_t = 1)."""
+    mask = batch.mask.bool()
+    n = int(mask.sum())
+    if n == 0:
+        return {"tokens/trainable": 0.0, "tokens/used": 0.0}
+    r = rho[mask].double()
+    staleness = (version - batch.versions[mask]).double()
+    return {
+        "tokens/trainable": float(n),
+        "tokens/used": float(used.sum()),
+        "kl": float(kl.detach()[used].mean()) if bool(used.any()) else 0.0,
+        "rho/mean": float(r.mean()),
+        "rho/p99": float(r.quantile(0.99)) if n > 1 else float(r.max()),
+        "rho/max": float(r.max()),
+        "fraction/truncated": float((weight[mask] < rho[mask]).double().mean()),
+        "fraction/rejected": float((~accepted[mask]).double().mean()),
+        "fraction/stale_dropped": float((~fresh[mask]).double().mean()),
+        "staleness/mean": float(staleness.mean()),
+        "staleness/max": float(staleness.max()),
+    }

@@ -1,0 +1,231 @@
+"""SDPO loss functions pinned to naive per-token reference implementations (float64, seeded CPU
+tensors): values and gradients, plus the invariants of shared/SDPO.md."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from agentsd.config import SDPOConfig
+from agentsd.sdpo import AdvantageScale, TokenBatch, sdpo_loss, topk_tail_divergence
+from agentsd.sdpo.weights import behaviour_ratio, staleness_keep, turn_rejection_mask, turn_weights
+
+V = 12
+
+
+def naive_divergence(
+    s_row: torch.Tensor, q_row: torch.Tensor, k: int, alpha: float, temperature: float
+) -> torch.Tensor:
+    """One token, written out: softmax, top-k by sorting, tail bins, the divergence as a sum."""
+    s = torch.softmax(s_row / temperature, dim=0)
+    q = torch.softmax(q_row.detach() / temperature, dim=0)
+    order = sorted(range(len(s)), key=lambda i: -float(s[i].detach()))[:k]
+    p = [s[i] for i in order]
+    r = [q[i] for i in order]
+    p.append(torch.clamp(1 - sum(p), min=1e-7))
+    r.append(torch.clamp(1 - sum(r), min=1e-7))
+    if alpha == 1.0:
+        return sum(pi * (torch.log(pi) - torch.log(ri)) for pi, ri in zip(p, r, strict=True))
+    if alpha == 0.0:
+        return sum(ri * (torch.log(ri) - torch.log(pi)) for pi, ri in zip(p, r, strict=True))
+    m = [(1 - alpha) * pi + alpha * ri for pi, ri in zip(p, r, strict=True)]
+    kl_r = sum(ri * (torch.log(ri) - torch.log(mi)) for ri, mi in zip(r, m, strict=True))
+    kl_p = sum(pi * (torch.log(pi) - torch.log(mi)) for pi, mi in zip(p, m, strict=True))
+    return alpha * kl_r + (1 - alpha) * kl_p
+
+
+def make_batch(
+    n: int = 10, seed: int = 0, versions: list[int] | None = None
+) -> tuple[TokenBatch, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    student = torch.randn(n, V, generator=g, dtype=torch.float64) * 2
+    teacher = student + torch.randn(n, V, generator=g, dtype=torch.float64)
+    tokens = torch.randint(0, V, (n,), generator=g)
+    current = torch.log_softmax(student, -1).gather(-1, tokens[:, None]).squeeze(-1)
+    behaviour = current + torch.randn(n, generator=g, dtype=torch.float64) * 0.5
+    mask = torch.ones(n, dtype=torch.bool)
+    mask[0] = False  # a prompt position
+    batch = TokenBatch(
+        tokens=tokens,
+        behaviour_logp=behaviour,
+        mask=mask,
+        versions=torch.tensor(versions if versions is not None else [5] * n),
+        turn_index=torch.arange(n) // 3,
+        trajectory_index=torch.zeros(n, dtype=torch.long),
+    )
+    return batch, student.requires_grad_(True), teacher
+
+
+@pytest.mark.parametrize("alpha", [1.0, 0.0, 0.5])
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_topk_tail_divergence_matches_the_naive_reference(alpha: float, temperature: float) -> None:
+    _, student, teacher = make_batch()
+    fast = topk_tail_divergence(student, teacher, k=4, alpha=alpha, temperature=temperature)
+    (grad_fast,) = torch.autograd.grad(fast.sum(), student)
+    naive = torch.stack(
+        [naive_divergence(student[i], teacher[i], 4, alpha, temperature) for i in range(len(student))]
+    )
+    (grad_naive,) = torch.autograd.grad(naive.sum(), student)
+    torch.testing.assert_close(fast, naive, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(grad_fast, grad_naive, rtol=1e-9, atol=1e-12)
+
+
+def test_full_support_is_the_exact_reverse_kl_and_the_teacher_gets_no_gradient() -> None:
+    _, student, teacher = make_batch()
+    teacher.requires_grad_(True)
+    d = topk_tail_divergence(student, teacher, k=V)
+    s, q = torch.log_softmax(student, -1), torch.log_softmax(teacher, -1)
+    exact = (s.exp() * (s - q)).sum(-1)
+    torch.testing.assert_close(d, exact, rtol=1e-5, atol=1e-6)  # tail floored at 1e-7
+    d.sum().backward()
+    assert teacher.grad is None and student.grad is not None
+    assert float(topk_tail_divergence(student.detach(), student.detach(), k=4).abs().max()) < 1e-6
+
+
+def naive_loss(
+    batch: TokenBatch, student: torch.Tensor, teacher: torch.Tensor, cfg: SDPOConfig, version: int
+) -> torch.Tensor:
+    """Objective 1, 2, 4 and 6 token by token (topk form, no turn weights)."""
+    numerator, count = 0.0, 0
+    for t in range(len(batch.tokens)):
+        if not batch.mask[t]:
+            continue
+        log_s = torch.log_softmax(student[t], 0)[batch.tokens[t]]
+        rho = math.exp(max(-20.0, min(20.0, float(log_s) - float(batch.behaviour_logp[t]))))
+        if not cfg.rho_low <= rho <= cfg.rho_high:
+            continue
+        k_t = version - int(batch.versions[t])
+        if k_t > cfg.max_staleness:
+            continue
+        w = min(rho, cfg.is_cap) * cfg.staleness_decay**k_t
+        numerator = numerator + w * naive_divergence(student[t], teacher[t], cfg.top_k, cfg.alpha, 1.0)
+        count += 1
+    return numerator / count
+
+
+@pytest.mark.parametrize("decay", [1.0, 0.8])
+def test_sdpo_loss_matches_the_naive_reference(decay: float) -> None:
+    batch, student, teacher = make_batch(n=16, versions=[5, 5, 4, 3, 1, 0, 5, 5, 2, 5, 4, 5, 5, 3, 5, 5])
+    cfg = SDPOConfig(top_k=4, staleness_decay=decay, rho_low=0.5, rho_high=1.8)
+    out = sdpo_loss(batch, student, teacher, cfg, version=5)
+    (grad_fast,) = torch.autograd.grad(out.loss, student)
+    naive = naive_loss(batch, student, teacher, cfg, version=5)
+    (grad_naive,) = torch.autograd.grad(naive, student)
+    torch.testing.assert_close(out.loss, naive, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(grad_fast, grad_naive, rtol=1e-9, atol=1e-12)
+    assert out.metrics["fraction/stale_dropped"] > 0 and out.metrics["fraction/rejected"] > 0
+
+
+def test_on_policy_tokens_have_weight_one_and_give_the_plain_token_mean() -> None:
+    batch, student, teacher = make_batch()
+    batch.behaviour_logp = (
+        torch.log_softmax(student.detach(), -1).gather(-1, batch.tokens[:, None]).squeeze(-1)
+    )
+    rho = behaviour_ratio(
+        torch.log_softmax(student, -1).gather(-1, batch.tokens[:, None]).squeeze(-1), batch.behaviour_logp
+    )
+    torch.testing.assert_close(rho, torch.ones_like(rho))
+    out = sdpo_loss(batch, student, teacher, SDPOConfig(top_k=4), version=5)
+    d = topk_tail_divergence(student, teacher, k=4)
+    torch.testing.assert_close(out.loss, d[batch.mask].mean())
+    assert out.metrics["fraction/truncated"] == 0 and out.metrics["fraction/rejected"] == 0
+
+
+def test_truncation_bounds_weights_of_old_samples() -> None:
+    batch, student, teacher = make_batch()
+    batch.behaviour_logp = batch.behaviour_logp - 3.0  # sampled by a policy that liked these far less
+    cfg = SDPOConfig(top_k=4, rho_high=1e9)
+    out = sdpo_loss(batch, student, teacher, cfg, version=5)
+    assert float(out.numerator_weight.max()) <= cfg.is_cap and out.metrics["rho/max"] > cfg.is_cap
+    assert out.metrics["fraction/truncated"] == 1.0
+
+
+def test_gradient_accumulation_1x8_equals_8x1() -> None:
+    batch, student, teacher = make_batch(n=32, seed=3)
+    cfg = SDPOConfig(top_k=5)
+    whole = sdpo_loss(batch, student, teacher, cfg, version=5)
+    (grad_whole,) = torch.autograd.grad(whole.loss, student)
+    total = float(whole.used.sum())
+    grad_acc = torch.zeros_like(student)
+    for part in torch.arange(32).chunk(8):
+        micro = TokenBatch(**{k: v[part] for k, v in vars(batch).items()})
+        leaf = student.detach()[part].requires_grad_(True)
+        out = sdpo_loss(micro, leaf, teacher[part], cfg, version=5, denominator=total)
+        (g,) = torch.autograd.grad(out.loss, leaf)
+        grad_acc[part] += g
+    torch.testing.assert_close(grad_acc, grad_whole, rtol=1e-6, atol=1e-9)
+
+
+def test_no_trainable_tokens_contribute_nothing() -> None:
+    batch, student, teacher = make_batch()
+    batch.mask = torch.zeros_like(batch.mask)
+    out = sdpo_loss(batch, student, teacher, SDPOConfig(top_k=4), version=5)
+    assert float(out.loss) == 0.0
+    (grad,) = torch.autograd.grad(out.loss, student)
+    assert float(grad.abs().max()) == 0.0
+
+
+def test_sampled_token_form_matches_the_naive_reference() -> None:
+    batch, student, teacher = make_batch(n=12, seed=5)
+    cfg = SDPOConfig(form="sampled_token", rho_low=1e-6, rho_high=1e6, advantage_clip=1.0)
+    scale = AdvantageScale()
+    out = sdpo_loss(batch, student, teacher, cfg, version=5, advantage_scale=scale)
+    (grad_fast,) = torch.autograd.grad(out.loss, student)
+    used = [t for t in range(12) if batch.mask[t]]
+    log_s = [torch.log_softmax(student[t], 0)[batch.tokens[t]] for t in range(12)]
+    log_q = [torch.log_softmax(teacher[t], 0)[batch.tokens[t]] for t in range(12)]
+    raw = [float(log_q[t] - log_s[t]) for t in used]
+    e_bar = sum(abs(a) for a in raw) / len(raw)  # the first update of a bias-corrected EMA is the value
+    assert scale.current == pytest.approx(e_bar)
+    total = 0.0
+    for t in used:
+        a = max(-e_bar, min(e_bar, float(log_q[t] - log_s[t])))
+        r = torch.exp(log_s[t] - batch.behaviour_logp[t])
+        total = total - torch.minimum(r * a, torch.clamp(r, 1 - cfg.clip_low, 1 + cfg.clip_high) * a)
+    naive = total / len(used)
+    (grad_naive,) = torch.autograd.grad(naive, student)
+    torch.testing.assert_close(out.loss, naive, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(grad_fast, grad_naive, rtol=1e-9, atol=1e-12)
+
+
+def test_advantage_scale_is_a_bias_corrected_ema() -> None:
+    scale = AdvantageScale(decay=0.99)
+    assert scale.update(2.0) == pytest.approx(2.0)
+    second = scale.update(4.0)
+    raw = 0.99 * (0.01 * 2.0) + 0.01 * 4.0
+    assert second == pytest.approx(raw / (1 - 0.99**2))
+
+
+def test_staleness_drops_turns_or_whole_trajectories() -> None:
+    versions = torch.tensor([5, 5, 0, 5, 5, 5])
+    trajectories = torch.tensor([0, 0, 0, 1, 1, 1])
+    assert staleness_keep(versions, 5, 4).tolist() == [True, True, False, True, True, True]
+    assert staleness_keep(versions, 5, 4, trajectories).tolist() == [False] * 3 + [True] * 3
+
+
+def test_turn_level_mask_uses_the_geometric_mean_of_the_turn() -> None:
+    rho = torch.tensor([4.0, 4.0, 0.5, 0.5, 20.0, 0.01])
+    turns = torch.tensor([0, 0, 1, 1, 2, 2])
+    mask = torch.ones(6)
+    # turn 0: 4 (in [0.1, 10]); turn 1: 0.5; turn 2: sqrt(0.2) ~ 0.447 (in range even though 20 is not)
+    assert turn_rejection_mask(rho, turns, mask, 0.1, 10.0).tolist() == [True] * 6
+    assert turn_rejection_mask(rho, turns, mask, 1.0, 10.0).tolist() == [
+        True,
+        True,
+        False,
+        False,
+        False,
+        False,
+    ]
+
+
+def test_turn_weights_follow_the_first_turn_and_are_capped() -> None:
+    d = torch.tensor([1.0, 1.0, 2.0, 2.0, 0.5, 0.5, 3.0, 3.0])
+    turns = torch.tensor([0, 0, 1, 1, 2, 2, 0, 0])
+    trajectories = torch.tensor([0, 0, 0, 0, 0, 0, 1, 1])
+    g = turn_weights(d, turns, torch.ones(8), delta=0.2, trajectory_index=trajectories)
+    eps = 1e-6
+    expected = [1.0, 1.0, (1 + eps) / (2 + eps), (1 + eps) / (2 + eps), 1.2, 1.2, 1.0, 1.0]
+    torch.testing.assert_close(g, torch.tensor(expected))
