@@ -229,3 +229,57 @@ def test_turn_weights_follow_the_first_turn_and_are_capped() -> None:
     eps = 1e-6
     expected = [1.0, 1.0, (1 + eps) / (2 + eps), (1 + eps) / (2 + eps), 1.2, 1.2, 1.0, 1.0]
     torch.testing.assert_close(g, torch.tensor(expected))
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 100])
+def test_chunked_projection_agrees_with_full_logits(chunk: int) -> None:
+    from agentsd.sdpo.chunked import chunked_head
+
+    g = torch.Generator().manual_seed(11)
+    n, h = 20, 6
+    hidden = torch.randn(n, h, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(V, h, generator=g, dtype=torch.float64, requires_grad=True)
+    teacher_hidden = hidden.detach() + 0.3 * torch.randn(n, h, generator=g, dtype=torch.float64)
+    tokens = torch.randint(0, V, (n,), generator=g)
+    coef_d = torch.rand(n, generator=g, dtype=torch.float64)
+    coef_l = torch.rand(n, generator=g, dtype=torch.float64)
+    coef_d[:4] = 0  # chunks with nothing to train are skipped in backward
+    coef_l[:4] = 0
+
+    d, lp, tlp = chunked_head(
+        hidden, weight, teacher_hidden, weight.detach(), tokens, k=4, temperature=0.8, chunk=chunk
+    )
+    gh, gw = torch.autograd.grad((d * coef_d).sum() + (lp * coef_l).sum(), [hidden, weight])
+
+    logits = hidden @ weight.T
+    teacher_logits = teacher_hidden @ weight.detach().T
+    d_ref = topk_tail_divergence(logits, teacher_logits, 4, temperature=0.8)
+    lp_ref = torch.log_softmax(logits / 0.8, -1).gather(-1, tokens[:, None]).squeeze(-1)
+    tlp_ref = torch.log_softmax(teacher_logits / 0.8, -1).gather(-1, tokens[:, None]).squeeze(-1)
+    gh_ref, gw_ref = torch.autograd.grad((d_ref * coef_d).sum() + (lp_ref * coef_l).sum(), [hidden, weight])
+    for got, want in ((d, d_ref), (lp, lp_ref), (tlp, tlp_ref), (gh, gh_ref), (gw, gw_ref)):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+    assert not tlp.requires_grad
+
+
+@pytest.mark.parametrize("form", ["topk", "sampled_token"])
+def test_loss_from_chunked_terms_equals_the_loss_from_logits(form: str) -> None:
+    from agentsd.sdpo import chunked_head, sdpo_loss_from_terms
+
+    g = torch.Generator().manual_seed(2)
+    n, h = 16, 5
+    hidden = torch.randn(n, h, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(V, h, generator=g, dtype=torch.float64, requires_grad=True)
+    teacher_hidden = hidden.detach() + 0.5 * torch.randn(n, h, generator=g, dtype=torch.float64)
+    batch, _, _ = make_batch(n=n, seed=4)
+    cfg = SDPOConfig(form=form, top_k=4)  # type: ignore[arg-type]
+    d, lp, tlp = chunked_head(hidden, weight, teacher_hidden, weight.detach(), batch.tokens, k=4, chunk=5)
+    batch.behaviour_logp = lp.detach() + 0.1
+    chunked = sdpo_loss_from_terms(batch, d, lp, tlp, cfg, version=5, advantage_scale=AdvantageScale())
+    grads = torch.autograd.grad(chunked.loss, [hidden, weight])
+    full = sdpo_loss(batch, hidden @ weight.T, teacher_hidden @ weight.detach().T, cfg, version=5,
+                     advantage_scale=AdvantageScale())  # fmt: skip
+    grads_full = torch.autograd.grad(full.loss, [hidden, weight])
+    torch.testing.assert_close(chunked.loss, full.loss, rtol=1e-9, atol=1e-12)
+    for got, want in zip(grads, grads_full, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)

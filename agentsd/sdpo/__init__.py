@@ -2,24 +2,28 @@
 
 weights: behaviour ratios, truncation, rejection masks, staleness, turn weights.
 divergence: top-k + tail reverse KL / α-JSD, the sampled-token PPO form, the advantage scale.
+chunked: hidden states to per-token terms, one chunk of logits at a time (memory).
 loss: the token-mean loss over a batch and the metrics it knows.
 Heavy imports (torch) happen inside the functions.
 """
 
+from agentsd.sdpo.chunked import chunked_head
 from agentsd.sdpo.divergence import (
     AdvantageScale,
     generalized_jsd,
     sampled_token_objective,
     topk_tail_divergence,
 )
-from agentsd.sdpo.loss import SDPOLoss, TokenBatch, sdpo_loss
+from agentsd.sdpo.loss import SDPOLoss, TokenBatch, sdpo_loss, sdpo_loss_from_terms
 
 __all__ = [
     "AdvantageScale",
     "SDPOLoss",
     "TokenBatch",
+    "chunked_head",
     "generalized_jsd",
     "sampled_token_objective",
     "sdpo_loss",
+    "sdpo_loss_from_terms",
     "topk_tail_divergence",
 ]

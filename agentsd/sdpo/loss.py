@@ -62,11 +62,44 @@ def sdpo_loss(
     advantage_scale: AdvantageScale | None = None,
     denominator: float | None = None,
 ) -> SDPOLoss:
+    """The loss from full logits rows [N, V] (student with gradient, teacher without)."""
     import torch
 
+    student_logp = (
+        torch.log_softmax(upcast(student_logits) / temperature, dim=-1)
+        .gather(-1, batch.tokens[:, None])
+        .squeeze(-1)
+    )
+    teacher_logp = (
+        torch.log_softmax(upcast(teacher_logits.detach()) / temperature, dim=-1)
+        .gather(-1, batch.tokens[:, None])
+        .squeeze(-1)
+    )
+    divergence = (
+        topk_tail_divergence(student_logits, teacher_logits, config.top_k, config.alpha, temperature)
+        if config.form == "topk"
+        else None
+    )
+    return sdpo_loss_from_terms(
+        batch, divergence, student_logp, teacher_logp, config, version=version,
+        advantage_scale=advantage_scale, denominator=denominator,
+    )  # fmt: skip
+
+
+def sdpo_loss_from_terms(
+    batch: TokenBatch,
+    divergence: Any | None,
+    student_logp: Any,
+    teacher_logp: Any,
+    config: SDPOConfig,
+    *,
+    version: int,
+    advantage_scale: AdvantageScale | None = None,
+    denominator: float | None = None,
+) -> SDPOLoss:
+    """The loss from per-token terms [N] (as chunked.chunked_head returns them): D_t (topk form),
+    log s_t(y_t) with gradient, log q_t(y_t) without."""
     mask = batch.mask.bool()
-    student_logp_all = torch.log_softmax(upcast(student_logits) / temperature, dim=-1)
-    student_logp = student_logp_all.gather(-1, batch.tokens[:, None]).squeeze(-1)
     rho = behaviour_ratio(student_logp, batch.behaviour_logp)
     weight = truncated_weight(rho, config.is_cap)
     accepted = rejection_mask(rho, config.rho_low, config.rho_high)
@@ -80,17 +113,13 @@ def sdpo_loss(
 
     metrics: dict[str, float] = {}
     if config.form == "topk":
-        per_token = topk_tail_divergence(
-            student_logits, teacher_logits, config.top_k, config.alpha, temperature
-        )
+        if divergence is None:
+            raise ValueError("the topk form needs the per-token divergence D")
+        per_token = divergence
         token_weight = weight * decay
         kl = per_token
     else:
-        teacher_logp = (
-            torch.log_softmax(upcast(teacher_logits.detach()) / temperature, dim=-1)
-            .gather(-1, batch.tokens[:, None])
-            .squeeze(-1)
-        )
+        teacher_logp = teacher_logp.detach()
         raw_advantage = (teacher_logp - student_logp).detach()
         mean_abs = float(raw_advantage[used].abs().mean()) if bool(used.any()) else 0.0
         scale = advantage_scale.update(mean_abs) if advantage_scale is not None else math.inf

@@ -1,0 +1,128 @@
+"""Memory-bounded projection of hidden states to the per-token quantities SDPO needs.
+
+A trajectory of tens of thousands of tokens times a vocabulary of 50-150k would need gigabytes of
+logits, twice (student and teacher) and again for their gradients. `chunked_head` never holds more
+than one chunk of logits: forward projects `chunk` rows at a time (no autograd graph), keeps only
+per-token scalars, and backward recomputes each chunk's logits with gradient enabled, so peak memory
+grows with chunk x vocab, not tokens x vocab (shared/SDPO.md "Memory and speed").
+
+Per token it returns D_t (top-k + tail divergence of the student from the teacher, see
+divergence.py), log s_t(y_t) and log q_t(y_t), all at the sampling temperature; the first two carry
+gradient to the student's hidden states and output projection, the teacher's is a constant.
+
+Not guaranteed: output projections with a bias (none of the supported models has one) and logit
+soft-capping; such heads need the unchunked path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agentsd.sdpo.divergence import topk_tail_divergence, upcast
+
+DEFAULT_CHUNK = 1024
+
+
+def chunked_head(
+    hidden: Any,
+    weight: Any,
+    teacher_hidden: Any,
+    teacher_weight: Any,
+    tokens: Any,
+    *,
+    k: int,
+    alpha: float = 1.0,
+    temperature: float = 1.0,
+    chunk: int = DEFAULT_CHUNK,
+) -> tuple[Any, Any, Any]:
+    """(D [N], student log-prob of y [N], teacher log-prob of y [N]) for hidden states [N, H].
+
+    `weight` [V, H] is the student's output projection (gradient flows to it and to `hidden`);
+    `teacher_hidden` [N, H] and `teacher_weight` [V, H] are used without gradient. k = 0 skips D
+    (the sampled-token form needs only the log-probs)."""
+    if chunk <= 0:
+        raise ValueError(f"chunk must be positive, got {chunk}")
+    return _ChunkedHead.apply(
+        hidden, weight, teacher_hidden, teacher_weight, tokens, k, alpha, temperature, chunk
+    )
+
+
+def _chunk_terms(
+    h: Any, w: Any, th: Any, tw: Any, y: Any, k: int, alpha: float, temperature: float
+) -> tuple[Any, Any, Any]:
+    import torch
+
+    student_logits = h @ w.T
+    with torch.no_grad():
+        teacher_logits = th @ tw.T
+        teacher_logp = (
+            torch.log_softmax(upcast(teacher_logits) / temperature, -1).gather(-1, y[:, None]).squeeze(-1)
+        )
+    logp = torch.log_softmax(upcast(student_logits) / temperature, -1).gather(-1, y[:, None]).squeeze(-1)
+    if k > 0:
+        divergence = topk_tail_divergence(student_logits, teacher_logits, k, alpha, temperature)
+    else:
+        divergence = torch.zeros_like(logp)
+    return divergence, logp, teacher_logp
+
+
+class _ChunkedHead:
+    """torch.autograd.Function, built lazily so importing this module does not import torch."""
+
+    _function: Any = None
+
+    @classmethod
+    def apply(cls, *args: Any) -> Any:
+        if cls._function is None:
+            cls._function = _make_function()
+        return cls._function.apply(*args)
+
+
+def _make_function() -> Any:
+    import torch
+
+    class ChunkedHead(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, hidden: Any, weight: Any, teacher_hidden: Any, teacher_weight: Any, tokens: Any,
+                    k: int, alpha: float, temperature: float, chunk: int) -> Any:  # fmt: skip
+            n = hidden.shape[0]
+            dtype = upcast(hidden[:0]).dtype
+            divergence = torch.empty(n, dtype=dtype, device=hidden.device)
+            logp = torch.empty(n, dtype=dtype, device=hidden.device)
+            teacher_logp = torch.empty(n, dtype=dtype, device=hidden.device)
+            with torch.no_grad():
+                for start in range(0, n, chunk):
+                    part = slice(start, start + chunk)
+                    d, lp, tlp = _chunk_terms(hidden[part], weight, teacher_hidden[part], teacher_weight,
+                                              tokens[part], k, alpha, temperature)  # fmt: skip
+                    divergence[part], logp[part], teacher_logp[part] = d, lp, tlp
+            ctx.save_for_backward(hidden, weight, teacher_hidden, teacher_weight, tokens)
+            ctx.settings = (k, alpha, temperature, chunk)
+            ctx.mark_non_differentiable(teacher_logp)
+            return divergence, logp, teacher_logp
+
+        @staticmethod
+        def backward(ctx: Any, *grad_outputs: Any) -> Any:
+            grad_divergence, grad_logp = grad_outputs[0], grad_outputs[1]
+            hidden, weight, teacher_hidden, teacher_weight, tokens = ctx.saved_tensors
+            k, alpha, temperature, chunk = ctx.settings
+            grad_hidden, grad_weight = torch.zeros_like(hidden), torch.zeros_like(weight)
+            w = weight.detach().requires_grad_(True)
+            for start in range(0, hidden.shape[0], chunk):
+                part = slice(start, start + chunk)
+                gd, gl = grad_divergence[part], grad_logp[part]
+                if not (bool(gd.any()) or bool(gl.any())):
+                    continue  # nothing in this chunk is trained on
+                h = hidden[part].detach().requires_grad_(True)
+                with torch.enable_grad():
+                    d, lp, _ = _chunk_terms(
+                        h, w, teacher_hidden[part], teacher_weight, tokens[part], k, alpha, temperature
+                    )
+                    total = (d * gd).sum() + (lp * gl).sum()
+                    g_h, g_w = torch.autograd.grad(total, [h, w])
+                grad_hidden[part] = g_h
+                grad_weight += g_w
+            needs = ctx.needs_input_grad
+            return (grad_hidden if needs[0] else None, grad_weight if needs[1] else None, *([None] * 7))
+
+    return ChunkedHead
