@@ -4,6 +4,7 @@ weights: behaviour ratios, truncation, rejection masks, staleness, turn weights.
 divergence: top-k + tail reverse KL / α-JSD, the sampled-token PPO form, the advantage scale.
 chunked: hidden states to per-token terms, one chunk of logits at a time (memory).
 loss: the token-mean loss over a batch and the metrics it knows.
+teacher: the teacher's weights and how they follow the student (live, sync_every, ema, trust_region, frozen).
 Heavy imports (torch) happen inside the functions.
 """
 
