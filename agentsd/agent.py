@@ -68,6 +68,10 @@ class ChatFormat:
 
     def __init__(self, tokenizer: Any, system_prompt: str = SYSTEM_PROMPT) -> None:
         self.tokenizer = tokenizer
+        # where things sit in the token ids, for the hindsight builder (agentsd.hindsight): the
+        # task text's first index in a segment's first prompt, and how many ids end a first prompt
+        # and an observation delta (the message close and the next reply header)
+        self.layout: dict[str, int] = {}
         self.system_prompt = system_prompt
         self.end_ids = _end_ids(tokenizer)
         probe = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
@@ -114,13 +118,14 @@ class ChatFormat:
             system = f"{system}\n\n{render_tools(tuple(tools))}"
             text = self._render(messages, generation_prompt=True)
         head, middle, tail = text.split(_CONTENT)
-        return (
-            self.encode(head)
-            + self.encode(system)
-            + self.encode(middle)
-            + self.encode(observation, literal=True)
-            + self.encode(tail)
-        )
+        before_task = self.encode(head) + self.encode(system) + self.encode(middle)
+        suffix = self.encode(tail)
+        self.layout = {
+            "task_start": len(before_task),
+            "first_suffix": len(suffix),
+            "observation_suffix": len(self.encode(self.obs_after)),
+        }
+        return before_task + self.encode(observation, literal=True) + suffix
 
     def observation_delta(self, completion: Sequence[int], observation: str) -> list[int]:
         """The ids after a completion: the end of the reply (unless the model sampled it), the
@@ -174,8 +179,12 @@ class AgentLoop:
                 Termination.ENV_ERROR, None, [], feedback=f"the environment did not start: {exc}"
             )
         tools = tuple(env.unwrapped.tools)
-        meta = {"image": reset_info.get("image"), "sandbox_id": reset_info.get("sandbox_id")}
         head = self.fmt.first_prompt(first, tools)
+        meta = {
+            "image": reset_info.get("image"),
+            "sandbox_id": reset_info.get("sandbox_id"),
+            "layout": dict(self.fmt.layout),
+        }
         context = list(head)
         pending = list(head)  # ids appended since the last turn
         steps: list[_Step] = []

@@ -426,3 +426,55 @@ def test_collector_drives_a_gui_episode(tmp_path: Path, tokenizer: Any) -> None:
     assert stats.rewards == [1.0], traj.turns[-1].observation
     assert [t.action["name"] for t in traj.turns if t.action] == ["type", "type", "click", "submit"]
     assert all(t.next_state for t in traj.turns)
+
+
+def test_hindsight_teacher_view_maps_every_student_token(tmp_path: Path, tokenizer: Any) -> None:
+    """A collected trajectory's segment, with hindsight inserted for the teacher, without re-tokenizing."""
+    from agentsd.hindsight import HindsightBuilder, teacher_view
+    from agentsd.sequences import segments
+
+    backend_config("local")
+    cfg = collect_config(tmp_path)
+    with ReplayStore(cfg.store.url) as store:
+
+        def failing(prompt: str) -> str:  # writes the wrong content, so the verifier has something to say
+            replies = prompt.count("<|im_start|>assistant") - 1
+            if replies == 0:
+                return tool_call("bash", command="echo wrong > file0.txt; ls")
+            return tool_call("submit")
+
+        asyncio.run(
+            Collector(cfg, ScriptedPolicy(tokenizer, failing), store, [make_task(0)], run_name="h").run()
+        )
+        asyncio.run(
+            Collector(cfg, ScriptedPolicy(tokenizer, solver), store, [make_task(0)], run_name="s").run()
+        )
+        failed, solved = store.get(trajectory_id("h", 0, 0)), store.get(trajectory_id("s", 0, 0))
+        tokens = store.load_tokens([failed.id])[failed.id]
+    assert failed.reward == 0.0 and solved.reward == 1.0
+    builder = HindsightBuilder(tokenizer, budget_tokens=4096)
+    hindsight = builder.build(failed, success=solved)
+    assert hindsight.trajectory_ids and set(hindsight.turn_ids) == {0}
+    [segment] = segments(tokens)
+    layout = failed.meta["layout"]
+    view = teacher_view(segment, hindsight, layout)
+    assert view is not None and view.inserted == len(hindsight.trajectory_ids) + len(hindsight.turn_ids[0])
+    # every student token sits, unchanged, at its mapped teacher position
+    assert np.array_equal(view.input_ids[view.position], segment.input_ids)
+    text = tokenizer.decode(view.input_ids)
+    system_end, context, task = (
+        text.index("submit."),
+        text.index("[Hindsight: what is known"),
+        text.index("Write the text hi"),
+    )
+    assert context < task and "The grader's verdict (reward 0)" in text and "A successful attempt" in text
+    assert text.index("[Hindsight: after your next action") < text.index("echo wrong")
+    assert system_end < task
+    # a tight budget cuts the middle of long texts and never exceeds the budget
+    small = HindsightBuilder(tokenizer, budget_tokens=80).build(failed, success=solved)
+    assert len(small.trajectory_ids) + sum(len(b) for b in small.turn_ids.values()) <= 80
+    assert "elided" in tokenizer.decode(small.trajectory_ids)
+    # nothing to say (no verdict, no signals, no turn results): no view, it contributes nothing
+    bare = failed.model_copy(update={"hindsight": [], "reward": None, "turns": failed.turns[-1:]})
+    assert builder.build(bare).empty
+    assert teacher_view(segment, builder.build(bare), layout) is None

@@ -1,0 +1,188 @@
+"""The SDPO teacher's hindsight context c and the teacher's view of a context segment.
+
+From a finalized trajectory this module gathers what the agent could not see while acting, most
+informative first: the verifier's verdict and feedback, rubric verdicts, user or environment
+replies (trajectory-level HindsightSignals), what followed each turn (its `next_state`, turn-level),
+and a successful attempt at the same task when the store has one (never the trajectory itself).
+Everything is rendered with the wording of templates/hindsight.yaml (versioned) and tokenized with
+special tokens split, within a token budget; a text that does not fit loses its middle, never its
+head or tail.
+
+The teacher's view of a segment is the student's token ids with blocks inserted: the trajectory
+block right before the task text (at `layout.task_start`, which the agent loop records in the
+trajectory's meta; at the segment's start when a trajectory has no layout), and each turn's block at
+the end of the message that turn answers (before the message close and reply header). Agent tokens
+are never re-tokenized: `position[p]` is where student position p sits in the teacher's ids, so
+teacher and student score identical tokens.
+
+Not guaranteed: that the hindsight is useful; a trajectory with none is reported as such (None) and
+contributes nothing to the loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import yaml
+
+from agentsd.sequences import NOT_SAMPLED, Segment
+from agentsd.types import Trajectory, TurnSource
+
+SIGNAL_ORDER = ("verifier", "rubric", "user", "env", "success", "hint")
+SUCCESS_CHARS = 6000  # a successful attempt's actions, before token budgeting
+
+
+def load_templates() -> dict[str, Any]:
+    text = resources.files("agentsd").joinpath("templates/hindsight.yaml").read_text()
+    templates = yaml.safe_load(text)
+    for key in ("version", "trajectory", "signal", "turn", "elided"):
+        if key not in templates:
+            raise ValueError(f"templates/hindsight.yaml: missing {key!r}")
+    return templates
+
+
+@dataclass(frozen=True)
+class Hindsight:
+    """One trajectory's hindsight as token ids: a trajectory-level block and per-turn blocks."""
+
+    trajectory_ids: list[int]
+    turn_ids: dict[int, list[int]]
+    template_version: int
+
+    @property
+    def empty(self) -> bool:
+        return not self.trajectory_ids and not self.turn_ids
+
+
+@dataclass(frozen=True)
+class TeacherView:
+    """A segment as the teacher sees it."""
+
+    input_ids: np.ndarray  # int32 [L + inserted]
+    position: np.ndarray  # int64 [L]: student position -> teacher position
+    inserted: int
+
+
+class HindsightBuilder:
+    def __init__(self, tokenizer: Any, budget_tokens: int = 4096) -> None:
+        self.tokenizer = tokenizer
+        self.budget = budget_tokens
+        self.templates = load_templates()
+        self.version = int(self.templates["version"])
+
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+
+    def _fit(self, text: str, allowance: int) -> list[int]:
+        """Token ids of text, its middle elided to fit `allowance` tokens (head and tail kept)."""
+        ids = self.encode(text)
+        if len(ids) <= allowance:
+            return ids
+        marker = self.encode(self.templates["elided"].format(n=len(ids) - allowance))
+        keep = allowance - len(marker)
+        if keep <= 0:
+            return ids[:allowance]
+        head = keep // 2
+        return ids[:head] + marker + ids[len(ids) - (keep - head) :]
+
+    def build(self, trajectory: Trajectory, success: Trajectory | None = None) -> Hindsight:
+        """The hindsight of a trajectory, within the token budget (trajectory-level first)."""
+        if success is not None and success.id == trajectory.id:
+            raise ValueError("the successful attempt must be another trajectory than the one trained on")
+        signal_texts = self._signal_texts(trajectory, success)
+        remaining = self.budget
+        trajectory_ids: list[int] = []
+        if signal_texts:
+            frame = self.templates["trajectory"]
+            overhead = len(self.encode(frame.format(signals="")))
+            body = self._fit("\n\n".join(signal_texts), max(remaining - overhead, 0))
+            before, after = frame.split("{signals}")
+            trajectory_ids = self.encode(before) + body + self.encode(after)
+            remaining -= len(trajectory_ids)
+        turn_ids: dict[int, list[int]] = {}
+        agent_turns = [t for t in trajectory.turns if t.source is TurnSource.AGENT]
+        for turn in agent_turns[:-1]:  # the last turn's result is the verdict, already above
+            if remaining <= 0 or not (turn.next_state or "").strip():
+                continue
+            before, after = self.templates["turn"].split("{text}")
+            frame_ids = self.encode(before) + self.encode(after)
+            body = self._fit(turn.next_state or "", max(remaining - len(frame_ids), 0))
+            if not body:
+                break
+            turn_ids[turn.index] = self.encode(before) + body + self.encode(after)
+            remaining -= len(turn_ids[turn.index])
+        return Hindsight(trajectory_ids, turn_ids, self.version)
+
+    def _signal_texts(self, trajectory: Trajectory, success: Trajectory | None) -> list[str]:
+        forms = self.templates["signal"]
+        found: list[tuple[int, str]] = []
+        reward = "unknown" if trajectory.reward is None else f"{trajectory.reward:g}"
+        for signal in trajectory.hindsight:
+            if signal.turn_index is not None or not signal.text.strip():
+                continue
+            form = forms.get(signal.kind, forms["other"])
+            rank = SIGNAL_ORDER.index(signal.kind) if signal.kind in SIGNAL_ORDER else len(SIGNAL_ORDER)
+            found.append((rank, form.format(text=signal.text.strip(), reward=reward)))
+        if trajectory.reward is not None and not any(rank == 0 for rank, _ in found):
+            # the reward alone is hindsight too, even when the grader printed nothing
+            found.append(
+                (0, forms["verifier"].format(text="(the grader printed nothing more)", reward=reward))
+            )
+        if success is not None:
+            actions = "\n".join(
+                t.completion_text.strip()
+                for t in success.turns
+                if t.source is TurnSource.AGENT and t.completion_text
+            )
+            if actions:
+                text = (
+                    actions
+                    if len(actions) <= SUCCESS_CHARS
+                    else actions[: SUCCESS_CHARS // 2] + "\n...\n" + actions[-SUCCESS_CHARS // 2 :]
+                )
+                found.append(
+                    (SIGNAL_ORDER.index("success"), forms["success"].format(text=text, reward=reward))
+                )
+        return [text for _, text in sorted(found, key=lambda pair: pair[0])]
+
+
+def teacher_view(segment: Segment, hindsight: Hindsight, layout: dict[str, int] | None) -> TeacherView | None:
+    """The segment with the hindsight blocks inserted; None when nothing would be inserted."""
+    insertions: list[tuple[int, list[int]]] = []
+    n = len(segment)
+    if hindsight.trajectory_ids:
+        at = min(int((layout or {}).get("task_start", 0)), n)
+        insertions.append((at, hindsight.trajectory_ids))
+    turns_here = [int(t) for t in np.unique(segment.turn_index)]
+    first_turn = turns_here[0] if turns_here else None
+    for turn in turns_here:
+        block = hindsight.turn_ids.get(turn)
+        if not block:
+            continue
+        in_turn = np.flatnonzero(segment.turn_index == turn)
+        sampled = in_turn[segment.versions[in_turn] != NOT_SAMPLED]
+        if len(sampled) == 0:
+            continue
+        completion_start = int(sampled[0])
+        suffix = 0
+        if layout:
+            suffix = int(layout.get("first_suffix" if turn == first_turn else "observation_suffix", 0))
+        at = max(completion_start - suffix, int(in_turn[0]))
+        insertions.append((at, block))
+    if not insertions:
+        return None
+    insertions.sort(key=lambda pair: pair[0])
+    pieces: list[np.ndarray] = []
+    shift = np.zeros(n, dtype=np.int64)
+    cursor = 0
+    for at, block in insertions:
+        pieces += [segment.input_ids[cursor:at], np.asarray(block, dtype=np.int32)]
+        shift[at:] += len(block)
+        cursor = at
+    pieces.append(segment.input_ids[cursor:])
+    ids = np.concatenate(pieces).astype(np.int32, copy=False)
+    position = np.arange(n, dtype=np.int64) + shift
+    return TeacherView(input_ids=ids, position=position, inserted=int(shift[-1]) if n else 0)
