@@ -1,0 +1,160 @@
+"""One SDPO loss over a batch of stored trajectories, on a Hugging Face causal LM.
+
+For each trajectory: its context segments (agentsd.sequences), its hindsight (agentsd.hindsight)
+and, per segment, the teacher's view. The student runs the segment as the policy saw it, the teacher
+(the same network with φ swapped in, agentsd.sdpo.teacher) runs the teacher view without gradient;
+only the hidden states before trainable tokens are projected to the vocabulary, chunk by chunk
+(agentsd.sdpo.chunked), and the per-token terms of the whole batch go into one token-mean loss
+(agentsd.sdpo.loss). Teacher log-probs are always computed here, at learning time.
+
+Trajectories without hindsight contribute nothing and are counted; so are segments without
+trainable tokens.
+
+Not guaranteed: DeepSpeed specifics (the engine wraps the model and steps the optimizer; this
+module only computes the loss); models whose decoder is not `model.base_model` with an output
+embedding without bias.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from agentsd.config import SDPOConfig
+from agentsd.hindsight import HindsightBuilder, TeacherView, teacher_view
+from agentsd.sdpo import AdvantageScale, SDPOLoss, TokenBatch, chunked_head, sdpo_loss_from_terms
+from agentsd.sdpo.teacher import Teacher
+from agentsd.sequences import Segment, TurnTokens, segments
+from agentsd.types import Trajectory
+
+
+@dataclass(frozen=True)
+class TrainItem:
+    """One context segment of one trajectory, with its teacher view."""
+
+    trajectory_id: str
+    trajectory_index: int
+    segment: Segment
+    view: TeacherView
+    reward: float | None
+    age_s: float
+
+
+@dataclass
+class PreparedBatch:
+    items: list[TrainItem] = field(default_factory=list)
+    no_hindsight: list[str] = field(default_factory=list)
+    no_trainable_tokens: int = 0
+
+
+def prepare(
+    trajectories: Sequence[Trajectory],
+    tokens: dict[str, list[TurnTokens]],
+    builder: HindsightBuilder,
+    successes: dict[str, Trajectory] | None = None,
+    now: float | None = None,
+) -> PreparedBatch:
+    """Segments and teacher views of each trajectory (`successes`: task id -> a solved attempt)."""
+    import time
+
+    now = time.time() if now is None else now
+    batch = PreparedBatch()
+    for index, trajectory in enumerate(trajectories):
+        success = (successes or {}).get(trajectory.task_id)
+        if success is not None and success.id == trajectory.id:
+            success = None
+        hindsight = builder.build(trajectory, success)
+        if hindsight.empty:
+            batch.no_hindsight.append(trajectory.id)
+            continue
+        layout = trajectory.meta.get("layout")
+        ended = trajectory.finalized_at or now
+        for segment in segments(tokens[trajectory.id]):
+            if not segment.loss_mask.any():
+                batch.no_trainable_tokens += 1
+                continue
+            view = teacher_view(segment, hindsight, layout)
+            if view is None:
+                continue
+            batch.items.append(TrainItem(trajectory.id, index, segment, view, trajectory.reward, now - ended))
+    return batch
+
+
+def decoder_and_head(model: Any) -> tuple[Any, Any]:
+    """The network up to the final hidden states, and the output projection weight [V, H]."""
+    head = model.get_output_embeddings()
+    if getattr(head, "bias", None) is not None:
+        raise ValueError("output projections with a bias are not supported by the chunked SDPO head")
+    return model.base_model, head.weight
+
+
+def batch_loss(
+    model: Any,
+    teacher: Teacher,
+    batch: PreparedBatch,
+    config: SDPOConfig,
+    *,
+    version: int,
+    temperature: float,
+    chunk: int,
+    advantage_scale: AdvantageScale | None = None,
+) -> SDPOLoss | None:
+    """The SDPO loss of every item of the batch together (None when no item has trainable tokens)."""
+    import torch
+
+    decoder, weight = decoder_and_head(model)
+    device = weight.device
+    student_rows, teacher_rows, teacher_weights, fields = [], [], [], []
+    for item in batch.items:
+        trained = np.flatnonzero(item.segment.loss_mask)
+        ids = torch.from_numpy(item.segment.input_ids.astype(np.int64))[None].to(device)
+        hidden = decoder(input_ids=ids).last_hidden_state[0]
+        student_rows.append(hidden[torch.from_numpy(trained - 1).to(device)])
+        teacher_ids = torch.from_numpy(item.view.input_ids.astype(np.int64))[None].to(device)
+        before = torch.from_numpy(item.view.position[trained] - 1).to(device)
+        with torch.no_grad():
+            if teacher.needs_reference_forward:
+                with teacher.swapped(model):
+                    reference = decoder(input_ids=teacher_ids).last_hidden_state[0][before]
+                    if not teacher_weights:  # the same for every item of the step: copy it once
+                        teacher_weights.append(weight.detach().clone())
+                own = decoder(input_ids=teacher_ids).last_hidden_state[0][before]
+                gamma = teacher.config.trust_region
+                # z = (1-γ)·h_ref·W_refᵀ + γ·h_θ·W_θᵀ as one projection of concatenated features
+                teacher_rows.append(torch.cat([(1 - gamma) * reference, gamma * own], dim=-1))
+            else:
+                with teacher.swapped(model):
+                    teacher_rows.append(decoder(input_ids=teacher_ids).last_hidden_state[0][before])
+                    teacher_weights.append(
+                        weight.detach().clone() if teacher.weights is not None else weight.detach()
+                    )
+        segment = item.segment
+        fields.append(
+            {
+                "tokens": torch.from_numpy(segment.input_ids[trained].astype(np.int64)),
+                "behaviour_logp": torch.from_numpy(segment.behaviour_logprobs[trained].astype(np.float32)),
+                "mask": torch.ones(len(trained), dtype=torch.bool),
+                "versions": torch.from_numpy(segment.versions[trained].astype(np.int64)),
+                "turn_index": torch.from_numpy(segment.turn_index[trained].astype(np.int64)),
+                "trajectory_index": torch.full((len(trained),), item.trajectory_index, dtype=torch.long),
+            }
+        )
+    if not student_rows:
+        return None
+    tokens = torch.cat([f["tokens"] for f in fields]).to(device)
+    # one step has one teacher projection, so one chunked head covers the whole batch
+    teacher_weight = teacher_weights[0]
+    if teacher.needs_reference_forward:
+        teacher_weight = torch.cat([teacher_weight, weight.detach()], dim=-1)
+    k = config.top_k if config.form == "topk" else 0
+    divergence, logp, teacher_logp = chunked_head(
+        torch.cat(student_rows), weight, torch.cat(teacher_rows), teacher_weight, tokens,
+        k=k, alpha=config.alpha, temperature=temperature, chunk=chunk,
+    )  # fmt: skip
+    token_batch = TokenBatch(**{k: torch.cat([f[k] for f in fields]).to(device) for k in fields[0]})
+    return sdpo_loss_from_terms(
+        token_batch, divergence, logp, teacher_logp, config, version=version, advantage_scale=advantage_scale
+    )

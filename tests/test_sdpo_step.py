@@ -1,0 +1,150 @@
+"""SDPO on the real default model: the direction test and the staleness bound (shared/SDPO.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from agentsd.agent import ChatFormat
+from agentsd.config import SDPOConfig, TeacherConfig
+from agentsd.hindsight import HindsightBuilder
+from agentsd.modelcache import resolve_model
+from agentsd.sdpo.teacher import Teacher
+from agentsd.sdpo_step import batch_loss, decoder_and_head, prepare
+from agentsd.sequences import TurnTokens
+from agentsd.types import HindsightSignal, Trajectory, Turn
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def model_and_tokenizer() -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model("default")
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), AutoTokenizer.from_pretrained(
+        path
+    )
+
+
+def wrong_answer_trajectory(
+    model: Any, tokenizer: Any, *, version: int, behaviour_shift: float = 0.0
+) -> tuple[Trajectory, dict[str, list[TurnTokens]]]:
+    fmt = ChatFormat(tokenizer)
+    prompt = fmt.first_prompt("What is the capital of France? Answer in one sentence.", tools=())
+    completion = [
+        *fmt.encode("The capital of France is Lyon."),
+        tokenizer.convert_tokens_to_ids("<|im_end|>"),
+    ]
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + completion])).logits[0, len(prompt) - 1 : -1]
+    behaviour = (
+        torch.log_softmax(logits, -1).gather(-1, torch.tensor(completion)[:, None]).squeeze(-1)
+        + behaviour_shift
+    )
+    turn = Turn(
+        index=0,
+        prompt_ids=prompt,
+        completion_ids=completion,
+        logprobs=behaviour.tolist(),
+        policy_version=version,
+    )
+    trajectory = Trajectory(
+        id="t1", task_id="capital", policy_model="default", turns=[turn], reward=0.0,
+        hindsight=[HindsightSignal(kind="verifier", text="Wrong: the capital of France is Paris, not Lyon.")],
+        meta={"layout": fmt.layout}, finalized_at=0.0,
+    )  # fmt: skip
+    tokens = TurnTokens(
+        index=0, prompt_ids=np.array(prompt, np.int32), completion_ids=np.array(completion, np.int32),
+        logprobs=behaviour.numpy().astype(np.float32), trainable=np.ones(len(completion), bool),
+        policy_version=version, context_reset=False,
+    )  # fmt: skip
+    return trajectory, {"t1": [tokens]}
+
+
+def teacher_preference(model: Any, batch: Any, preferred: Any = None) -> tuple[float, float, Any]:
+    """Mean student log-prob of the teacher-preferred (position, token) pairs, mean KL(s‖q), and the
+    pairs: tokens the teacher gives real mass (> 0.05) and at least twice the student's probability
+    (`preferred` fixes the pairs, else they come from the current model)."""
+    item = batch.items[0]
+    trained = np.flatnonzero(item.segment.loss_mask)
+    with torch.no_grad():
+        s = model(torch.tensor(item.segment.input_ids[None].astype(np.int64))).logits[0, trained - 1]
+        q = model(torch.tensor(item.view.input_ids[None].astype(np.int64))).logits[
+            0, item.view.position[trained] - 1
+        ]
+    s, q = torch.log_softmax(s, -1), torch.log_softmax(q, -1)
+    if preferred is None:
+        preferred = ((q.exp() > 0.05) & (q - s > np.log(2))).nonzero(as_tuple=True)
+        assert len(preferred[0]) > 0, "the hindsight changed nothing the teacher prefers"
+    return float(s[preferred].mean()), float((s.exp() * (s - q)).sum(-1).mean()), preferred
+
+
+def test_one_sdpo_step_moves_the_student_toward_its_hindsight_self(
+    model_and_tokenizer: tuple[Any, Any],
+) -> None:
+    model, tokenizer = model_and_tokenizer
+    trajectory, tokens = wrong_answer_trajectory(model, tokenizer, version=0)
+    batch = prepare([trajectory], tokens, HindsightBuilder(tokenizer))
+    assert len(batch.items) == 1 and batch.items[0].view.inserted > 0
+    before_pref, before_kl, preferred = teacher_preference(model, batch)
+    cfg = SDPOConfig(top_k=100)
+    teacher = Teacher(TeacherConfig(mode="live"), model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-2)
+    out = batch_loss(model, teacher, batch, cfg, version=0, temperature=1.0, chunk=4)
+    assert out is not None and out.loss.item() > 0
+    assert out.metrics["rho/max"] == pytest.approx(1.0, abs=1e-3)  # on-policy: ρ = 1, w = 1
+    out.loss.backward()
+    optimizer.step()
+    after_pref, after_kl, _ = teacher_preference(model, batch, preferred)
+    assert after_kl < before_kl
+    assert after_pref > before_pref
+
+
+def test_weights_of_a_stale_trajectory_are_bounded_by_C(model_and_tokenizer: tuple[Any, Any]) -> None:
+    model, tokenizer = model_and_tokenizer
+    # sampled 3 versions ago by a policy that found these tokens far less likely than we do now
+    trajectory, tokens = wrong_answer_trajectory(model, tokenizer, version=2, behaviour_shift=-3.0)
+    batch = prepare([trajectory], tokens, HindsightBuilder(tokenizer))
+    cfg = SDPOConfig(top_k=20, rho_high=1e6)
+    out = batch_loss(model, Teacher(TeacherConfig(), model), batch, cfg, version=5, temperature=1.0, chunk=8)
+    assert out is not None
+    assert out.metrics["rho/max"] > cfg.is_cap and float(out.numerator_weight.max()) <= cfg.is_cap
+    assert out.metrics["staleness/max"] == 3
+    too_old = batch_loss(
+        model, Teacher(TeacherConfig(), model), batch, cfg, version=7, temperature=1.0, chunk=8
+    )
+    assert too_old is not None and float(too_old.used.sum()) == 0 and too_old.loss.item() == 0.0
+
+
+def test_decoder_and_head_are_the_models_own(model_and_tokenizer: tuple[Any, Any]) -> None:
+    model, _ = model_and_tokenizer
+    decoder, weight = decoder_and_head(model)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        torch.testing.assert_close(decoder(input_ids=ids).last_hidden_state @ weight.T, model(ids).logits)
+
+
+@pytest.mark.parametrize(
+    "teacher_config",
+    [
+        TeacherConfig(mode="frozen"),
+        TeacherConfig(mode="trust_region", trust_region=1.0),
+        TeacherConfig(mode="ema"),
+    ],
+    ids=["frozen", "trust_region-1", "ema"],
+)
+def test_teacher_modes_equal_live_before_the_student_moves(
+    model_and_tokenizer: tuple[Any, Any], teacher_config: TeacherConfig
+) -> None:
+    model, tokenizer = model_and_tokenizer
+    trajectory, tokens = wrong_answer_trajectory(model, tokenizer, version=0)
+    batch = prepare([trajectory], tokens, HindsightBuilder(tokenizer))
+    cfg = SDPOConfig(top_k=20)
+    live = batch_loss(model, Teacher(TeacherConfig(), model), batch, cfg, version=0, temperature=1.0, chunk=8)
+    other = batch_loss(model, Teacher(teacher_config, model), batch, cfg, version=0, temperature=1.0, chunk=8)
+    assert live is not None and other is not None
+    torch.testing.assert_close(other.loss, live.loss, rtol=1e-5, atol=1e-6)
