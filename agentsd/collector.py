@@ -267,6 +267,7 @@ class Collector:
             version=version,
             trajectory_id=tid,
             meta={
+                "temperature": self.config.sampling.temperature,
                 "collect_run": self.run_name,
                 "episode": episode,
                 "attempt": attempt,

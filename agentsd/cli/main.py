@@ -7,7 +7,7 @@ import sys
 import typer
 
 from agentsd import __version__
-from agentsd.cli import collect, config_cmd, model, replay, sandbox, tasks
+from agentsd.cli import collect, config_cmd, model, replay, sandbox, tasks, train
 from agentsd.cli.common import err_console
 from agentsd.errors import AgentsdError
 
@@ -24,6 +24,7 @@ app.add_typer(config_cmd.app, name="config")
 app.add_typer(sandbox.app, name="sandbox")
 app.add_typer(tasks.app, name="tasks")
 app.command("collect")(collect.collect)
+app.command("train")(train.train)
 
 
 @app.callback(invoke_without_command=True)

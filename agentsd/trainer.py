@@ -1,0 +1,274 @@
+"""The SDPO trainer: finalized trajectories from the replay store -> optimizer steps -> policy versions.
+
+Each step takes up to `batch_trajectories` finalized trajectories this trainer run has not consumed
+(oldest first, within K_max of the current version), builds their hindsight and teacher views,
+computes the SDPO loss (agentsd.sdpo_step) and steps a DeepSpeed engine (CPU accelerator with gloo
+here, ZeRO-1/2 from configs/deepspeed). Then, in this order: the teacher follows the student, the
+new version's weights (or LoRA adapter) are written atomically and registered in the store's
+versions table, a DeepSpeed checkpoint records the weights, optimizer, scheduler, version, teacher,
+advantage scale and the step's trajectory ids, and only then are the trajectories marked consumed.
+A trainer killed at any point resumes from its last checkpoint, re-marks that checkpoint's
+trajectories as consumed (idempotent), and never trains a trajectory twice or skips one.
+
+Not guaranteed: ZeRO-3 (partitioned weights; the chunked head and the teacher swap need whole
+tensors) is refused at start; multi-process runs need the `deepspeed` launcher's environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agentsd.config import TrainConfig
+from agentsd.errors import ConfigError
+from agentsd.hindsight import HindsightBuilder
+from agentsd.modelcache import resolve_model
+from agentsd.sdpo import AdvantageScale
+from agentsd.sdpo.teacher import Teacher
+from agentsd.sdpo_step import batch_loss, prepare
+from agentsd.store import ReplayStore
+from agentsd.tracking import NullTracker, Tracker
+from agentsd.types import Trajectory
+
+CHECKPOINTS = "checkpoints"
+VERSIONS = "versions"
+
+
+@dataclass
+class StepResult:
+    step: int
+    version: int
+    trajectories: list[str]
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def single_process_env() -> None:
+    """torch.distributed's environment for one process, unless a launcher set it."""
+    defaults = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}
+    for key, value in defaults.items():
+        os.environ.setdefault(key, value)
+    if "MASTER_PORT" not in os.environ:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            os.environ["MASTER_PORT"] = str(sock.getsockname()[1])
+
+
+class Trainer:
+    def __init__(
+        self, config: TrainConfig, store: ReplayStore, *, name: str, tracker: Tracker | None = None
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.name = name  # the consumer name in the store: one per trainer run
+        self.tracker = tracker or NullTracker()
+        self.run_dir = config.run_dir
+        self.step_count = 0
+        self.version = 0
+        self.advantage_scale = AdvantageScale()
+        self._setup()
+
+    # ------------------------------------------------------------------ setup
+
+    def _deepspeed_config(self) -> dict[str, Any]:
+        path = self.config.deepspeed
+        try:
+            ds = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"deepspeed config {path}: cannot be read as JSON ({exc})") from None
+        stage = int(ds.get("zero_optimization", {}).get("stage", 0))
+        if stage >= 3:
+            raise ConfigError(
+                f"deepspeed config {path}: ZeRO stage 3 is not supported by the trainer yet; use 1 or 2"
+            )
+        ds["gradient_clipping"] = self.config.grad_clip
+        ds.setdefault("optimizer", {"type": "AdamW", "params": {}})
+        ds["optimizer"].setdefault("params", {})["lr"] = self.config.effective_lr
+        ds["train_micro_batch_size_per_gpu"] = 1
+        ds["gradient_accumulation_steps"] = 1
+        return ds
+
+    def _setup(self) -> None:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        single_process_env()
+        import deepspeed
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.model_path = resolve_model(self.config.model.name)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        dtype = getattr(torch, self.config.model.dtype)
+        model: Any = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dtype)
+        if self.config.lora is not None:
+            from peft import LoraConfig, get_peft_model
+
+            lora = self.config.lora
+            model = get_peft_model(
+                model,
+                LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                           target_modules=lora.target_modules, task_type="CAUSAL_LM"),
+            )  # fmt: skip
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False
+        params: Any = [p for p in model.parameters() if p.requires_grad]
+        self.engine, _, _, _ = deepspeed.initialize(
+            model=model, model_parameters=params, config=self._deepspeed_config()
+        )
+        self.model: Any = self.engine.module
+        self.teacher = Teacher(self.config.teacher, self.model)
+        self.builder = HindsightBuilder(self.tokenizer, self.config.hindsight.budget_tokens)
+        latest = self.store.latest_version()
+        self.version = latest.version if latest is not None else 0
+        self._resume()
+
+    def _resume(self) -> None:
+        directory = self.run_dir / CHECKPOINTS
+        if not (directory / "latest").is_file():
+            return
+        _, state = self.engine.load_checkpoint(str(directory))
+        if not state:
+            return
+        self.step_count = int(state["step"])
+        self.version = int(state["version"])
+        self.advantage_scale = AdvantageScale(**state["advantage_scale"])
+        self.teacher.load_state_dict(state["teacher"])
+        # the last checkpoint's trajectories were trained on: mark them even if the process died first
+        self.store.mark_consumed(self.name, state["trajectories"], self.version)
+
+    # ------------------------------------------------------------------ steps
+
+    def select(self) -> list[Trajectory]:
+        cfg = self.config
+        summaries = self.store.select_for_training(
+            current_version=self.version,
+            max_staleness=cfg.sdpo.max_staleness,
+            not_consumed_by=self.name,
+            limit=cfg.batch_trajectories,
+        )
+        return [self.store.get(s.id) for s in summaries]
+
+    def _successes(self, trajectories: list[Trajectory]) -> dict[str, Trajectory]:
+        if not self.config.hindsight.use_success:
+            return {}
+        found: dict[str, Trajectory] = {}
+        chosen = {t.id for t in trajectories}
+        for task_id in {t.task_id for t in trajectories}:
+            for summary in self.store.select_for_training(task_ids=[task_id], min_reward=1.0, limit=5):
+                if summary.id not in chosen:
+                    found[task_id] = self.store.get(summary.id)
+                    break
+        return found
+
+    def step(self) -> StepResult | None:
+        """One optimizer step on new trajectories; None when the store has none to train on."""
+        trajectories = self.select()
+        if not trajectories:
+            return None
+        started = time.perf_counter()
+        ids = [t.id for t in trajectories]
+        tokens = self.store.load_tokens(ids)
+        batch = prepare(trajectories, tokens, self.builder, self._successes(trajectories))
+        cfg = self.config
+        out = batch_loss(
+            self.model, self.teacher, batch, cfg.sdpo, version=self.version,
+            temperature=float(trajectories[0].meta.get("temperature", 1.0)), chunk=cfg.chunk_tokens,
+            advantage_scale=self.advantage_scale,
+        )  # fmt: skip
+        metrics: dict[str, float] = {
+            "dropped/no_hindsight": float(len(batch.no_hindsight)),
+            "trajectories": float(len(trajectories)),
+        }
+        if out is not None:
+            self.engine.backward(out.loss)
+            metrics.update(out.metrics)
+            metrics["loss"] = float(out.loss.detach())
+        self.engine.step()
+        self.step_count += 1
+        self.version += 1
+        event = self.teacher.after_step(self.model, self.step_count)
+        metrics["teacher/syncs"] = float(self.teacher.syncs)
+        metrics["teacher/event_sync"] = float(event == "sync")
+        grad_norm = self.engine.get_global_grad_norm()
+        if grad_norm is not None:
+            metrics["grad_norm"] = float(grad_norm)
+        metrics["lr"] = float(self.engine.get_lr()[0])
+        rewards = [t.reward for t in trajectories if t.reward is not None]
+        metrics["reward/mean"] = sum(rewards) / len(rewards) if rewards else 0.0
+        ages = [time.time() - (t.finalized_at or time.time()) for t in trajectories]
+        metrics["age_s/mean"], metrics["age_s/max"] = sum(ages) / len(ages), max(ages)
+        trained_tokens = metrics.get("tokens/used", 0.0)
+        metrics["tokens_per_s"] = trained_tokens / max(time.perf_counter() - started, 1e-9)
+        self._publish()
+        self._checkpoint(ids)
+        self.store.mark_consumed(self.name, ids, self.version)
+        self.tracker.log_metrics(metrics, step=self.step_count)
+        self._alerts(metrics)
+        return StepResult(self.step_count, self.version, ids, metrics)
+
+    def _alerts(self, metrics: dict[str, float]) -> None:
+        import logging
+
+        log = logging.getLogger("agentsd.trainer")
+        if "advantage/mean_abs" in metrics and metrics["advantage/mean_abs"] < 1e-3:
+            log.warning("step %d: |mean A| < 1e-3: the gradient is dead", self.step_count)
+        if metrics.get("fraction/truncated", 0.0) > 0.2:
+            log.warning(
+                "step %d: %.0f%% of the weights truncated at C",
+                self.step_count,
+                100 * metrics["fraction/truncated"],
+            )
+
+    # ------------------------------------------------------------------ persistence
+
+    def _publish(self) -> None:
+        """Write version `self.version` atomically and register it in the store."""
+        versions = self.run_dir / VERSIONS
+        versions.mkdir(parents=True, exist_ok=True)
+        final = versions / f"v{self.version:06d}"
+        tmp = versions / f".v{self.version:06d}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.model.save_pretrained(tmp, safe_serialization=True)
+        if self.config.lora is None:
+            self.tokenizer.save_pretrained(tmp)
+        if final.exists():  # a step redone after a crash before its checkpoint
+            shutil.rmtree(final)
+        tmp.rename(final)
+        existing = {v.version for v in self.store.versions()}
+        if self.version not in existing:
+            self.store.register_version(
+                self.version, model=self.config.model.name, checkpoint_uri=str(final.absolute()),
+                meta={"trainer": self.name, "step": self.step_count, "lora": self.config.lora is not None},
+            )  # fmt: skip
+
+    def _checkpoint(self, trajectory_ids: list[str]) -> None:
+        state = {
+            "step": self.step_count,
+            "version": self.version,
+            "advantage_scale": {"decay": self.advantage_scale.decay, "value": self.advantage_scale.value,
+                                "steps": self.advantage_scale.steps},
+            "teacher": self.teacher.state_dict(),
+            "trajectories": trajectory_ids,
+        }  # fmt: skip
+        directory = self.run_dir / CHECKPOINTS
+        self.engine.save_checkpoint(str(directory), tag=f"step{self.step_count:06d}", client_state=state)
+        for old in sorted(directory.glob("step*"))[:-2]:  # keep the last two
+            shutil.rmtree(old, ignore_errors=True)
+
+    def run(self, max_steps: int | None = None, poll_s: float = 10.0, wait: bool = False) -> list[StepResult]:
+        """Step until `max_steps`, or until the store runs dry (or forever with `wait`)."""
+        results: list[StepResult] = []
+        while max_steps is None or len(results) < max_steps:
+            result = self.step()
+            if result is None:
+                if not wait:
+                    break
+                time.sleep(poll_s)
+                continue
+            results.append(result)
+        return results
