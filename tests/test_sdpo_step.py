@@ -148,3 +148,27 @@ def test_teacher_modes_equal_live_before_the_student_moves(
     other = batch_loss(model, Teacher(teacher_config, model), batch, cfg, version=0, temperature=1.0, chunk=8)
     assert live is not None and other is not None
     torch.testing.assert_close(other.loss, live.loss, rtol=1e-5, atol=1e-6)
+
+
+def test_credit_colours_each_agent_token_by_the_teacher_student_log_ratio(
+    model_and_tokenizer: tuple[Any, Any],
+) -> None:
+    from agentsd.credit import render_html, render_terminal, token_credit
+
+    model, tokenizer = model_and_tokenizer
+    trajectory, tokens = wrong_answer_trajectory(model, tokenizer, version=0)
+    credits = token_credit(model, tokenizer, trajectory, tokens["t1"])
+    completion = tokens["t1"][0].completion_ids
+    assert [c.token_id for c in credits] == completion.tolist()
+    # the same log-ratios the loss sees: log q(y) - log s(y) from the SDPO step's per-token terms
+    batch = prepare([trajectory], tokens, HindsightBuilder(tokenizer))
+    out = batch_loss(model, Teacher(TeacherConfig(), model), batch, SDPOConfig(form="sampled_token"),
+                     version=0, temperature=1.0, chunk=8)  # fmt: skip
+    assert out is not None
+    ratios = torch.tensor([c.log_ratio for c in credits])
+    assert out.metrics["tokens/used"] == len(credits)  # on-policy: every token used
+    assert float(ratios.abs().mean()) == pytest.approx(out.metrics["advantage/mean_abs"], rel=1e-4)
+    assert float(ratios.std()) > 0
+    page = render_html(trajectory, credits)
+    assert page.count("<span") == len(credits) and "Lyon" in page.replace("</span><span", "")
+    assert "Lyon" in render_terminal(credits).plain

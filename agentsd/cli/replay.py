@@ -14,7 +14,7 @@ from agentsd.cli.common import ConfigFiles, StoreUrl, console, err_console, stor
 
 if TYPE_CHECKING:
     from agentsd.store import ReplayStore
-    from agentsd.types import TrajectorySummary
+    from agentsd.types import Trajectory, TrajectorySummary
 
 T = TypeVar("T")
 
@@ -90,6 +90,16 @@ def show(
     trajectory_id: Annotated[str, typer.Argument(help="Trajectory id.")],
     tokens: Annotated[bool, typer.Option(help="Also print each turn's token ids.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="The whole trajectory as JSON.")] = False,
+    credit: Annotated[
+        bool,
+        typer.Option("--credit", help="Colour each agent token by the teacher-student log-ratio."),
+    ] = False,
+    html_out: Annotated[
+        Path | None, typer.Option("--html", help="With --credit: also write an HTML page.")
+    ] = None,
+    model: Annotated[
+        str, typer.Option("--model", help="With --credit: the weights to score with (name or directory).")
+    ] = "default",
     store: StoreUrl = None,
     config: ConfigFiles = None,
 ) -> None:
@@ -97,6 +107,9 @@ def show(
     with _open(store, config) as st:
         traj = st.get(trajectory_id)
         task = st.get_task(traj.task_hash) if traj.task_hash else None
+        if credit:
+            _show_credit(st, traj, model, html_out)
+            return
     if as_json:
         sys.stdout.write(traj.model_dump_json(indent=2) + "\n")
         return
@@ -279,3 +292,28 @@ def versions(store: StoreUrl = None, config: ConfigFiles = None) -> None:
         created = dt.datetime.fromtimestamp(v.created_at).isoformat(timespec="seconds")
         table.add_row(str(v.version), v.model, v.checkpoint_uri, created)
     console.print(table if rows else "no published versions yet")
+
+
+def _show_credit(st: ReplayStore, traj: Trajectory, model_name: str, html_out: Path | None) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from agentsd.credit import render_html, render_terminal, token_credit
+    from agentsd.modelcache import resolve_model
+
+    path = resolve_model(model_name)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    solved = st.select_for_training(task_ids=[traj.task_id], min_reward=1.0, limit=5)
+    solved = [s for s in solved if s.id != traj.id]
+    success = st.get(solved[0].id) if solved else None
+    credits = token_credit(model, tokenizer, traj, st.load_tokens([traj.id])[traj.id], success=success)
+    if not credits:
+        console.print(f"trajectory {traj.id} has no hindsight or no trainable tokens: nothing to learn")
+        return
+    console.print(render_terminal(credits))
+    mean = sum(c.log_ratio for c in credits) / len(credits)
+    console.print(f"\nmean log q/s {mean:+.3f} over {len(credits)} agent tokens (green: up, red: down)")
+    if html_out is not None:
+        html_out.write_text(render_html(traj, credits))
+        console.print(f"wrote {html_out}")
