@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -260,13 +261,20 @@ class Trainer:
         for old in sorted(directory.glob("step*"))[:-2]:  # keep the last two
             shutil.rmtree(old, ignore_errors=True)
 
-    def run(self, max_steps: int | None = None, poll_s: float = 10.0, wait: bool = False) -> list[StepResult]:
-        """Step until `max_steps`, or until the store runs dry (or forever with `wait`)."""
+    def run(
+        self,
+        max_steps: int | None = None,
+        poll_s: float = 5.0,
+        wait: bool = False,
+        stop: Callable[[], bool] | None = None,
+    ) -> list[StepResult]:
+        """Step until `max_steps`, or until the store runs dry; with `wait`, until the store is dry
+        and `stop()` says so (forever without `stop`)."""
         results: list[StepResult] = []
         while max_steps is None or len(results) < max_steps:
             result = self.step()
             if result is None:
-                if not wait:
+                if not wait or (stop is not None and stop()):
                     break
                 time.sleep(poll_s)
                 continue

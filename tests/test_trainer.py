@@ -110,3 +110,27 @@ def test_a_published_version_loads_into_the_hf_policy(collected: str, tmp_path: 
     assert policy.version == 1
     changed = [k for k, v in policy.model.state_dict().items() if not (v == before[k]).all()]
     assert changed  # the step moved the weights the collector now samples with
+
+
+def test_agentsd_run_collects_and_trains_at_once(tmp_path: Path) -> None:
+    backend_config("local")
+    store = f"sqlite:///{tmp_path}/r.db"
+    cmd = [
+        sys.executable, "-m", "agentsd.cli.main", "run", "-c", str(REPO / "configs/run/local.yaml"),
+        f"collect.store.url={store}", f"train.store.url={store}", f"collect.run_dir={tmp_path}/c",
+        f"train.run_dir={tmp_path}/t", "collect.max_tasks=2", "collect.max_turns=2",
+        "collect.sampling.max_new_tokens=16", "collect.tracking.enabled=false",
+        "train.tracking.enabled=false",
+        "train.batch_trajectories=1", "train.chunk_tokens=64",
+        f"train.deepspeed={REPO / 'configs/deepspeed/zero2.json'}",
+    ]  # fmt: skip
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=1200, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "trained on every trajectory" in done.stdout
+    with ReplayStore(store) as replay:
+        trajectories = {s.id for s in replay.list(limit=None)}
+        assert len(trajectories) == 2
+        assert replay.consumed_by("t") == trajectories
+        assert [v.version for v in replay.versions()] == [1, 2]

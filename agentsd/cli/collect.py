@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from agentsd.cli.common import ConfigFiles, StoreUrl, console, err_console
+
+if TYPE_CHECKING:
+    from agentsd.config import CollectConfig
 
 
 def collect(
@@ -17,18 +20,24 @@ def collect(
     store: StoreUrl = None,
 ) -> None:
     """Collect trajectories: every turn lands in the store as it happens; a restart resumes the run."""
+    from agentsd.config import CollectConfig, load_config
+
+    cfg = load_config(CollectConfig, config or [], overrides or [])
+    if store:
+        cfg.store.url = store
+    run_collect(cfg)
+
+
+def run_collect(cfg: CollectConfig) -> None:
+    """The collect run of `cfg`, with a progress bar, to the end of its plan."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from agentsd.collector import Collector, CollectStats
-    from agentsd.config import CollectConfig, load_config
     from agentsd.envs.task_formats import load_suite
     from agentsd.policies import make_policy
     from agentsd.store import ReplayStore
     from agentsd.tracking import open_tracker
 
-    cfg = load_config(CollectConfig, config or [], overrides or [])
-    if store:
-        cfg.store.url = store
     tasks = load_suite(cfg.suite)[: cfg.max_tasks]
     run_name = cfg.name or re.sub(r"[^A-Za-z0-9_-]", "-", cfg.run_dir.name) or "collect"
     err_console.print(f"collect run [bold]{run_name}[/]: {len(tasks)} tasks x {cfg.repeats} from {cfg.suite}")

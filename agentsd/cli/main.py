@@ -7,7 +7,7 @@ import sys
 import typer
 
 from agentsd import __version__
-from agentsd.cli import collect, config_cmd, model, replay, sandbox, tasks, train
+from agentsd.cli import collect, config_cmd, model, replay, run, sandbox, tasks, train
 from agentsd.cli.common import err_console
 from agentsd.errors import AgentsdError
 
@@ -25,6 +25,7 @@ app.add_typer(sandbox.app, name="sandbox")
 app.add_typer(tasks.app, name="tasks")
 app.command("collect")(collect.collect)
 app.command("train")(train.train)
+app.command("run")(run.run)
 
 
 @app.callback(invoke_without_command=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -17,6 +18,10 @@ def train(
     wait: Annotated[
         bool, typer.Option("--wait", help="When the store runs dry, wait for new trajectories.")
     ] = False,
+    until: Annotated[
+        Path | None,
+        typer.Option("--until", help="With --wait: stop once this file exists and the store is dry."),
+    ] = None,
 ) -> None:
     """Train until max_steps (or until no untrained trajectory is left); a restart resumes."""
     from agentsd.config import TrainConfig, load_config
@@ -35,7 +40,7 @@ def train(
         trainer = Trainer(cfg, replay, name=name, tracker=tracker)
         err_console.print(f"starting at version {trainer.version}, step {trainer.step_count}")
         while cfg.max_steps is None or trainer.step_count < cfg.max_steps:  # a total: resumes count
-            results = trainer.run(max_steps=1, wait=wait)
+            results = trainer.run(max_steps=1, wait=wait, stop=(lambda: until.exists()) if until else None)
             if not results:
                 break
             result = results[0]
