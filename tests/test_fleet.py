@@ -7,13 +7,15 @@ import time
 
 from sandbox_fixtures import backend_config, spec
 
+from agentsd.sandboxes.base import owner_identity
 from agentsd.sandboxes.fleet import SandboxFleet
 from agentsd.sandboxes.reaper import list_docker, list_local
 
 
-def _ids_alive(backend: str, config: object) -> set[str]:
+def _ids_alive(backend: str, config: object, *, mine: bool = False) -> set[str]:
+    """Recorded sandboxes; with `mine`, only this process's (others on the machine run their own)."""
     records = list_local() if backend == "local" else list_docker(config.engines[0])  # type: ignore[attr-defined]
-    return {r.id for r in records}
+    return {r.id for r in records if not mine or r.owner == owner_identity()}
 
 
 def test_fleet_never_runs_more_than_its_capacity(backend: str) -> None:
@@ -53,7 +55,7 @@ def test_warm_pool_hands_out_started_sandboxes_and_refills(backend: str) -> None
         while fleet.warm_count() < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert fleet.warm_count() == 2
-        warm_ids = _ids_alive(backend, config)
+        warm_ids = _ids_alive(backend, config, mine=True)
         assert len(warm_ids) >= 2
         with fleet.acquire(spec(episode="e1")) as sandbox:
             assert sandbox.id in warm_ids  # no start on the episode's path
@@ -61,8 +63,8 @@ def test_warm_pool_hands_out_started_sandboxes_and_refills(backend: str) -> None
         while fleet.warm_count() < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert fleet.warm_count() == 2  # refilled after the episode
-        pooled = _ids_alive(backend, config)
-    assert not pooled & _ids_alive(backend, config)  # close() released the pool
+        pooled = _ids_alive(backend, config, mine=True)
+    assert not pooled & _ids_alive(backend, config, mine=True)  # close() released the pool
 
 
 def test_a_new_fleet_reaps_what_a_dead_owner_left(backend: str) -> None:
