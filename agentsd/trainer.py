@@ -49,16 +49,20 @@ class StepResult:
 
 
 def single_process_env() -> None:
-    """torch.distributed's environment for one process, unless a launcher set it."""
-    defaults = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}
-    for key, value in defaults.items():
-        os.environ.setdefault(key, value)
-    if "MASTER_PORT" not in os.environ:
-        import socket
+    """torch.distributed's environment for one process, unless a launcher set up several.
 
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            os.environ["MASTER_PORT"] = str(sock.getsockname()[1])
+    A single process needs no agreed port, so it always takes a free one: a port inherited from a
+    parent that trains too (a test process, `agentsd run`) would still be bound there."""
+    if os.environ.get("WORLD_SIZE", "1") != "1":
+        return  # the deepspeed launcher (or torchrun) set everything for its ranks
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    os.environ.update(
+        RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
 
 
 class Trainer:
