@@ -19,12 +19,14 @@ mode shows up in the turns' versions, which is what the trainer's staleness corr
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from agentsd.agent import STOP_STRINGS, AgentLoop, ChatFormat, EpisodeLimits, EpisodeResult
@@ -332,18 +334,30 @@ class Collector:
         latest = self.store.latest_version()
         return latest if latest is not None and latest.version > self.policy.version else None
 
+    def _load(self, version: PolicyVersion) -> None:
+        """Switch to `version`; a version whose files the trainer pruned meanwhile (it keeps the
+        newest few) is skipped: the next poll finds a newer one."""
+        if not Path(version.checkpoint_uri).exists():
+            logging.getLogger("agentsd.collector").warning(
+                "version %d is gone from disk (%s); staying on version %d",
+                version.version, version.checkpoint_uri, self.policy.version,
+            )  # fmt: skip
+            return
+        self.policy.load_version(version)
+
     def _pickup_between_turns(self) -> None:
         newer = self._newer_version()
         if newer is not None:
-            self.policy.load_version(newer)
+            self._load(newer)
 
     async def _pickup_between_episodes(self) -> None:
         async with self._version_lock:  # episodes about to start wait behind a pending switch
-            newer = self._newer_version()
-            if newer is None:
+            if self._newer_version() is None:
                 return
             await self._idle.wait()  # running episodes finish on the version they started with
-            await asyncio.to_thread(self.policy.load_version, newer)
+            newest = self.store.latest_version()  # the trainer may have moved on while we waited
+            if newest is not None and newest.version > self.policy.version:
+                await asyncio.to_thread(self._load, newest)
 
     def _default_env(self, task: Task, labels: dict[str, str]) -> Any:
         from agentsd.envs import env_class

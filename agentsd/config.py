@@ -179,6 +179,11 @@ class TeacherConfig(_Cfg):
     gate_on_eval: bool = Field(
         default=False, description="Hard syncs only when tracked eval reward has not fallen."
     )
+    gate_window: int = Field(
+        default=32,
+        gt=0,
+        description="The tracked reward for the gate: mean over the newest finalized trajectories.",
+    )
 
 
 class SDPOConfig(_Cfg):
@@ -251,6 +256,18 @@ class TrainConfig(_Cfg):
     )
     deepspeed: Path = Field(
         default=Path("configs/deepspeed/zero2.json"), description="DeepSpeed JSON config."
+    )
+    histogram_every: int = Field(
+        default=10, ge=1, description="Write age and reward histograms to MLflow every N steps."
+    )
+    keep_checkpoints: int = Field(
+        default=2, ge=1, description="DeepSpeed checkpoints kept on disk (weights + optimizer each)."
+    )
+    keep_versions: int | None = Field(
+        default=4,
+        ge=1,
+        description="Published versions kept on disk (newest first); older ones stay in the store's "
+        "versions table with their files deleted. None = keep all.",
     )
 
     @property

@@ -17,7 +17,7 @@ embedding without bias.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,11 +84,13 @@ def prepare(
 
 
 def decoder_and_head(model: Any) -> tuple[Any, Any]:
-    """The network up to the final hidden states, and the output projection weight [V, H]."""
-    head = model.get_output_embeddings()
+    """The network up to the final hidden states, and the output projection weight [V, H].
+    A peft model is unwrapped first: its adapters live inside the causal LM's own modules."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = inner.get_output_embeddings()
     if getattr(head, "bias", None) is not None:
         raise ValueError("output projections with a bias are not supported by the chunked SDPO head")
-    return model.base_model, head.weight
+    return inner.base_model, head.weight
 
 
 def batch_loss(
@@ -101,36 +103,23 @@ def batch_loss(
     temperature: float,
     chunk: int,
     advantage_scale: AdvantageScale | None = None,
+    denominator: Callable[[float], float] | None = None,
 ) -> SDPOLoss | None:
-    """The SDPO loss of every item of the batch together (None when no item has trainable tokens)."""
+    """The SDPO loss of every item of the batch together (None when no item has trainable tokens).
+    `denominator`: the local count of used tokens -> the divisor (see sdpo_loss_from_terms)."""
     import torch
 
     decoder, weight = decoder_and_head(model)
     device = weight.device
-    student_rows, teacher_rows, teacher_weights, fields = [], [], [], []
-    for item in batch.items:
-        trained = np.flatnonzero(item.segment.loss_mask)
+    if not batch.items:
+        return None
+    trained_of = [np.flatnonzero(item.segment.loss_mask) for item in batch.items]
+    teacher_rows, teacher_weight = _teacher_rows(decoder, weight, model, teacher, batch, trained_of)
+    student_rows, fields = [], []
+    for item, trained in zip(batch.items, trained_of, strict=True):
         ids = torch.from_numpy(item.segment.input_ids.astype(np.int64))[None].to(device)
         hidden = decoder(input_ids=ids).last_hidden_state[0]
         student_rows.append(hidden[torch.from_numpy(trained - 1).to(device)])
-        teacher_ids = torch.from_numpy(item.view.input_ids.astype(np.int64))[None].to(device)
-        before = torch.from_numpy(item.view.position[trained] - 1).to(device)
-        with torch.no_grad():
-            if teacher.needs_reference_forward:
-                with teacher.swapped(model):
-                    reference = decoder(input_ids=teacher_ids).last_hidden_state[0][before]
-                    if not teacher_weights:  # the same for every item of the step: copy it once
-                        teacher_weights.append(weight.detach().clone())
-                own = decoder(input_ids=teacher_ids).last_hidden_state[0][before]
-                gamma = teacher.config.trust_region
-                # z = (1-γ)·h_ref·W_refᵀ + γ·h_θ·W_θᵀ as one projection of concatenated features
-                teacher_rows.append(torch.cat([(1 - gamma) * reference, gamma * own], dim=-1))
-            else:
-                with teacher.swapped(model):
-                    teacher_rows.append(decoder(input_ids=teacher_ids).last_hidden_state[0][before])
-                    teacher_weights.append(
-                        weight.detach().clone() if teacher.weights is not None else weight.detach()
-                    )
         segment = item.segment
         fields.append(
             {
@@ -145,16 +134,43 @@ def batch_loss(
     if not student_rows:
         return None
     tokens = torch.cat([f["tokens"] for f in fields]).to(device)
-    # one step has one teacher projection, so one chunked head covers the whole batch
-    teacher_weight = teacher_weights[0]
-    if teacher.needs_reference_forward:
-        teacher_weight = torch.cat([teacher_weight, weight.detach()], dim=-1)
     k = config.top_k if config.form == "topk" else 0
     divergence, logp, teacher_logp = chunked_head(
-        torch.cat(student_rows), weight, torch.cat(teacher_rows), teacher_weight, tokens,
+        torch.cat(student_rows), weight, teacher_rows, teacher_weight, tokens,
         k=k, alpha=config.alpha, temperature=temperature, chunk=chunk,
     )  # fmt: skip
     token_batch = TokenBatch(**{k: torch.cat([f[k] for f in fields]).to(device) for k in fields[0]})
     return sdpo_loss_from_terms(
-        token_batch, divergence, logp, teacher_logp, config, version=version, advantage_scale=advantage_scale
-    )
+        token_batch, divergence, logp, teacher_logp, config, version=version,
+        advantage_scale=advantage_scale, denominator=denominator,
+    )  # fmt: skip
+
+
+def _teacher_rows(
+    decoder: Any, weight: Any, model: Any, teacher: Teacher, batch: PreparedBatch, trained_of: list[Any]
+) -> tuple[Any, Any]:
+    """The teacher's hidden rows before every trainable token of the batch [N, H] (trust region:
+    [N, 2H], reference and own features scaled by 1-γ and γ) and the projection they go through.
+
+    All teacher forwards run before any student forward: φ is swapped into the parameters once per
+    step, and the in-place swap cannot touch tensors a student graph has saved for backward."""
+    import torch
+
+    device = weight.device
+    views = [torch.from_numpy(item.view.input_ids.astype(np.int64))[None].to(device) for item in batch.items]
+    before = [
+        torch.from_numpy(item.view.position[trained] - 1).to(device)
+        for item, trained in zip(batch.items, trained_of, strict=True)
+    ]
+    with torch.no_grad():
+        with teacher.swapped(model):
+            rows = [decoder(input_ids=v).last_hidden_state[0][b] for v, b in zip(views, before, strict=True)]
+            # one step has one teacher projection, so one chunked head covers the whole batch
+            head = weight.detach().clone() if teacher.weights is not None else weight.detach()
+        if not teacher.needs_reference_forward:
+            return torch.cat(rows), head
+        gamma = teacher.config.trust_region
+        own = [decoder(input_ids=v).last_hidden_state[0][b] for v, b in zip(views, before, strict=True)]
+        # z = (1-γ)·h_ref·W_refᵀ + γ·h_θ·W_θᵀ as one projection of concatenated features
+        mixed = [torch.cat([(1 - gamma) * r, gamma * o], dim=-1) for r, o in zip(rows, own, strict=True)]
+        return torch.cat(mixed), torch.cat([head, weight.detach()], dim=-1)

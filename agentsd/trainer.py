@@ -10,8 +10,14 @@ advantage scale and the step's trajectory ids, and only then are the trajectorie
 A trainer killed at any point resumes from its last checkpoint, re-marks that checkpoint's
 trajectories as consumed (idempotent), and never trains a trajectory twice or skips one.
 
+Data parallel (the `deepspeed` launcher, one process per rank): rank 0 chooses each step's
+trajectories and broadcasts them, every rank trains its shard (every world-th trajectory), the loss
+divisor is the used-token count all-reduced over ranks (so DeepSpeed's gradient mean is the token mean
+over the global batch), and rank 0 alone publishes versions, marks trajectories consumed and logs.
+
 Not guaranteed: ZeRO-3 (partitioned weights; the chunked head and the teacher swap need whole
-tensors) is refused at start; multi-process runs need the `deepspeed` launcher's environment.
+tensors) is refused at start; per-rank metrics other than loss and token counts are rank 0's shard;
+the running advantage scale (sampled-token form) is kept per rank.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from typing import Any
 from agentsd.config import TrainConfig
 from agentsd.errors import ConfigError
 from agentsd.hindsight import HindsightBuilder
+from agentsd.histograms import TrainingHistograms
 from agentsd.modelcache import resolve_model
 from agentsd.sdpo import AdvantageScale
 from agentsd.sdpo.teacher import Teacher
@@ -77,6 +84,7 @@ class Trainer:
         self.step_count = 0
         self.version = 0
         self.advantage_scale = AdvantageScale()
+        self.histograms = TrainingHistograms()
         self._setup()
 
     # ------------------------------------------------------------------ setup
@@ -126,10 +134,14 @@ class Trainer:
             model=model, model_parameters=params, config=self._deepspeed_config()
         )
         self.model: Any = self.engine.module
+        import torch.distributed as dist
+
+        self.rank = dist.get_rank() if dist.is_initialized() else 0
+        self.world = dist.get_world_size() if dist.is_initialized() else 1
         self.teacher = Teacher(self.config.teacher, self.model)
         self.builder = HindsightBuilder(self.tokenizer, self.config.hindsight.budget_tokens)
         latest = self.store.latest_version()
-        self.version = latest.version if latest is not None else 0
+        self.version = self._broadcast(latest.version if latest is not None else 0)
         self._resume()
 
     def _resume(self) -> None:
@@ -144,19 +156,24 @@ class Trainer:
         self.advantage_scale = AdvantageScale(**state["advantage_scale"])
         self.teacher.load_state_dict(state["teacher"])
         # the last checkpoint's trajectories were trained on: mark them even if the process died first
-        self.store.mark_consumed(self.name, state["trajectories"], self.version)
+        if self.rank == 0:
+            self.store.mark_consumed(self.name, state["trajectories"], self.version)
 
     # ------------------------------------------------------------------ steps
 
     def select(self) -> list[Trajectory]:
+        """The step's trajectories, chosen by rank 0 so that every rank shards the same list."""
         cfg = self.config
-        summaries = self.store.select_for_training(
-            current_version=self.version,
-            max_staleness=cfg.sdpo.max_staleness,
-            not_consumed_by=self.name,
-            limit=cfg.batch_trajectories,
-        )
-        return [self.store.get(s.id) for s in summaries]
+        ids: list[str] = []
+        if self.rank == 0:
+            summaries = self.store.select_for_training(
+                current_version=self.version,
+                max_staleness=cfg.sdpo.max_staleness,
+                not_consumed_by=self.name,
+                limit=cfg.batch_trajectories,
+            )
+            ids = [s.id for s in summaries]
+        return [self.store.get(i) for i in self._broadcast(ids)]
 
     def _successes(self, trajectories: list[Trajectory]) -> dict[str, Trajectory]:
         if not self.config.hindsight.use_success:
@@ -177,14 +194,19 @@ class Trainer:
             return None
         started = time.perf_counter()
         ids = [t.id for t in trajectories]
-        tokens = self.store.load_tokens(ids)
-        batch = prepare(trajectories, tokens, self.builder, self._successes(trajectories))
+        mine = trajectories[self.rank :: self.world]  # this rank's data-parallel shard
+        tokens = self.store.load_tokens([t.id for t in mine])
+        batch = prepare(mine, tokens, self.builder, self._successes(mine))
         cfg = self.config
+        counted: list[float] = []
         out = batch_loss(
             self.model, self.teacher, batch, cfg.sdpo, version=self.version,
             temperature=float(trajectories[0].meta.get("temperature", 1.0)), chunk=cfg.chunk_tokens,
             advantage_scale=self.advantage_scale,
+            denominator=(lambda count: self._global_count(count, counted)) if self.world > 1 else None,
         )  # fmt: skip
+        if self.world > 1 and not counted:  # every rank joins the all-reduce, with or without tokens
+            self._global_count(0.0, counted)
         metrics: dict[str, float] = {
             "dropped/no_hindsight": float(len(batch.no_hindsight)),
             "trajectories": float(len(trajectories)),
@@ -193,11 +215,21 @@ class Trainer:
             self.engine.backward(out.loss)
             metrics.update(out.metrics)
             metrics["loss"] = float(out.loss.detach())
+        elif self.world > 1:  # the gradient all-reduce needs every rank, so a zero gradient it is
+            self.engine.backward(sum((p * 0.0).sum() for p in self.model.parameters() if p.requires_grad))
+        if self.world > 1:
+            metrics.update(self._summed(metrics, ("loss", "tokens/used", "tokens/trainable")))
         self.engine.step()
         self.step_count += 1
         self.version += 1
+        if self.config.teacher.gate_on_eval:
+            tracked = self._broadcast(self.tracked_reward() if self.rank == 0 else None)
+            if tracked is not None:
+                self.teacher.observe_eval(tracked)
+                metrics["teacher/tracked_reward"] = tracked
         event = self.teacher.after_step(self.model, self.step_count)
         metrics["teacher/syncs"] = float(self.teacher.syncs)
+        metrics["teacher/gated"] = float(self.teacher.gated)
         metrics["teacher/event_sync"] = float(event == "sync")
         grad_norm = self.engine.get_global_grad_norm()
         if grad_norm is not None:
@@ -207,14 +239,72 @@ class Trainer:
         metrics["reward/mean"] = sum(rewards) / len(rewards) if rewards else 0.0
         ages = [time.time() - (t.finalized_at or time.time()) for t in trajectories]
         metrics["age_s/mean"], metrics["age_s/max"] = sum(ages) / len(ages), max(ages)
+        age_versions = [float(self.version - 1 - t.version_start) for t in trajectories]
+        metrics["age_versions/mean"] = sum(age_versions) / len(age_versions)
+        self.histograms.add(age_versions, ages, rewards)
+        metrics.update(self.histograms.quantiles())
         trained_tokens = metrics.get("tokens/used", 0.0)
         metrics["tokens_per_s"] = trained_tokens / max(time.perf_counter() - started, 1e-9)
-        self._publish()
+        if self.rank == 0:
+            self._publish()
         self._checkpoint(ids)
-        self.store.mark_consumed(self.name, ids, self.version)
-        self.tracker.log_metrics(metrics, step=self.step_count)
-        self._alerts(metrics)
+        if self.rank == 0:
+            self.store.mark_consumed(self.name, ids, self.version)
+            self.tracker.log_metrics(metrics, step=self.step_count)
+            if self.step_count % self.config.histogram_every == 0:
+                self.log_histograms()
+            self._alerts(metrics)
         return StepResult(self.step_count, self.version, ids, metrics)
+
+    # ------------------------------------------------------------------ data parallel
+
+    def _broadcast(self, value: Any) -> Any:
+        """Rank 0's `value` on every rank (store reads that decide what all ranks do)."""
+        if self.world == 1:
+            return value
+        import torch.distributed as dist
+
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def _global_count(self, count: float, counted: list[float]) -> float:
+        """The divisor that makes DeepSpeed's mean over ranks the token mean over the global batch:
+        Σ_ranks count / world."""
+        import torch
+        import torch.distributed as dist
+
+        total = torch.tensor([count], dtype=torch.float64)
+        dist.all_reduce(total)
+        counted.append(float(total))
+        return float(total) / self.world
+
+    def _summed(self, metrics: dict[str, float], keys: tuple[str, ...]) -> dict[str, float]:
+        """Totals over ranks (the loss as DeepSpeed averages it: the mean of the ranks' losses)."""
+        import torch
+        import torch.distributed as dist
+
+        values = torch.tensor([metrics.get(k, 0.0) for k in keys], dtype=torch.float64)
+        dist.all_reduce(values)
+        out = dict(zip(keys, values.tolist(), strict=True))
+        if "loss" in out:
+            out["loss"] /= self.world
+        return out
+
+    def tracked_reward(self) -> float | None:
+        """The reward the gate on hard syncs tracks: the mean over the newest finalized trajectories
+        (sampled by the newest versions the collectors run), None before any has a reward."""
+        newest = self.store.select_for_training(limit=self.config.teacher.gate_window, oldest_first=False)
+        rewards = [s.reward for s in newest if s.reward is not None]
+        return sum(rewards) / len(rewards) if rewards else None
+
+    def log_histograms(self) -> None:
+        """The age and reward distributions so far, as MLflow artifacts of this step."""
+        if not self.histograms.reward.values and not self.histograms.age_seconds.values:
+            return
+        directory = self.run_dir / "histograms" / f"step_{self.step_count:06d}"
+        for path in self.histograms.write(directory):
+            self.tracker.log_artifact(path, f"histograms/step_{self.step_count:06d}")
 
     def _alerts(self, metrics: dict[str, float]) -> None:
         import logging
@@ -250,6 +340,17 @@ class Trainer:
                 self.version, model=self.config.model.name, checkpoint_uri=str(final.absolute()),
                 meta={"trainer": self.name, "step": self.step_count, "lora": self.config.lora is not None},
             )  # fmt: skip
+        self._prune_versions(versions)
+
+    def _prune_versions(self, versions: Path) -> None:
+        """Delete the files of all but the newest `keep_versions` versions: a collector loads the
+        newest, and a full copy of the weights per step would fill the disk of a long run."""
+        keep = self.config.keep_versions
+        if keep is None:
+            return
+        published = sorted(p for p in versions.glob("v[0-9]*") if p.is_dir())
+        for old in published[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
 
     def _checkpoint(self, trajectory_ids: list[str]) -> None:
         state = {
@@ -262,7 +363,13 @@ class Trainer:
         }  # fmt: skip
         directory = self.run_dir / CHECKPOINTS
         self.engine.save_checkpoint(str(directory), tag=f"step{self.step_count:06d}", client_state=state)
-        for old in sorted(directory.glob("step*"))[:-2]:  # keep the last two
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()  # every rank's optimizer partition is on disk before old ones go
+        if self.rank != 0:
+            return
+        for old in sorted(directory.glob("step*"))[: -self.config.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
 
     def run(

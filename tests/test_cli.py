@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -181,3 +182,16 @@ def test_store_location_comes_from_the_config_file(
     cfg.write_text(f"collect:\n  store: {{url: '{url}'}}\n")
     rows = agentsd("replay", "ls", "--json", "-c", str(cfg)).stdout.splitlines()
     assert len(rows) == len(ids)
+
+
+def test_the_deepspeed_launchers_local_rank_argument_becomes_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from agentsd.cli.main import _launcher_local_rank
+
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert _launcher_local_rank(["--local_rank=1", "train", "-c", "x.yaml"]) == ["train", "-c", "x.yaml"]
+    assert os.environ["LOCAL_RANK"] == "1"
+    monkeypatch.delenv("LOCAL_RANK")
+    assert _launcher_local_rank(["train", "--local_rank", "3", "lr=1"]) == ["train", "lr=1"]
+    assert os.environ["LOCAL_RANK"] == "3"

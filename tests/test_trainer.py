@@ -4,7 +4,9 @@ and a killed trainer resumes without training a trajectory twice or skipping one
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -44,7 +46,8 @@ def train_cmd(store: str, run_dir: Path, *extra: str) -> list[str]:
     config = str(REPO / "configs/train/sdpo.yaml")
     return [sys.executable, "-m", "agentsd.cli.main", "train", "-c", config, f"store.url={store}",
             f"run_dir={run_dir}", "batch_trajectories=2", "chunk_tokens=64", "tracking.enabled=false",
-            f"deepspeed={REPO / 'configs/deepspeed/zero2.json'}", *extra]  # fmt: skip
+            f"deepspeed={REPO / 'configs/deepspeed/zero2.json'}", "keep_versions=2", "keep_checkpoints=1",
+            *extra]  # fmt: skip
 
 
 def test_train_publishes_versions_and_resumes_after_a_kill(collected: str, tmp_path: Path) -> None:
@@ -79,7 +82,10 @@ def test_train_publishes_versions_and_resumes_after_a_kill(collected: str, tmp_p
         versions = [v.version for v in replay.versions()]
         assert consumed == {s.id for s in replay.list(limit=None)}  # all six, none skipped
         assert versions == [1, 2, 3]  # three steps of two: no trajectory trained twice
-        assert all(Path(v.checkpoint_uri, "config.json").is_file() for v in replay.versions())
+        # keep_versions=2: every version stays registered, the files of the oldest are gone
+        on_disk = [Path(v.checkpoint_uri, "config.json").is_file() for v in replay.versions()]
+        assert on_disk == [False, True, True]
+    assert [p.name for p in sorted((run_dir / "checkpoints").glob("step*"))] == ["step000003"]
     assert "trained to version 3 (3 steps)" in second.stdout
     again = subprocess.run(train_cmd(store, run_dir), env=env, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0 and "trained to version 3 (3 steps)" in again.stdout  # nothing left
@@ -89,20 +95,38 @@ def test_a_published_version_loads_into_the_hf_policy(collected: str, tmp_path: 
     import shutil
 
     from agentsd.config import TrainConfig
+    from agentsd.tracking import MemoryTracker
     from agentsd.trainer import Trainer
 
     shutil.copy(Path(collected.removeprefix("sqlite:///")), tmp_path / "r.db")
     cfg = TrainConfig.model_validate(
         {"run_dir": str(tmp_path / "t"), "store": {"url": f"sqlite:///{tmp_path}/r.db"},
          "batch_trajectories": 6, "lr": 1e-4, "deepspeed": str(REPO / "configs/deepspeed/zero1.json"),
-         "tracking": {"enabled": False}}
+         "tracking": {"enabled": False}, "histogram_every": 1,
+         "teacher": {"mode": "sync_every", "sync_every": 1, "gate_on_eval": True}}
     )  # fmt: skip
+    tracker = MemoryTracker()
     with ReplayStore(cfg.store.url) as replay:
-        trainer = Trainer(cfg, replay, name="t")
+        trainer = Trainer(cfg, replay, name="t", tracker=tracker)
         [result] = trainer.run(max_steps=1)
         assert result.version == 1 and result.metrics["tokens/used"] > 0 and result.metrics["loss"] > 0
         assert result.metrics["rho/mean"] == pytest.approx(1.0, abs=0.05)  # sampled by these weights
         version = replay.latest_version()
+        rewards = [s.reward for s in replay.list(limit=None) if s.reward is not None]
+    # the gate tracks the reward of the newest trajectories; the first hard sync always happens
+    assert result.metrics["teacher/tracked_reward"] == pytest.approx(sum(rewards) / len(rewards))
+    assert result.metrics["teacher/syncs"] == 1 and result.metrics["teacher/event_sync"] == 1
+    # trajectory age and reward: quantiles per step and histogram artifacts (JSON + PNG)
+    assert tracker.metrics["age_versions/p50"] == [(1, 0.0)]
+    assert tracker.metrics["age_s/p90"][0][1] >= 0
+    logged = {(p.name, where) for p, where in tracker.artifacts}
+    for name in ("age_versions", "age_s", "reward"):
+        assert {
+            (f"{name}.json", "histograms/step_000001"),
+            (f"{name}.png", "histograms/step_000001"),
+        } <= logged
+    counts = json.loads((tmp_path / "t/histograms/step_000001/reward.json").read_text())
+    assert counts["count"] == 6 and sum(counts["counts"]) == 6
     assert version is not None
     policy = HFPolicy(ModelConfig(), seed=0)
     before = {k: v.clone() for k, v in policy.model.state_dict().items()}
@@ -134,3 +158,90 @@ def test_agentsd_run_collects_and_trains_at_once(tmp_path: Path) -> None:
         assert len(trajectories) == 2
         assert replay.consumed_by("t") == trajectories
         assert [v.version for v in replay.versions()] == [1, 2]
+
+
+def _grad_norms(output: str) -> list[float]:
+    flat = re.sub(r"\s+", " ", output)
+    return [float(m) for m in re.findall(r"step \d+ -> version \d+: .*?grad norm ([0-9.e+-]+)", flat)]
+
+
+def test_two_ranks_under_the_deepspeed_launcher_train_the_global_batch(
+    collected: str, tmp_path: Path
+) -> None:
+    """`deepspeed --num_gpus 2` (CPU ranks over gloo): each rank trains half of every step's
+    trajectories, and the first step's gradient equals the one-process gradient of the same batch."""
+    import shutil
+    import socket
+
+    for name in ("one", "two"):
+        shutil.copy(Path(collected.removeprefix("sqlite:///")), tmp_path / f"{name}.db")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    one = subprocess.run(
+        train_cmd(f"sqlite:///{tmp_path}/one.db", tmp_path / "one", "max_steps=1"),
+        env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert one.returncode == 0, one.stderr[-4000:]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    launcher = [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", "2", "--master_port", str(port),
+                "--module", "agentsd.cli.main"]  # fmt: skip
+    run_dir = tmp_path / "two"
+    two = subprocess.run(
+        launcher + train_cmd(f"sqlite:///{tmp_path}/two.db", run_dir)[3:],
+        env={**env, "LOCAL_SIZE": "2"},  # the CPU accelerator's device count: two ranks on this host
+        capture_output=True, text=True, timeout=1800,
+    )  # fmt: skip
+    output = two.stdout + two.stderr
+    assert two.returncode == 0, output[-4000:]
+    [single] = _grad_norms(one.stdout + one.stderr)
+    per_rank = _grad_norms(output)
+    assert len(per_rank) == 6  # three steps, printed by both ranks
+    assert per_rank[0] == pytest.approx(single, rel=1e-3) and per_rank[1] == pytest.approx(single, rel=1e-3)
+    with ReplayStore(f"sqlite:///{tmp_path}/two.db") as replay:
+        assert replay.consumed_by("two") == {s.id for s in replay.list(limit=None)}
+        assert [v.version for v in replay.versions()] == [1, 2, 3]  # registered once, by rank 0
+    partitions = sorted(p.name for p in (run_dir / "checkpoints" / "step000003").glob("*optim_states.pt"))
+    assert len(partitions) == 2 and "zero_pp_rank_1" in partitions[1]  # each rank saved its share
+
+
+def test_lora_trains_an_adapter_that_the_policy_merges(collected: str, tmp_path: Path) -> None:
+    import shutil
+
+    from agentsd.config import TrainConfig
+    from agentsd.trainer import Trainer
+
+    shutil.copy(Path(collected.removeprefix("sqlite:///")), tmp_path / "r.db")
+    cfg = TrainConfig.model_validate(
+        {"run_dir": str(tmp_path / "t"), "store": {"url": f"sqlite:///{tmp_path}/r.db"},
+         "batch_trajectories": 6, "lr": 1e-3, "deepspeed": str(REPO / "configs/deepspeed/zero2.json"),
+         "lora": {"rank": 4, "alpha": 8}, "teacher": {"mode": "ema", "ema": 0.5},
+         "tracking": {"enabled": False}}
+    )  # fmt: skip
+    with ReplayStore(cfg.store.url) as replay:
+        trainer = Trainer(cfg, replay, name="lora")
+        assert trainer.teacher.weights and all("lora_" in name for name in trainer.teacher.weights)
+        teacher_before = {k: v.clone() for k, v in trainer.teacher.weights.items()}
+        [result] = trainer.run(max_steps=1)
+        assert result.metrics["tokens/used"] > 0
+        version = replay.latest_version()
+    assert version is not None and version.meta["lora"] is True
+    published = Path(version.checkpoint_uri)
+    assert (published / "adapter_config.json").is_file() and not (published / "model.safetensors").exists()
+    # the EMA teacher moved halfway toward the trained adapter: a second adapter, not a second model
+    moved = [k for k, v in trainer.teacher.weights.items() if not torch_equal(v, teacher_before[k])]
+    assert moved and all("lora_" in k for k in moved)
+    policy = HFPolicy(ModelConfig(), seed=0)
+    before = {k: v.clone() for k, v in policy.model.state_dict().items()}
+    policy.load_version(version)
+    changed = {k for k, v in policy.model.state_dict().items() if not torch_equal(v, before[k])}
+    assert changed and all(any(m in k for m in ("q_proj", "k_proj", "v_proj", "o_proj")) for k in changed)
+
+
+def torch_equal(a: object, b: object) -> bool:
+    import torch
+
+    assert isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
+    return bool(torch.equal(a, b))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -37,7 +38,23 @@ def _root(
         raise typer.Exit()
 
 
+def _launcher_local_rank(argv: list[str]) -> list[str]:
+    """The `deepspeed` launcher puts `--local_rank=N` before the command; it goes into LOCAL_RANK
+    (which the launcher sets as well) so that `deepspeed -m agentsd.cli.main train ...` works."""
+    out: list[str] = []
+    rest = iter(argv)
+    for arg in rest:
+        if arg.startswith("--local_rank="):
+            os.environ.setdefault("LOCAL_RANK", arg.split("=", 1)[1])
+        elif arg == "--local_rank":
+            os.environ.setdefault("LOCAL_RANK", next(rest, "0"))
+        else:
+            out.append(arg)
+    return out
+
+
 def main() -> None:
+    sys.argv[1:] = _launcher_local_rank(sys.argv[1:])
     try:
         app()
     except AgentsdError as exc:

@@ -48,7 +48,10 @@ def train(
             err_console.print(
                 f"step {result.step} -> version {result.version}: {len(result.trajectories)} trajectories, "
                 f"loss {m.get('loss', 0.0):.4f}, kl {m.get('kl', 0.0):.4f}, "
-                f"rho max {m.get('rho/max', 0.0):.2f}",
+                f"rho max {m.get('rho/max', 0.0):.2f}, grad norm {m.get('grad_norm', float('nan')):.8g}",
                 highlight=False,
+                soft_wrap=True,  # one line per step in logs, whatever the width
             )
+        if trainer.step_count % cfg.histogram_every:  # the distributions of the last steps too
+            trainer.log_histograms()
     console.print(f"trained to version {trainer.version} ({trainer.step_count} steps)", highlight=False)

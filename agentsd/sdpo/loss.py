@@ -4,7 +4,8 @@ Loss = Σ_t m_t·M_t·K_t·w_t·g_t·λ^k_t·D_t / Σ_t m_t·M_t·K_t, the token
 where K_t keeps tokens no staler than K_max. In the sampled-token form D_t is replaced by the PPO-style
 objective against the behaviour log-prob, which already carries the importance ratio, so w_t is not
 applied a second time there. `denominator` lets gradient accumulation divide every micro-batch by
-the global batch's Σ m·M·K (then 1 x 8 and 8 x 1 accumulate the same gradient).
+the global batch's Σ m·M·K (then 1 x 8 and 8 x 1 accumulate the same gradient); given a function, it
+maps the local count to the divisor (data-parallel ranks: the all-reduced count / world size).
 
 Inputs are flattened over the batch: [N] per-token tensors and [N, V] logits at the positions that
 predict each token (the logits row t scores y_t). Positions with m_t = 0 may be present; they add
@@ -14,6 +15,7 @@ nothing. Not guaranteed: memory bounds (the caller chooses how many rows to pass
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,7 +97,7 @@ def sdpo_loss_from_terms(
     *,
     version: int,
     advantage_scale: AdvantageScale | None = None,
-    denominator: float | None = None,
+    denominator: float | Callable[[float], float] | None = None,
 ) -> SDPOLoss:
     """The loss from per-token terms [N] (as chunked.chunked_head returns them): D_t (topk form),
     log s_t(y_t) with gradient, log q_t(y_t) without."""
@@ -138,7 +140,10 @@ def sdpo_loss_from_terms(
         )
     token_weight = token_weight.detach() * used
     count = float(used.sum())
-    divide_by = denominator if denominator is not None else count
+    if callable(denominator):  # e.g. the count over every data-parallel rank
+        divide_by = float(denominator(count))
+    else:
+        divide_by = denominator if denominator is not None else count
     numerator = (token_weight * per_token).sum()
     loss = numerator / divide_by if divide_by > 0 else numerator * 0.0
     metrics.update(_metrics(batch, rho, weight, accepted, fresh, used, kl, version))
