@@ -250,7 +250,10 @@ class AgentLoop:
     ) -> EpisodeResult:
         termination = Termination(info.get("termination", Termination.DONE.value))
         feedback = str(info.get("feedback") or "")
-        hindsight = [HindsightSignal(kind="verifier", text=feedback)] if feedback else []
+        graded = "grading" in info  # a rubric: per-criterion verdicts, kept for eval and hindsight
+        kind = "rubric" if graded else "verifier"
+        hindsight = [HindsightSignal(kind=kind, text=feedback)] if feedback else []
+        extra = {"grading": info["grading"], "passed": info.get("passed")} if graded else {}
         return EpisodeResult(
             termination,
             reward,
@@ -258,7 +261,7 @@ class AgentLoop:
             feedback=feedback,
             reward_components=dict(info.get("reward_components") or {}),
             hindsight=hindsight,
-            meta={**meta, "answer": info.get("answer")},
+            meta={**meta, "answer": info.get("answer"), **extra},
         )
 
     def _compact(self, first: str, tools: tuple[ToolSpec, ...], steps: list[_Step]) -> list[int] | None:

@@ -34,7 +34,7 @@ from agentsd.config import CollectConfig, SamplingConfig
 from agentsd.policies.base import Policy
 from agentsd.store import ReplayStore
 from agentsd.tracking import NullTracker, Tracker
-from agentsd.types import Completion, PolicyVersion, Task, Termination, TrajectoryStatus, Turn
+from agentsd.types import Completion, Family, PolicyVersion, Task, Termination, TrajectoryStatus, Turn
 
 VERSION_POLL_S = 5.0
 BATCH_LINGER_S = 0.02  # how long the queue waits for more episodes to join a batch
@@ -148,6 +148,7 @@ class Collector:
         tracker: Tracker | None = None,
         make_env: Callable[[Task, dict[str, str]], Any] | None = None,
         on_episode: Callable[[CollectStats], None] | None = None,
+        judge: Any | None = None,
     ) -> None:
         if not tasks:
             raise ValueError("collect: the suite has no tasks")
@@ -161,6 +162,7 @@ class Collector:
         self.tracker = tracker or NullTracker()
         self.make_env = make_env or self._default_env
         self.on_episode = on_episode
+        self.judge = judge  # agentsd.eval.judge.Judge for rubric tasks' judge criteria, or None
         self.fmt = ChatFormat(policy.tokenizer)
         max_context = min(
             config.model.max_context, int(getattr(policy, "max_context", config.model.max_context))
@@ -362,4 +364,8 @@ class Collector:
     def _default_env(self, task: Task, labels: dict[str, str]) -> Any:
         from agentsd.envs import env_class
 
+        if task.family is Family.RUBRIC:  # one judge for the run, shared by every episode's env
+            from agentsd.envs.rubric import RubricEnv
+
+            return RubricEnv(sandbox=self.config.sandbox, labels=labels, judge=self.judge)
         return env_class(task.family)(sandbox=self.config.sandbox, labels=labels)

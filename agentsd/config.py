@@ -131,6 +131,36 @@ PolicyConfig = Annotated[
 ]
 
 
+class JudgeConfig(_Cfg):
+    """The LLM judge of rubric criteria that have no programmatic check."""
+
+    backend: Literal["openai", "policy"] = Field(
+        default="openai",
+        description="openai: an OpenAI-compatible chat endpoint; policy: a local policy backend.",
+    )
+    base_url: str | None = Field(default=None, description="openai: e.g. http://127.0.0.1:8000/v1.")
+    model: str = Field(default="judge", description="openai: the model name to request.")
+    api_key_env: str = Field(default="OPENAI_API_KEY", description="openai: env var with the key.")
+    policy: PolicyConfig = Field(default_factory=HFPolicyConfig, description="policy: the backend.")
+    policy_model: ModelConfig = Field(default_factory=ModelConfig, description="policy: the model.")
+    votes: int = Field(default=1, gt=0, description="Independent judgements per criterion.")
+    threshold: float = Field(
+        default=0.5, gt=0, le=1, description="Met when at least this fraction of valid votes say met."
+    )
+    temperature: float = Field(default=0.0, ge=0)
+    max_tokens: int = Field(default=512, gt=0)
+    batch: bool = Field(default=True, description="All judge criteria of a task in one request.")
+    timeout_s: float = Field(default=120.0, gt=0)
+    attempts: int = Field(default=4, gt=0, description="Tries on connection errors and 5xx (tenacity).")
+    evidence_chars: int = Field(default=12_000, gt=0, description="Bound on the output shown.")
+
+    @model_validator(mode="after")
+    def _endpoint(self) -> JudgeConfig:
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("judge.base_url is required for the openai judge backend")
+        return self
+
+
 # ---------------------------------------------------------------------------- commands
 
 
@@ -163,6 +193,30 @@ class CollectConfig(_Cfg):
     version_pickup: Literal["turn", "episode"] = Field(
         default="episode", description="When a collector switches to a newly published policy version."
     )
+    judge: JudgeConfig | None = Field(
+        default=None, description="The LLM judge of rubric criteria without a programmatic check."
+    )
+
+
+class EvalConfig(CollectConfig):
+    """`agentsd eval`: the collect rollout path on a suite, then grading, metrics and reports.
+
+    Its trajectories go to their own store by default (eval tasks must not be trained on)."""
+
+    run_dir: Path = Field(default=Path("runs/eval"), description="Results, reports, MLflow database.")
+    store: StoreConfig = Field(
+        default_factory=lambda: StoreConfig(url="sqlite:///runs/eval/eval.db"),
+        description="Where eval trajectories are stored (a separate store by default).",
+    )
+    shuffle: bool = False
+    k: list[int] = Field(default_factory=lambda: [1], description="pass@k and pass^k for these k.")
+
+    @model_validator(mode="after")
+    def _ks(self) -> EvalConfig:
+        bad = [k for k in self.k if k < 1 or k > self.repeats]
+        if bad:
+            raise ValueError(f"k {bad}: each k must be between 1 and repeats ({self.repeats})")
+        return self
 
 
 class TeacherConfig(_Cfg):
@@ -292,37 +346,6 @@ class RunConfig(_Cfg):
                 "a run needs one store"
             )
         return self
-
-
-class JudgeConfig(_Cfg):
-    votes: int = Field(default=1, gt=0, description="Judge calls per criterion; the majority decides.")
-    pass_threshold: float = Field(
-        default=0.5, ge=0, le=1, description="Fraction of votes needed to pass a criterion."
-    )
-    base_url: str | None = Field(
-        default=None, description="OpenAI-compatible judge endpoint; None = the policy backend."
-    )
-    model: str | None = None
-
-
-class EvalConfig(_Cfg):
-    """`agentsd eval`: a policy on a task suite, graded by verifiers and rubrics."""
-
-    run_dir: Path = Field(default=Path("runs/eval"), description="Results JSONL, reports, MLflow database.")
-    suite: str = Field(default="apex", min_length=1)
-    runs_per_task: int = Field(default=1, gt=0, description="n: attempts per task for pass@k and pass^k.")
-    store: StoreConfig = Field(default_factory=StoreConfig)
-    store_trajectories: bool = Field(
-        default=False, description="Also append eval trajectories to the replay store."
-    )
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    policy: PolicyConfig = Field(default_factory=HFPolicyConfig)
-    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
-    sandbox: SandboxConfig = Field(default_factory=LocalSandboxConfig)
-    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
-    judge: JudgeConfig = Field(default_factory=JudgeConfig)
-    concurrency: int = Field(default=4, gt=0)
-    max_turns: int = Field(default=30, gt=0)
 
 
 CONFIG_KINDS: dict[str, type[_Cfg]] = {

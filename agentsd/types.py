@@ -116,6 +116,20 @@ class Verifier(_Model):
     timeout_s: float = Field(default=600.0, gt=0)
 
 
+class Criterion(_Model):
+    """One rubric criterion of a professional task (APEX style).
+
+    `check` makes it programmatic (envs/rubric_checks.py lists the kinds); without one an LLM judge
+    decides it from `text`. A negative criterion describes a mistake: met, it costs its weight."""
+
+    id: str = Field(min_length=1)
+    text: str = Field(min_length=1, description="What must be true of the output, in words.")
+    weight: float = Field(default=1.0, gt=0)
+    primary: bool = Field(default=True, description="pass@1 needs every primary criterion met.")
+    negative: bool = Field(default=False, description="Describes an error; met means penalized.")
+    check: dict[str, Any] | None = Field(default=None, description="A programmatic check; None = judge.")
+
+
 class SandboxSpec(Environment):
     """What one episode's sandbox must be: a task's Environment plus where and for whom it runs."""
 
@@ -175,6 +189,10 @@ class World(_Model):
     setup: str | None = Field(default=None, description="Shell script run in the workdir after the files.")
     env: dict[str, str] = Field(default_factory=dict, description="Environment of every command.")
     app: GuiApp | None = Field(default=None, description="GUI tasks: the application to open.")
+    blobs: dict[str, str] = Field(
+        default_factory=dict,
+        description="Binary files (xlsx, docx, ...): path (as in `files`) -> base64 of the bytes.",
+    )
 
 
 class Task(_Model):
@@ -196,6 +214,8 @@ class Task(_Model):
         data = self.model_dump(mode="json")
         if data["world"]["app"] is None:  # fields added later hash as before when unset
             del data["world"]["app"]
+        if not data["world"]["blobs"]:
+            del data["world"]["blobs"]
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:32]
 

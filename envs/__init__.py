@@ -4,6 +4,7 @@ Registered ids (gymnasium.make):
     agentsd/Terminal-v0   a shell in a sandbox (envs/terminal.py)
     agentsd/SWE-v0        a repository at a base commit, with file tools (envs/swe.py)
     agentsd/GUI-v0        a desktop app or a web page on an X display (envs/gui.py)
+    agentsd/Rubric-v0     a professional task in a world of documents, graded by rubric (envs/rubric.py)
 
 Every env takes its task at reset (`options={"task": Task}`) or at construction (`task=`), runs it in
 a sandbox of the configured backend (`sandbox=`: local by default, or docker), and releases the
@@ -41,10 +42,16 @@ GUI_ID = "agentsd/GUI-v0"
 if GUI_ID not in gymnasium.registry:
     gymnasium.register(GUI_ID, entry_point="agentsd.envs.gui:GUIEnv", disable_env_checker=False)
 
+RUBRIC_ID = "agentsd/Rubric-v0"
+
+if RUBRIC_ID not in gymnasium.registry:
+    gymnasium.register(RUBRIC_ID, entry_point="agentsd.envs.rubric:RubricEnv", disable_env_checker=False)
+
 
 def env_class(family: Family) -> type[TerminalEnv]:
     """The Gymnasium env class that runs tasks of a family."""
     from agentsd.envs.gui import GUIEnv
+    from agentsd.envs.rubric import RubricEnv
     from agentsd.envs.swe import SWEEnv
     from agentsd.envs.terminal import TerminalEnv
 
@@ -52,6 +59,7 @@ def env_class(family: Family) -> type[TerminalEnv]:
         Family.TERMINAL: TerminalEnv,
         Family.SWE: SWEEnv,
         Family.GUI: GUIEnv,
+        Family.RUBRIC: RubricEnv,
     }
     if family not in classes:
         raise ValueError(f"no environment for the {family.value} family yet")

@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 from agentsd.envs.terminal import TerminalEnv
-from agentsd.types import Task
+from agentsd.types import Family, Task
 
 
 def tool_call(name: str, **arguments: Any) -> str:
@@ -20,7 +20,24 @@ def tool_call(name: str, **arguments: Any) -> str:
 
 
 def has_reference(task: Task) -> bool:
+    if task.family is Family.RUBRIC:
+        return bool(task.reference.get("gold_files") or task.reference.get("gold_response"))
     return bool(task.reference.get("files") or task.reference.get("actions"))
+
+
+def _run_gold(env: TerminalEnv, task: Task) -> tuple[float, dict[str, Any]]:
+    """Rubric tasks: lay the gold output files into the workdir and submit the gold response."""
+    from agentsd.envs.apex import gold_blobs
+
+    env.reset(options={"task": task})
+    assert env.sandbox is not None
+    workdir = task.environment.workdir.rstrip("/")
+    for rel, data in gold_blobs(task).items():
+        env.sandbox.write_file(rel if rel.startswith("/") else f"{workdir}/{rel}", data)
+    _, reward, _, _, info = env.step(
+        tool_call("submit", answer=str(task.reference.get("gold_response") or ""))
+    )
+    return reward, info
 
 
 def run_reference(env: TerminalEnv, task: Task) -> tuple[float, dict[str, Any]]:
@@ -29,6 +46,8 @@ def run_reference(env: TerminalEnv, task: Task) -> tuple[float, dict[str, Any]]:
     GUI tasks have a list of actions instead; a `target` (role and "name" of a tree line) becomes
     the [id] that line shows in the latest observation, as an agent reading the tree would find it.
     """
+    if task.family is Family.RUBRIC:
+        return _run_gold(env, task)
     if task.reference.get("actions"):
         return _run_actions(env, task)
     if not task.reference.get("files"):

@@ -330,6 +330,10 @@ def load_suite(name_or_path: str | Path) -> list[Task]:
         from agentsd.envs.swe import load_swebench
 
         return load_swebench(root / "instances.jsonl", root / "repos")
+    if (root / "tasks_and_rubrics.json").exists():  # an APEX-Agents release (rubric tasks)
+        from agentsd.envs.apex import load_apex
+
+        return load_apex(root)[0]
     if (root / "tasks.yaml").exists():  # a GUI suite
         from agentsd.envs.gui_tasks import load_gui_suite
 

@@ -189,7 +189,7 @@ class TerminalEnv(gym.Env[str, str]):
         # World files outside the writable mounts get a private mount of their top directory.
         extra = {
             "/" + PurePosixPath(path).parts[1]
-            for path in task.world.files
+            for path in [*task.world.files, *task.world.blobs]
             if path.startswith("/")
             and not any(path.startswith(d.rstrip("/") + "/") for d in writable_dirs(spec))
         }

@@ -212,3 +212,26 @@ SCROLL = ToolSpec(
         Param("id", "integer", "The element to scroll over.", False),
     ),
 )
+
+# ---------------------------------------------------------------------------- rubric (documents)
+
+READ_DOCUMENT = ToolSpec(
+    "read_document",
+    "Read a file as text: a spreadsheet (.xlsx) as a grid with column letters and row numbers, a Word "
+    "document (.docx) as paragraphs (# headings) and tables, JSON pretty-printed, other text as is.",
+    (
+        Param("path", "string", "File path, absolute or relative to the working directory."),
+        Param("sheet", "string", "Only this sheet of a spreadsheet.", False),
+    ),
+)
+WRITE_DOCUMENT = ToolSpec(
+    "write_document",
+    "Create or overwrite a file from text. .xlsx: CSV text (one sheet) or a JSON object "
+    '{"Sheet1": [["Item", "Amount"], ["Rent", 1200], ["Total", "=SUM(B2:B2)"]]} (strings starting '
+    "with = are formulas); .docx: lines with # headings, - bullets and | cell | cell | table rows; "
+    "any other file: the text itself.",
+    (
+        Param("path", "string", "File path, absolute or relative to the working directory."),
+        Param("content", "string", "The document's content as described."),
+    ),
+)

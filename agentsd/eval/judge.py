@@ -1,0 +1,249 @@
+"""The LLM judge: rubric criteria without a programmatic check, decided by a model.
+
+A judge request shows the task prompt, the agent's output (its answer and the expected output file,
+rendered as text and bounded) and one or more criteria; the model answers with JSON
+`{"verdicts": [{"id": ..., "met": true|false, "rationale": ...}]}`. With `batch` every judge criterion
+of a task goes in one request, else one request per criterion; with `votes` > 1 each is asked that
+many times and a criterion is met when at least `threshold` of the valid votes say so. A reply that
+does not parse, or omits a criterion, is a grader error for that vote; a criterion whose votes all
+failed is recorded as an error with the reason, never as met or not met.
+
+Backends: `openai` posts to an OpenAI-compatible /chat/completions endpoint (httpx, tenacity
+retries on connection errors, timeouts and 5xx; a 4xx is an error at once); `policy` runs a local
+policy backend (hf, vllm, openai with token ids) with the model's chat template.
+
+Not guaranteed: that a small model judges well; the rationale is the model's own words.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from agentsd.config import JudgeConfig, SamplingConfig
+from agentsd.errors import AgentsdError
+
+PROMPT_VERSION = "judge-v1"
+SYSTEM = (
+    "You grade the work of an AI agent on a professional task against rubric criteria. Judge each "
+    "criterion on its own, strictly from the agent's output shown; a criterion that the output does "
+    "not clearly satisfy is not met. Reply with JSON only, no other text, in exactly this shape: "
+    '{"verdicts": [{"id": "<criterion id>", "met": true or false, "rationale": "<one sentence>"}]}'
+)
+
+
+class JudgeError(AgentsdError):
+    """The judge endpoint failed (after retries) or answered something unusable."""
+
+
+@dataclass(frozen=True)
+class JudgeCriterion:
+    id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class JudgeRequest:
+    task_prompt: str
+    output: str
+    criteria: tuple[JudgeCriterion, ...]
+
+
+@dataclass
+class JudgeVerdict:
+    """One criterion's decision over all votes: met None means it could not be graded."""
+
+    id: str
+    met: bool | None
+    rationale: str = ""
+    votes: list[bool] = field(default_factory=list)
+    error: str | None = None
+
+
+class ChatModel(Protocol):
+    """Something that answers chat messages with text."""
+
+    def chat(self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int) -> str: ...
+
+
+def render_request(request: JudgeRequest) -> list[dict[str, str]]:
+    listed = "\n".join(f"- id: {c.id}\n  criterion: {c.text}" for c in request.criteria)
+    user = (
+        f"## Task given to the agent\n{request.task_prompt.strip()}\n\n"
+        f"## The agent's output\n{request.output.strip() or '(empty)'}\n\n"
+        f"## Criteria\n{listed}\n\nGrade every criterion listed."
+    )
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+
+
+def parse_reply(text: str, ids: Sequence[str]) -> dict[str, tuple[bool, str] | str]:
+    """criterion id -> (met, rationale), or an error string for each id the reply did not decide."""
+    decoded = _first_json(text)
+    if decoded is None:
+        return {i: f"the judge's reply is not JSON: {text.strip()[:200]!r}" for i in ids}
+    verdicts = decoded.get("verdicts") if isinstance(decoded, dict) else decoded
+    if isinstance(decoded, dict) and verdicts is None and "met" in decoded and len(ids) == 1:
+        verdicts = [{**decoded, "id": ids[0]}]
+    if not isinstance(verdicts, list):
+        return {i: "the judge's JSON has no `verdicts` list" for i in ids}
+    found: dict[str, tuple[bool, str] | str] = {}
+    for item in verdicts:
+        if not isinstance(item, dict):
+            continue
+        cid = str(item.get("id", ids[0] if len(ids) == 1 else ""))
+        met = item.get("met")
+        if isinstance(met, str) and met.strip().lower() in {"true", "false", "met", "not met", "yes", "no"}:
+            met = met.strip().lower() in {"true", "met", "yes"}
+        if cid in ids and isinstance(met, bool):
+            found[cid] = (met, str(item.get("rationale", "")).strip())
+        elif cid in ids:
+            found[cid] = f"the judge's verdict for {cid} has no boolean `met`: {item!r}"[:300]
+    return {i: found.get(i, f"the judge's reply did not grade criterion {i}") for i in ids}
+
+
+def _first_json(text: str) -> Any:
+    fenced = re.search(r"```(?:json)?\s*(.*?)```", text, re.DOTALL)
+    candidates = [fenced.group(1)] if fenced else []
+    start = min((i for i in (text.find("{"), text.find("[")) if i >= 0), default=-1)
+    if start >= 0:
+        candidates.append(text[start:])
+    decoder = json.JSONDecoder()
+    for candidate in candidates:
+        try:
+            return decoder.raw_decode(candidate.strip())[0]
+        except json.JSONDecodeError:
+            continue
+    return None
+
+
+class Judge:
+    """Grades JudgeRequests with votes and a threshold over a ChatModel."""
+
+    def __init__(self, config: JudgeConfig, model: ChatModel) -> None:
+        self.config = config
+        self.model = model
+        self.requests_sent = 0
+
+    def grade(self, request: JudgeRequest) -> list[JudgeVerdict]:
+        groups = [request.criteria] if self.config.batch else [(c,) for c in request.criteria]
+        votes: dict[str, list[bool]] = {c.id: [] for c in request.criteria}
+        rationales: dict[str, list[str]] = {c.id: [] for c in request.criteria}
+        errors: dict[str, list[str]] = {c.id: [] for c in request.criteria}
+        for group in groups:
+            sub = JudgeRequest(request.task_prompt, request.output, tuple(group))
+            ids = [c.id for c in group]
+            for _ in range(self.config.votes):
+                try:
+                    self.requests_sent += 1
+                    reply = self.model.chat(
+                        render_request(sub), temperature=self.config.temperature,
+                        max_tokens=self.config.max_tokens,
+                    )  # fmt: skip
+                    parsed = parse_reply(reply, ids)
+                except JudgeError as exc:
+                    parsed = {i: str(exc) for i in ids}
+                for cid, outcome in parsed.items():
+                    if isinstance(outcome, str):
+                        errors[cid].append(outcome)
+                    else:
+                        votes[cid].append(outcome[0])
+                        rationales[cid].append(outcome[1])
+        out = []
+        for criterion in request.criteria:
+            cast = votes[criterion.id]
+            if not cast:
+                reason = errors[criterion.id][-1] if errors[criterion.id] else "no vote"
+                out.append(JudgeVerdict(criterion.id, None, error=reason))
+                continue
+            met = sum(cast) / len(cast) >= self.config.threshold
+            # the rationale of a vote that agrees with the outcome explains it
+            why = next((r for v, r in zip(cast, rationales[criterion.id], strict=True) if v == met), "")
+            out.append(JudgeVerdict(criterion.id, met, why, cast))
+        return out
+
+
+class OpenAIChat:
+    """An OpenAI-compatible /chat/completions endpoint."""
+
+    def __init__(self, config: JudgeConfig) -> None:
+        import httpx
+
+        assert config.base_url is not None
+        self.config = config
+        key = os.environ.get(config.api_key_env, "EMPTY")
+        self.client = httpx.Client(
+            base_url=config.base_url.rstrip("/"), timeout=config.timeout_s,
+            headers={"Authorization": f"Bearer {key}"},
+        )  # fmt: skip
+
+    def chat(self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int) -> str:
+        import httpx
+        from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+        body = {"model": self.config.model, "messages": messages, "temperature": temperature,
+                "max_tokens": max_tokens}  # fmt: skip
+
+        class Retryable(Exception):
+            pass
+
+        @retry(
+            retry=retry_if_exception_type(Retryable),
+            stop=stop_after_attempt(self.config.attempts),
+            wait=wait_exponential(multiplier=0.2, max=10),
+            reraise=True,
+        )
+        def once() -> str:
+            try:
+                response = self.client.post("/chat/completions", json=body)
+            except (httpx.TransportError, httpx.TimeoutException) as exc:
+                raise Retryable(f"{exc!r}") from exc
+            if response.status_code >= 500:
+                raise Retryable(f"HTTP {response.status_code}: {response.text[:300]}")
+            if response.status_code >= 400:
+                raise JudgeError(f"judge {self.config.base_url}: HTTP {response.status_code}: "
+                                 f"{response.text[:500]}")  # fmt: skip
+            try:
+                return str(response.json()["choices"][0]["message"]["content"] or "")
+            except (ValueError, KeyError, IndexError, TypeError):
+                raise JudgeError(f"judge {self.config.base_url}: not a chat completion: "
+                                 f"{response.text[:300]}") from None  # fmt: skip
+
+        try:
+            return once()
+        except Retryable as exc:
+            raise JudgeError(
+                f"judge {self.config.base_url}: gave up after {self.config.attempts} attempts: {exc}"
+            ) from None
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class PolicyChat:
+    """A local policy backend answering with the model's chat template."""
+
+    def __init__(self, config: JudgeConfig) -> None:
+        from agentsd.policies import make_policy
+
+        self.policy = make_policy(config.policy, config.policy_model, seed=0)
+        self.tokenizer = getattr(self.policy, "tokenizer")  # noqa: B009 - every backend has one
+
+    def chat(self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int) -> str:
+        ids = self.tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
+        if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+            ids = ids["input_ids"]
+        sampling = SamplingConfig(temperature=max(temperature, 1e-3), max_new_tokens=max_tokens)
+        [completion] = self.policy.generate([list(ids)], sampling)
+        return str(self.tokenizer.decode(completion.token_ids, skip_special_tokens=True))
+
+    def close(self) -> None:
+        self.policy.close()
+
+
+def make_judge(config: JudgeConfig) -> Judge:
+    model: ChatModel = OpenAIChat(config) if config.backend == "openai" else PolicyChat(config)
+    return Judge(config, model)
