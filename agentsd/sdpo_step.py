@@ -135,10 +135,17 @@ def batch_loss(
         return None
     tokens = torch.cat([f["tokens"] for f in fields]).to(device)
     k = config.top_k if config.form == "topk" else 0
-    divergence, logp, teacher_logp = chunked_head(
-        torch.cat(student_rows), weight, teacher_rows, teacher_weight, tokens,
-        k=k, alpha=config.alpha, temperature=temperature, chunk=chunk,
-    )  # fmt: skip
+    head = getattr(model, "sdpo_head", None)  # ZeRO-3: the module that gathers the projection
+    if head is not None:
+        divergence, logp, teacher_logp = head(
+            torch.cat(student_rows), teacher_rows, teacher_weight, tokens, k, config.alpha, temperature, chunk
+        )
+    else:
+        divergence, logp, teacher_logp = chunked_head(
+            torch.cat(student_rows), weight, teacher_rows,
+            weight.detach() if teacher_weight is None else teacher_weight, tokens,
+            k=k, alpha=config.alpha, temperature=temperature, chunk=chunk,
+        )  # fmt: skip
     token_batch = TokenBatch(**{k: torch.cat([f[k] for f in fields]).to(device) for k in fields[0]})
     return sdpo_loss_from_terms(
         token_batch, divergence, logp, teacher_logp, config, version=version,
@@ -150,7 +157,8 @@ def _teacher_rows(
     decoder: Any, weight: Any, model: Any, teacher: Teacher, batch: PreparedBatch, trained_of: list[Any]
 ) -> tuple[Any, Any]:
     """The teacher's hidden rows before every trainable token of the batch [N, H] (trust region:
-    [N, 2H], reference and own features scaled by 1-γ and γ) and the projection they go through.
+    [N, 2H], reference and own features scaled by 1-γ and γ) and the projection they go through
+    (None: the student's own, as in the live mode).
 
     All teacher forwards run before any student forward: φ is swapped into the parameters once per
     step, and the in-place swap cannot touch tensors a student graph has saved for backward."""
@@ -166,11 +174,44 @@ def _teacher_rows(
         with teacher.swapped(model):
             rows = [decoder(input_ids=v).last_hidden_state[0][b] for v, b in zip(views, before, strict=True)]
             # one step has one teacher projection, so one chunked head covers the whole batch
-            head = weight.detach().clone() if teacher.weights is not None else weight.detach()
+            head = weight.detach().clone() if teacher.weights is not None else None
         if not teacher.needs_reference_forward:
             return torch.cat(rows), head
         gamma = teacher.config.trust_region
         own = [decoder(input_ids=v).last_hidden_state[0][b] for v, b in zip(views, before, strict=True)]
         # z = (1-γ)·h_ref·W_refᵀ + γ·h_θ·W_θᵀ as one projection of concatenated features
         mixed = [torch.cat([(1 - gamma) * r, gamma * o], dim=-1) for r, o in zip(rows, own, strict=True)]
+        assert head is not None  # trust_region keeps the reference weights
         return torch.cat(mixed), torch.cat([head, weight.detach()], dim=-1)
+
+
+def head_module(weight: Any, *, zero3: bool) -> Any:
+    """The chunked head as a module that owns no parameters but projects with `weight` (the LM
+    head's). Attached to the model before DeepSpeed wraps it: under ZeRO-3 `weight` is registered as
+    an external parameter of this module, so DeepSpeed gathers it for the head's forward and backward
+    (outside a module's forward a partitioned parameter is empty). The teacher projects with the
+    same weight unless a separate one is given (the live teacher is the only one ZeRO-3 allows)."""
+    import torch
+
+    class SDPOHead(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.projection = [weight]  # a reference, not a registered parameter: the LM head owns it
+
+        def forward(
+            self, rows: Any, teacher_rows: Any, teacher_weight: Any, tokens: Any, k: int, alpha: float,
+            temperature: float, chunk: int,
+        ) -> Any:  # fmt: skip
+            own = self.projection[0]
+            theirs = own.detach() if teacher_weight is None else teacher_weight
+            return chunked_head(
+                rows, own, teacher_rows, theirs, tokens,
+                k=k, alpha=alpha, temperature=temperature, chunk=chunk,
+            )  # fmt: skip
+
+    head = SDPOHead()
+    if zero3:
+        import deepspeed
+
+        deepspeed.zero.register_external_parameter(head, weight)
+    return head

@@ -15,8 +15,12 @@ trajectories and broadcasts them, every rank trains its shard (every world-th tr
 divisor is the used-token count all-reduced over ranks (so DeepSpeed's gradient mean is the token mean
 over the global batch), and rank 0 alone publishes versions, marks trajectories consumed and logs.
 
-Not guaranteed: ZeRO-3 (partitioned weights; the chunked head and the teacher swap need whole
-tensors) is refused at start; per-rank metrics other than loss and token counts are rank 0's shard;
+ZeRO-3 (configs/deepspeed/zero3.json): the chunked head runs in a module that registers the output
+projection as an external parameter, so DeepSpeed gathers it there; publishing gathers the weights
+on every rank and rank 0 writes them.
+
+Not guaranteed: ZeRO-3 with a teacher that keeps its own weights (sync_every, ema, trust_region,
+frozen) or with LoRA (refused at start); per-rank metrics other than loss and token counts are rank 0's shard;
 the running advantage scale (sampled-token form) is kept per rank.
 """
 
@@ -38,7 +42,7 @@ from agentsd.histograms import TrainingHistograms
 from agentsd.modelcache import resolve_model
 from agentsd.sdpo import AdvantageScale
 from agentsd.sdpo.teacher import Teacher
-from agentsd.sdpo_step import batch_loss, prepare
+from agentsd.sdpo_step import batch_loss, head_module, prepare
 from agentsd.store import ReplayStore
 from agentsd.tracking import NullTracker, Tracker
 from agentsd.types import Trajectory
@@ -96,9 +100,12 @@ class Trainer:
         except (OSError, ValueError) as exc:
             raise ConfigError(f"deepspeed config {path}: cannot be read as JSON ({exc})") from None
         stage = int(ds.get("zero_optimization", {}).get("stage", 0))
-        if stage >= 3:
+        self.zero3 = stage >= 3
+        if self.zero3 and (self.config.teacher.mode != "live" or self.config.lora is not None):
             raise ConfigError(
-                f"deepspeed config {path}: ZeRO stage 3 is not supported by the trainer yet; use 1 or 2"
+                f"deepspeed config {path}: ZeRO-3 partitions the weights, which the teacher copies of "
+                f"teacher.mode={self.config.teacher.mode} and LoRA adapters do not support yet; use "
+                "teacher.mode=live without lora, or ZeRO-1/2"
             )
         ds["gradient_clipping"] = self.config.grad_clip
         ds.setdefault("optimizer", {"type": "AdamW", "params": {}})
@@ -129,10 +136,11 @@ class Trainer:
             )  # fmt: skip
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
+        ds_config = self._deepspeed_config()
+        if self.zero3:  # the chunked head runs in a module that gathers the partitioned projection
+            model.sdpo_head = head_module(model.get_output_embeddings().weight, zero3=True)
         params: Any = [p for p in model.parameters() if p.requires_grad]
-        self.engine, _, _, _ = deepspeed.initialize(
-            model=model, model_parameters=params, config=self._deepspeed_config()
-        )
+        self.engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=params, config=ds_config)
         self.model: Any = self.engine.module
         import torch.distributed as dist
 
@@ -245,8 +253,7 @@ class Trainer:
         metrics.update(self.histograms.quantiles())
         trained_tokens = metrics.get("tokens/used", 0.0)
         metrics["tokens_per_s"] = trained_tokens / max(time.perf_counter() - started, 1e-9)
-        if self.rank == 0:
-            self._publish()
+        self._publish()
         self._checkpoint(ids)
         if self.rank == 0:
             self.store.mark_consumed(self.name, ids, self.version)
@@ -322,7 +329,18 @@ class Trainer:
     # ------------------------------------------------------------------ persistence
 
     def _publish(self) -> None:
-        """Write version `self.version` atomically and register it in the store."""
+        """Write version `self.version` atomically and register it in the store (rank 0; under
+        ZeRO-3 every rank takes part in gathering the weights)."""
+        if self.zero3:
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(list(self.model.parameters()), modifier_rank=None):
+                if self.rank == 0:
+                    self._write_version()
+        elif self.rank == 0:
+            self._write_version()
+
+    def _write_version(self) -> None:
         versions = self.run_dir / VERSIONS
         versions.mkdir(parents=True, exist_ok=True)
         final = versions / f"v{self.version:06d}"

@@ -468,3 +468,22 @@ def test_agentsd_eval_rolls_out_grades_reports_and_compares(tmp_path: Path) -> N
         [*base, f"run_dir={tmp_path / 'c'}", "k=[3]"], capture_output=True, text=True, timeout=300
     )
     assert bad.returncode == 2 and "k [3]: each k must be between 1 and repeats (2)" in bad.stderr
+
+
+@pytest.mark.slow
+def test_a_local_policy_backend_judges_through_the_chat_template() -> None:
+    from agentsd.eval.judge import PolicyChat
+
+    config = JudgeConfig(backend="policy", max_tokens=48)
+    chat = PolicyChat(config)
+    try:
+        reply = chat.chat(
+            [{"role": "user", "content": 'Reply with {"verdicts": []}'}], temperature=0.0, max_tokens=16
+        )
+        assert isinstance(reply, str) and reply.strip()
+        task = rubric_task([{"id": "p", "text": "Mentions Delaware"}])
+        [c] = grade(task, evidence("Delaware law governs."), Judge(config, chat)).criteria
+        # the small default model may or may not answer in the JSON shape: either way it is recorded
+        assert c.grader == "judge" and ((c.met is None) == (c.error is not None))
+    finally:
+        chat.close()

@@ -245,3 +245,33 @@ def torch_equal(a: object, b: object) -> bool:
 
     assert isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
     return bool(torch.equal(a, b))
+
+
+def test_zero3_trains_with_the_live_teacher_and_publishes_whole_weights(
+    collected: str, tmp_path: Path
+) -> None:
+    import shutil
+
+    from agentsd.config import TrainConfig
+    from agentsd.errors import ConfigError
+    from agentsd.trainer import Trainer
+
+    shutil.copy(Path(collected.removeprefix("sqlite:///")), tmp_path / "r.db")
+    settings = {"run_dir": str(tmp_path / "t"), "store": {"url": f"sqlite:///{tmp_path}/r.db"},
+                "batch_trajectories": 6, "lr": 1e-4, "deepspeed": str(REPO / "configs/deepspeed/zero3.json"),
+                "tracking": {"enabled": False}}  # fmt: skip
+    with ReplayStore(f"sqlite:///{tmp_path}/r.db") as replay:
+        ema = TrainConfig.model_validate({**settings, "teacher": {"mode": "ema"}})
+        with pytest.raises(ConfigError, match="ZeRO-3 partitions the weights"):
+            Trainer(ema, replay, name="refused")
+        trainer = Trainer(TrainConfig.model_validate(settings), replay, name="z3")
+        [result] = trainer.run(max_steps=1)
+        assert result.metrics["tokens/used"] > 0 and result.metrics["loss"] > 0
+        assert result.metrics["rho/mean"] == pytest.approx(1.0, abs=0.05)  # the gathered head is the policy's
+        version = replay.latest_version()
+    assert version is not None
+    policy = HFPolicy(ModelConfig(), seed=0)
+    before = {k: v.clone() for k, v in policy.model.state_dict().items()}
+    policy.load_version(version)  # whole tensors: a partitioned save would not fit the model
+    changed = [k for k, v in policy.model.state_dict().items() if not torch_equal(v, before[k])]
+    assert changed
