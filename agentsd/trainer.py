@@ -76,6 +76,24 @@ def single_process_env() -> None:
     )
 
 
+def set_mmap_threshold(size: int) -> bool:
+    """glibc's M_MMAP_THRESHOLD, fixed at `size` bytes (mallopt); False where there is no glibc.
+
+    With glibc's dynamic threshold, freed tensors raise it up to 32 MB, after which activations just
+    below that size come from the heap and fragment it: the trainer's peak RSS doubled at 8k tokens."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        return bool(libc.mallopt(-3, int(size)))  # -3 = M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        return False
+
+
 class Trainer:
     def __init__(
         self, config: TrainConfig, store: ReplayStore, *, name: str, tracker: Tracker | None = None
@@ -115,6 +133,8 @@ class Trainer:
         return ds
 
     def _setup(self) -> None:
+        if self.config.mmap_threshold_bytes is not None:
+            set_mmap_threshold(self.config.mmap_threshold_bytes)
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
         single_process_env()
         import deepspeed

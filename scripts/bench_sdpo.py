@@ -14,7 +14,10 @@ The student sequence has T tokens, the last 3/4 of them agent tokens (trained); 
 256-token hindsight context before the same tokens. tokens/s counts the student's T per step. MFU is
 model FLOPs (6·N·T for the student, 2·N·T for the teacher, attention and the head at trained
 positions; recomputation not counted) per second over the fp32 matmul peak measured in this run.
-A process whose RSS passes --rss-limit-gib is killed and reported as such.
+A process whose RSS passes --rss-limit-gib is killed and reported as such. Every worker runs with
+the same glibc setting, MALLOC_MMAP_THRESHOLD_ (--mmap-threshold, default 1 MiB as the trainer sets
+it; 0 leaves glibc's dynamic threshold, under which activations just below 32 MB fragment the heap
+and inflate peak RSS).
 
 usage: python scripts/bench_sdpo.py [--tokens 1024 4096 8192 16384] [--paths agentsd trl naive]
 """
@@ -172,9 +175,11 @@ def matmul_peak(size: int = 2048, repeats: int = 10) -> float:
 # ---------------------------------------------------------------------------------------- parent
 
 
-def run_child(python: str, args: list[str], rss_limit_gib: float) -> dict[str, Any]:
+def run_child(python: str, args: list[str], rss_limit_gib: float, mmap_threshold: int = 0) -> dict[str, Any]:
     env = {**os.environ, "OMP_NUM_THREADS": str(THREADS), "TRL_EXPERIMENTAL_SILENCE": "1",
            "PYTHONPATH": str(REPO)}  # fmt: skip
+    if mmap_threshold > 0:
+        env["MALLOC_MMAP_THRESHOLD_"] = str(mmap_threshold)
     proc = subprocess.Popen(
         [python, __file__, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
@@ -206,6 +211,7 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=2, help="Timed steps per run (the fastest counts).")
     parser.add_argument("--trl-python", default=str(REPO / ".venv-bench/bin/python"))
     parser.add_argument("--rss-limit-gib", type=float, default=21.0)
+    parser.add_argument("--mmap-threshold", type=int, default=1 << 20, help="bytes; 0 = glibc's default")
     parser.add_argument("--worker", choices=[*sorted(STEPS), "peak"], help=argparse.SUPPRESS)
     parser.add_argument("--model-path", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -224,7 +230,8 @@ def main() -> None:
     if "trl" in args.paths and not Path(args.trl_python).exists():
         sys.exit(f"--trl-python {args.trl_python} does not exist: run scripts/setup_bench.sh first")
     peak = run_child(sys.executable, ["--worker", "peak"], args.rss_limit_gib)["peak_flops"]
-    print(f"fp32 matmul peak ({THREADS} threads): {peak / 1e9:.1f} GFLOP/s")
+    print(f"fp32 matmul peak ({THREADS} threads): {peak / 1e9:.1f} GFLOP/s; "
+          f"MALLOC_MMAP_THRESHOLD_={args.mmap_threshold or 'glibc default'}")  # fmt: skip
     print(f"{'tokens':>6} {'path':>8} {'tokens/s':>9} {'peak RSS':>9} {'MFU':>6} ", end="")
     print(f"{'mem/trl':>8} {'speed/trl':>9}")
     for tokens in args.tokens:
@@ -233,7 +240,7 @@ def main() -> None:
             python = args.trl_python if path == "trl" else sys.executable
             child = ["--worker", path, "--model-path", model_path, "--tokens", str(tokens),
                      "--iters", str(args.iters)]  # fmt: skip
-            results[path] = run_child(python, child, args.rss_limit_gib)
+            results[path] = run_child(python, child, args.rss_limit_gib, args.mmap_threshold)
         trl = results.get("trl", {})
         for path, r in results.items():
             if "error" in r:
