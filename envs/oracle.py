@@ -31,9 +31,8 @@ def _run_gold(env: TerminalEnv, task: Task) -> tuple[float, dict[str, Any]]:
 
     env.reset(options={"task": task})
     assert env.sandbox is not None
-    workdir = task.environment.workdir.rstrip("/")
     for rel, data in gold_blobs(task).items():
-        env.sandbox.write_file(rel if rel.startswith("/") else f"{workdir}/{rel}", data)
+        env.sandbox.write_file(env.in_workdir(rel), data)
     _, reward, _, _, info = env.step(
         tool_call("submit", answer=str(task.reference.get("gold_response") or ""))
     )

@@ -16,7 +16,6 @@ Not guaranteed: grading when no criterion could be graded (termination env_error
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 from agentsd.envs.documents import DocumentError, build, render
@@ -45,15 +44,11 @@ class RubricEnv(TerminalEnv):
         super().__init__(*args, **kwargs)
         self.judge = judge  # agentsd.eval.judge.Judge, or None: judge criteria stay ungraded
 
-    def _path(self, path: str) -> str:
-        assert self.task is not None
-        return path if path.startswith("/") else f"{self.task.environment.workdir.rstrip('/')}/{path}"
-
     def read_bytes(self, path: str) -> bytes | None:
         """A file of the sandbox (workdir-relative or absolute), None when it is not there."""
         assert self.sandbox is not None
         try:
-            return self.sandbox.read_file(self._path(path), max_bytes=MAX_DOCUMENT_BYTES)
+            return self.sandbox.read_file(self.in_workdir(path), max_bytes=MAX_DOCUMENT_BYTES)
         except (OSError, ValueError):
             return None
 
@@ -82,14 +77,8 @@ class RubricEnv(TerminalEnv):
             data = build(path, content)
         except DocumentError as exc:
             return f"write_document: {path}: {exc}"
-        self.sandbox.write_file(self._path(path), data)
+        self.sandbox.write_file(self.in_workdir(path), data)
         return f"Wrote {path} ({len(data)} bytes)."
-
-    def _lay_out(self, task: Task) -> None:
-        assert self.sandbox is not None
-        for path, encoded in task.world.blobs.items():
-            self.sandbox.write_file(self._path(path), base64.b64decode(encoded))
-        super()._lay_out(task)
 
     def _submit(self, call: ToolCall) -> tuple[str, float, bool, bool, dict[str, Any]]:
         from agentsd.eval.grading import RubricError, grade

@@ -50,9 +50,7 @@ class SWEEnv(TerminalEnv):
         return super()._act(call)
 
     def _path(self, call: ToolCall) -> str:
-        path = str(call.arguments["path"])
-        assert self.task is not None
-        return path if path.startswith("/") else f"{self.task.environment.workdir}/{path}"
+        return self.in_workdir(str(call.arguments["path"]))
 
     def _read(self, path: str) -> str | None:
         assert self.sandbox is not None

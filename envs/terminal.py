@@ -14,6 +14,7 @@ Not kept between commands: shell functions, aliases, unexported variables and `s
 
 from __future__ import annotations
 
+import base64
 import shlex
 from pathlib import PurePosixPath
 from typing import Any
@@ -196,13 +197,20 @@ class TerminalEnv(gym.Env[str, str]):
         spec.scratch_dirs = sorted(set(spec.scratch_dirs) | extra)
         return spec
 
+    def in_workdir(self, path: str) -> str:
+        """An absolute path as is; a relative one under the task's working directory."""
+        assert self.task is not None
+        return path if path.startswith("/") else f"{self.task.environment.workdir.rstrip('/')}/{path}"
+
     def _lay_out(self, task: Task) -> None:
         assert self.sandbox is not None
         workdir = task.environment.workdir
         self.sandbox.write_file(f"{SHELL_STATE}/cwd", workdir.encode())
         for path, text in task.world.files.items():
-            target = path if path.startswith("/") else f"{workdir.rstrip('/')}/{path}"
+            target = self.in_workdir(path)
             self.sandbox.write_file(target, text.encode(), mode=0o755 if target.endswith(".sh") else None)
+        for path, encoded in task.world.blobs.items():
+            self.sandbox.write_file(self.in_workdir(path), base64.b64decode(encoded))
         if task.world.setup:
             result = self.sandbox.exec(["bash", "-c", task.world.setup], timeout=SETUP_TIMEOUT_S, cwd=workdir)
             if result.exit_code != 0:
