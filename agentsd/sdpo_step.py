@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -136,16 +137,10 @@ def batch_loss(
     tokens = torch.cat([f["tokens"] for f in fields]).to(device)
     k = config.top_k if config.form == "topk" else 0
     head = getattr(model, "sdpo_head", None)  # ZeRO-3: the module that gathers the projection
-    if head is not None:
-        divergence, logp, teacher_logp = head(
-            torch.cat(student_rows), teacher_rows, teacher_weight, tokens, k, config.alpha, temperature, chunk
-        )
-    else:
-        divergence, logp, teacher_logp = chunked_head(
-            torch.cat(student_rows), weight, teacher_rows,
-            weight.detach() if teacher_weight is None else teacher_weight, tokens,
-            k=k, alpha=config.alpha, temperature=temperature, chunk=chunk,
-        )  # fmt: skip
+    project = head if head is not None else partial(_project, weight)
+    divergence, logp, teacher_logp = project(
+        torch.cat(student_rows), teacher_rows, teacher_weight, tokens, k, config.alpha, temperature, chunk
+    )
     token_batch = TokenBatch(**{k: torch.cat([f[k] for f in fields]).to(device) for k in fields[0]})
     return sdpo_loss_from_terms(
         token_batch, divergence, logp, teacher_logp, config, version=version,
@@ -185,6 +180,18 @@ def _teacher_rows(
         return torch.cat(mixed), torch.cat([head, weight.detach()], dim=-1)
 
 
+def _project(
+    weight: Any, rows: Any, teacher_rows: Any, teacher_weight: Any | None, tokens: Any, k: int,
+    alpha: float, temperature: float, chunk: int,
+) -> Any:  # fmt: skip
+    """The chunked head with the student's projection; the teacher's is its own, or (None) the
+    student's without gradient."""
+    theirs = weight.detach() if teacher_weight is None else teacher_weight
+    return chunked_head(
+        rows, weight, teacher_rows, theirs, tokens, k=k, alpha=alpha, temperature=temperature, chunk=chunk
+    )
+
+
 def head_module(weight: Any, *, zero3: bool) -> Any:
     """The chunked head as a module that owns no parameters but projects with `weight` (the LM
     head's). Attached to the model before DeepSpeed wraps it: under ZeRO-3 `weight` is registered as
@@ -202,12 +209,9 @@ def head_module(weight: Any, *, zero3: bool) -> Any:
             self, rows: Any, teacher_rows: Any, teacher_weight: Any, tokens: Any, k: int, alpha: float,
             temperature: float, chunk: int,
         ) -> Any:  # fmt: skip
-            own = self.projection[0]
-            theirs = own.detach() if teacher_weight is None else teacher_weight
-            return chunked_head(
-                rows, own, teacher_rows, theirs, tokens,
-                k=k, alpha=alpha, temperature=temperature, chunk=chunk,
-            )  # fmt: skip
+            return _project(
+                self.projection[0], rows, teacher_rows, teacher_weight, tokens, k, alpha, temperature, chunk
+            )
 
     head = SDPOHead()
     if zero3:

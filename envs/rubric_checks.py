@@ -238,6 +238,11 @@ class FormulaEvaluator:
         def peek() -> tuple[str, ...] | None:
             return tokens[position] if position < len(tokens) else None
 
+        def operator() -> str:
+            """The punctuation at the cursor ("" at the end or before a number, name or range)."""
+            token = peek()
+            return token[4] if token is not None else ""
+
         def take() -> tuple[str, ...]:
             nonlocal position
             token = tokens[position]
@@ -254,7 +259,7 @@ class FormulaEvaluator:
                 return float(value) if isinstance(value, int | float) else 0.0
             if func:
                 args: list[float] = []
-                while peek() is not None and peek()[4] != ")":  # type: ignore[index]
+                while peek() is not None and operator() != ")":
                     nxt = peek()
                     assert nxt is not None
                     if nxt[1]:
@@ -278,14 +283,14 @@ class FormulaEvaluator:
 
         def power() -> float:
             base = atom()
-            while peek() is not None and peek()[4] == "^":  # type: ignore[index]
+            while operator() == "^":
                 take()
                 base = base ** atom()
             return base
 
         def multiplicative() -> float:
             value = power()
-            while peek() is not None and peek()[4] in ("*", "/"):  # type: ignore[index]
+            while operator() in ("*", "/"):
                 op = take()[4]
                 rhs = power()
                 if op == "/" and rhs == 0:
@@ -295,7 +300,7 @@ class FormulaEvaluator:
 
         def additive() -> float:
             value = multiplicative()
-            while peek() is not None and peek()[4] in ("+", "-"):  # type: ignore[index]
+            while operator() in ("+", "-"):
                 op = take()[4]
                 rhs = multiplicative()
                 value = value + rhs if op == "+" else value - rhs

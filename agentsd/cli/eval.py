@@ -53,8 +53,7 @@ def _compare(runs: tuple[Path, Path], out: Path | None) -> None:
     if names[0] == names[1]:
         names = (f"A:{names[0]}", f"B:{names[1]}")
     directory = out or Path("runs/eval/compare")
-    ks = sorted({1})
-    result, written = write_comparison(directory, names, a, b, ks)
+    result, written = write_comparison(directory, names, a, b, [1])
     console.print(
         f"{names[0]}: mean score {result.a.mean_score}, pass@1 {result.a.pass_at[1]}", highlight=False
     )

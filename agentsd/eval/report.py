@@ -13,13 +13,12 @@ from __future__ import annotations
 import base64
 import html
 import json
-import random
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agentsd.eval.metrics import Estimate, RunResult, SuiteMetrics, suite_metrics, task_stats
+from agentsd.eval.metrics import Estimate, RunResult, SuiteMetrics, bootstrap, suite_metrics, task_stats
 
 RESULTS = "results.jsonl"
 
@@ -233,15 +232,7 @@ def compare(
     common = sorted(
         t for t in set(a_stats) & set(b_stats) if a_stats[t] == a_stats[t] and b_stats[t] == b_stats[t]
     )
-    diffs = [b_stats[t] - a_stats[t] for t in common]
-    rng = random.Random(seed)
-    if diffs:
-        means = sorted(sum(rng.choices(diffs, k=len(diffs))) / len(diffs) for _ in range(2000))
-        delta = Estimate(
-            sum(diffs) / len(diffs), means[int(0.025 * 1999)], means[int(0.975 * 1999)], len(diffs)
-        )
-    else:
-        delta = Estimate(float("nan"), float("nan"), float("nan"), 0)
+    delta = bootstrap([b_stats[t] - a_stats[t] for t in common], seed=seed)  # paired: per-task deltas
     return Comparison(
         suite_metrics(a_runs, ks, seed=seed), suite_metrics(b_runs, ks, seed=seed), len(common), delta,
         [(t, a_stats[t], b_stats[t]) for t in common],
