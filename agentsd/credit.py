@@ -2,7 +2,7 @@
 agent token, log q_t(y_t) - log s_t(y_t) (positive: the hindsight teacher likes the token more than
 the acting student did, so SDPO pushes it up; negative: pushed down).
 
-The student and teacher are the given model (the live teacher of shared/SDPO.md) on the segment and
+The student and teacher are the given model (the live teacher of docs/objective.md) on the segment and
 on its hindsight view (agentsd.hindsight), at the trajectory's sampling temperature. Rendered for a
 terminal (rich Text, red to green) and as a standalone HTML page.
 

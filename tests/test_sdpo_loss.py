@@ -1,5 +1,5 @@
 """SDPO loss functions pinned to naive per-token reference implementations (float64, seeded CPU
-tensors): values and gradients, plus the invariants of shared/SDPO.md."""
+tensors): values and gradients, plus the invariants of docs/objective.md."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SDPO on the real default model: the direction test and the staleness bound (shared/SDPO.md)."""
+"""SDPO on the real default model: the direction test and the staleness bound (docs/objective.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Teacher modes update φ exactly as shared/SDPO.md specifies."""
+"""Teacher modes update φ exactly as docs/objective.md specifies."""
 
 from __future__ import annotations
 

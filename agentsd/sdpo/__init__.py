@@ -1,4 +1,4 @@
-"""Staleness-corrected SDPO as pure tensor functions (shared/SDPO.md "Objective").
+"""Staleness-corrected SDPO as pure tensor functions (docs/objective.md "Objective").
 
 weights: behaviour ratios, truncation, rejection masks, staleness, turn weights.
 divergence: top-k + tail reverse KL / α-JSD, the sampled-token PPO form, the advantage scale.

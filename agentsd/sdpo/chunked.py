@@ -4,7 +4,7 @@ A trajectory of tens of thousands of tokens times a vocabulary of 50-150k would 
 logits, twice (student and teacher) and again for their gradients. `chunked_head` never holds more
 than one chunk of logits: forward projects `chunk` rows at a time (no autograd graph), keeps only
 per-token scalars, and backward recomputes each chunk's logits with gradient enabled, so peak memory
-grows with chunk x vocab, not tokens x vocab (shared/SDPO.md "Memory and speed").
+grows with chunk x vocab, not tokens x vocab (docs/objective.md "Memory and speed").
 
 Per token it returns D_t (top-k + tail divergence of the student from the teacher, see
 divergence.py), log s_t(y_t) and log q_t(y_t), all at the sampling temperature; the first two carry

@@ -1,4 +1,4 @@
-"""Per-token divergences of SDPO (shared/SDPO.md "Objective" 2 and 3), as pure tensor functions.
+"""Per-token divergences of SDPO (docs/objective.md "Objective" 2 and 3), as pure tensor functions.
 
 topk_tail_divergence: the student's top-k support plus one tail bin. S_t = top-k ids of s_t, chosen
 without gradient; p = [s_t(S_t), 1 - Σ s_t(S_t)], r = [q_t(S_t), 1 - Σ q_t(S_t)], tails clamped at

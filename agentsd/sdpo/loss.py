@@ -1,4 +1,4 @@
-"""The SDPO loss over a batch of tokens (shared/SDPO.md "Objective" 6), from student and teacher logits.
+"""The SDPO loss over a batch of tokens (docs/objective.md "Objective" 6), from student and teacher logits.
 
 Loss = Σ_t m_t·M_t·K_t·w_t·g_t·λ^k_t·D_t / Σ_t m_t·M_t·K_t, the token mean over the global batch,
 where K_t keeps tokens no staler than K_max. In the sampled-token form D_t is replaced by the PPO-style

@@ -1,4 +1,4 @@
-"""The SDPO teacher's weights φ and how they follow the student θ (shared/SDPO.md "The teacher").
+"""The SDPO teacher's weights φ and how they follow the student θ (docs/objective.md "The teacher").
 
 - live (default): φ = θ; no copy, the teacher forward is the student's own forward without gradient.
 - sync_every N: φ ← θ every N optimizer steps (optionally gated, below).

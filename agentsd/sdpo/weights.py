@@ -1,4 +1,4 @@
-"""Per-token weights of staleness-corrected SDPO (shared/SDPO.md "Objective" 1, 4, 5).
+"""Per-token weights of staleness-corrected SDPO (docs/objective.md "Objective" 1, 4, 5).
 
 Pure tensor functions on CPU or GPU, shapes [N] over the tokens of a batch (flattened). Nothing here
 carries gradient: every weight is computed under no_grad semantics (inputs are detached).
