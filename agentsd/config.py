@@ -6,7 +6,7 @@ Any problem raises ConfigError naming the file or override, the field path, the 
 what was expected. Nothing starts before a config validates.
 
 Defaults are the embedded ones: local sandbox, SQLite store, CPU, the default model. The values of
-the SDPO section are shared/SDPO.md's defaults.
+the SDPO section are docs/objective.md's defaults.
 """
 
 from __future__ import annotations
@@ -69,6 +69,12 @@ class LocalSandboxConfig(_Cfg):
     )
     max_sandboxes: int = Field(default=8, gt=0, description="Sandboxes running at once on this machine.")
     warm_pool: int = Field(default=0, ge=0, description="Sandboxes started ahead of need.")
+    host_user: str = Field(
+        default="agentsd-sandbox",
+        min_length=1,
+        description="The unprivileged host user (name or uid) sandboxes run as when agentsd runs as root "
+        "(scripts/setup.sh creates it); as any other user, sandboxes run as that user.",
+    )
 
 
 class DockerSandboxConfig(_Cfg):
@@ -221,7 +227,8 @@ class EvalConfig(CollectConfig):
 
 class TeacherConfig(_Cfg):
     mode: Literal["live", "sync_every", "ema", "trust_region", "frozen"] = Field(
-        default="live", description="How teacher weights follow the student (shared/SDPO.md 'The teacher')."
+        default="live",
+        description="How teacher weights follow the student (docs/objective.md 'The teacher').",
     )
     sync_every: int = Field(
         default=10, gt=0, description="Optimizer steps between hard copies (mode sync_every)."

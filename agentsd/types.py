@@ -15,7 +15,7 @@ import json
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SCHEMA_VERSION = 1
 """Version of the Trajectory/Turn layout. Bumped with a store migration whenever fields change."""
@@ -130,6 +130,9 @@ class Criterion(_Model):
     check: dict[str, Any] | None = Field(default=None, description="A programmatic check; None = judge.")
 
 
+RESERVED_LABELS = frozenset({"sandbox", "owner", "created"})
+
+
 class SandboxSpec(Environment):
     """What one episode's sandbox must be: a task's Environment plus where and for whom it runs."""
 
@@ -138,6 +141,18 @@ class SandboxSpec(Environment):
     labels: dict[str, str] = Field(
         default_factory=dict, description="run_id, episode_id, ...: found by the reaper."
     )
+
+    @field_validator("labels")
+    @classmethod
+    def _not_reserved(cls, labels: dict[str, str]) -> dict[str, str]:
+        """Labels become `agentsd.<key>` on containers: they must never stand in for the reaper's own."""
+        taken = sorted(set(labels) & RESERVED_LABELS)
+        if taken:
+            raise ValueError(
+                f"labels {taken} are reserved for agentsd's own bookkeeping "
+                f"({', '.join(sorted(RESERVED_LABELS))}); use another name"
+            )
+        return labels
 
 
 class ExecResult(_Model):

@@ -60,6 +60,7 @@ class GUIEnv(TerminalEnv):
     """One GUI task per episode, in a fresh sandbox with its own X display."""
 
     tools = (CLICK, TYPE, KEY, CLICK_XY, SCROLL, SUBMIT)
+    kill_agent_before_grading = False  # the checker reads the live app; the agent has no shell
 
     def __init__(self, *args: Any, artifact_dir: Path | str | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

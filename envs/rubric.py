@@ -87,6 +87,7 @@ class RubricEnv(TerminalEnv):
         answer = str(call.arguments.get("answer") or "")
         evidence = Evidence(answer, self.read_bytes, expected_output_path(self.task))
         self._over = True
+        self.stop_agent()
         try:
             result = grade(self.task, evidence, self.judge)
         except RubricError as exc:

@@ -67,6 +67,10 @@ class TerminalEnv(gym.Env[str, str]):
 
     metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012 - gymnasium's class attribute
     tools = (BASH, SUBMIT)
+    # Grading must not see anything the agent left running (a daemon rewriting the reward file,
+    # a process racing the tests): every agent process is killed first. A family whose grader reads
+    # live processes the environment started (the GUI apps) and whose agent has no shell sets False.
+    kill_agent_before_grading = True
 
     def __init__(
         self,
@@ -164,8 +168,16 @@ class TerminalEnv(gym.Env[str, str]):
             ["bash", "-c", script, "bash", command], timeout=min(timeout or limit, limit)
         )
 
+    def stop_agent(self) -> None:
+        """Before grading: kill every process the agent left in the sandbox (SandboxError, with the
+        sandbox gone, if one survives)."""
+        assert self.sandbox is not None
+        if self.kill_agent_before_grading:
+            self.sandbox.kill_agent()
+
     def _submit(self, call: ToolCall) -> tuple[str, float, bool, bool, dict[str, Any]]:
         assert self.sandbox is not None and self.task is not None
+        self.stop_agent()
         verdict = verify(self.task, self.sandbox, answer=call.arguments.get("answer"))
         self._over = True
         termination = Termination.ENV_ERROR if verdict.error else Termination.DONE

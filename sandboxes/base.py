@@ -5,7 +5,8 @@ kill, output comes back bounded (head and tail kept, the middle elided and flagg
 and out as bytes or directory trees, and a directory can be snapshotted and diffed for graders.
 Backends: `local` (bubblewrap, sandboxes/local.py) and `docker` (sandboxes/docker_sandbox.py).
 Both run commands through the same in-sandbox supervisor (sandboxes/supervisor.py), so timeouts,
-output bounds and rlimits behave the same.
+output bounds, rlimits and the authenticated channel behave the same. docs/security.md says what a
+sandbox contains and what it does not.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 from pydantic import BaseModel, ConfigDict
 
 from agentsd.errors import AgentsdError
+from agentsd.liveness import writer_identity
 from agentsd.types import ExecResult, SandboxSpec
 
 SUPERVISOR_SOURCE = Path(__file__).with_name("supervisor.py")
@@ -29,6 +31,7 @@ SUPERVISOR_PATH = "/opt/agentsd/supervisor.py"  # where it lives inside every sa
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 MAX_OUTPUT_BYTES = 64 * 1024
 LABEL = "agentsd.sandbox"  # marks everything the reaper may remove
+AGENT_UID = AGENT_GID = 1000  # who the agent's commands run as, inside every sandbox
 EXEC_GRACE_S = 10.0  # the host's own guard beyond a command's timeout
 
 
@@ -99,6 +102,11 @@ class Sandbox(Protocol):
 
     def snapshot(self, path: str) -> Snapshot: ...
 
+    def kill_agent(self) -> int:
+        """Kill every process the agent started (background daemons too) before its work is graded;
+        returns how many there were. Raises SandboxError, with the sandbox gone, if any survives."""
+        ...
+
     def close(self) -> None: ...
 
     def __enter__(self) -> Sandbox: ...
@@ -110,8 +118,6 @@ class Sandbox(Protocol):
 
 def owner_identity() -> str:
     """host:pid:start-ticks of this process, recorded on every sandbox for the reaper."""
-    from agentsd.store.liveness import writer_identity
-
     return writer_identity()
 
 
@@ -146,6 +152,11 @@ def rlimits(spec: SandboxSpec) -> dict[str, int]:
         "file_bytes": limits.disk_mb * 1024 * 1024,
         "open_files": 1024,
     }
+
+
+def supervisor_config(spec: SandboxSpec) -> str:
+    """The supervisor's one argument: the agent's credentials and the rlimits of every command."""
+    return json.dumps({"uid": AGENT_UID, "gid": AGENT_GID, "rlimits": rlimits(spec)})
 
 
 def exec_request(

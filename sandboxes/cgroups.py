@@ -1,9 +1,12 @@
 """Per-sandbox control groups: memory, process count and CPU limits for the local backend.
 
 Works with cgroup v1 (one hierarchy per controller, as on this machine) and v2 (one unified
-hierarchy). Every sandbox gets a group named agentsd/<sandbox id> in each controller that is
-mounted and writable; `in_force` says which limits were actually applied, so the caller can log
-it. A limit that cannot be applied (no controller, no permission) is reported, never pretended.
+hierarchy). Every sandbox gets a group named agentsd/<sandbox id>@<owner pid>-<owner start ticks>
+in each controller that is mounted and writable: the name itself says which process owns it, from
+the moment it exists, so a reaper judges it by that owner's liveness and never by whether some
+state directory holds a record of it. `in_force` says which limits were actually applied, so the
+caller can log it. A limit that cannot be applied (no controller, no permission) is reported,
+never pretended.
 
 Not guaranteed: on a host where agentsd may not write /sys/fs/cgroup (not root, no delegation)
 there are no memory, pids or CPU limits at all; the rlimits of the supervisor still apply.
@@ -14,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,8 +41,9 @@ class SandboxCgroup:
     missing: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, name: str, *, memory_mb: int, pids: int, cpus: float) -> SandboxCgroup:
-        group = cls(name)
+    def create(cls, sandbox_id: str, *, owner: str, memory_mb: int, pids: int, cpus: float) -> SandboxCgroup:
+        """owner: the host:pid:start-ticks of the process the sandbox belongs to (this host's)."""
+        group = cls(group_name(sandbox_id, owner))
         wanted = {
             "memory": str(memory_mb * 1024 * 1024),
             "pids": str(pids),
@@ -137,6 +142,21 @@ class SandboxCgroup:
                 except OSError:
                     time.sleep(0.02)  # exiting processes still counted for a moment
         self.dirs = []
+
+
+def group_name(sandbox_id: str, owner: str) -> str:
+    _, pid, ticks = owner.split(":")
+    return f"{sandbox_id}@{pid}-{ticks}"
+
+
+def group_owner(name: str) -> tuple[str, str | None]:
+    """(sandbox id, owner as host:pid:start-ticks on this host) of a group's name; owner None when
+    the name records none."""
+    sandbox_id, at, owner = name.partition("@")
+    pid, _, ticks = owner.partition("-")
+    if not at or not pid.isdigit() or not ticks.isdigit():
+        return sandbox_id, None
+    return sandbox_id, f"{socket.gethostname()}:{pid}:{ticks}"
 
 
 def leftover_groups() -> list[Path]:

@@ -1,26 +1,28 @@
 """The host side of the supervisor protocol, shared by every sandbox backend.
 
 A backend provides a Transport (the pipes of a bwrap process, the socket of a docker exec); the
-SupervisorClient turns sandbox operations into request frames, waits for each answer within the
-operation's timeout plus a grace period, and kills the sandbox (through the backend's `kill`) when
-the answer does not come, so no call can hang forever.
+SupervisorClient opens the session with a fresh key, turns sandbox operations into authenticated
+request frames (sandboxes/supervisor.py describes the format), and waits for each answer within the
+operation's timeout plus a grace period. The answer must be the one to that request: a frame that
+announces more than the frame limit, fails its tag (forged, injected, replayed, out of order), is
+not a JSON object or does not have the operation's shape kills the sandbox (through the backend's
+`kill`) and raises SandboxError naming the violation; so does a missing answer. After that the
+client refuses every call, so nothing stale is ever returned.
 """
 
 from __future__ import annotations
 
 import base64
-import io
 import json
 import os
 import select
 import struct
-import tarfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, NoReturn, Protocol, Self
 
 from agentsd.sandboxes.base import (
     EXEC_GRACE_S,
@@ -31,9 +33,20 @@ from agentsd.sandboxes.base import (
     exec_result,
     snapshot_from,
 )
+from agentsd.sandboxes.supervisor import (
+    ANSWER,
+    REQUEST,
+    ProtocolError,
+    decode_frame,
+    encode_frame,
+    frame_size,
+    pack_tree,
+    unpack_tree,
+)
 from agentsd.types import ExecResult, SandboxSpec
 
 FILE_OP_TIMEOUT_S = 120.0
+KEY_BYTES = 32
 
 
 def read_exact(fd: int, n: int, deadline: float) -> bytes:
@@ -46,7 +59,7 @@ def read_exact(fd: int, n: int, deadline: float) -> bytes:
             raise TimeoutError
         ready, _, _ = select.select([fd], [], [], left)
         if ready:
-            chunk = os.read(fd, n - len(buf))
+            chunk = os.read(fd, min(n - len(buf), 1 << 20))
             if not chunk:
                 raise EOFError
             buf += chunk
@@ -66,7 +79,7 @@ class Transport(Protocol):
 
 
 class SupervisorClient:
-    """Sandbox operations over one supervisor session."""
+    """Sandbox operations over one authenticated supervisor session."""
 
     def __init__(self, name: str, spec: SandboxSpec, transport: Transport, kill: Callable[[], str]) -> None:
         self.name = name
@@ -74,35 +87,66 @@ class SupervisorClient:
         self._transport = transport
         self._kill = kill  # ends the sandbox; returns what it said on the way out (for the error)
         self._lock = threading.Lock()
+        self._key = os.urandom(KEY_BYTES)
+        self._seq = 0
+        self._broken: str | None = None
 
-    def wait_ready(self, timeout: float) -> dict[str, Any]:
+    def open(self, timeout: float) -> dict[str, Any]:
+        """Hand the supervisor its session key and wait for its ready answer."""
+        hello = json.dumps({"key": self._key.hex()}).encode()
         with self._lock:
+            self._send(struct.pack(">I", len(hello)) + hello)
             ready = self._receive(time.monotonic() + timeout)
-        if not ready.get("ready"):
-            raise SandboxError(f"sandbox {self.name}: supervisor sent {ready!r} instead of ready")
+        if ready.get("ready") is not True:
+            self._violation(f"its first answer was {sorted(ready)!r}, not ready")
         return ready
 
     def request(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
-        payload = json.dumps(request).encode()
         with self._lock:
             try:
-                self._transport.send(struct.pack(">I", len(payload)) + payload)
-            except OSError as exc:
-                raise self._dead(f"cannot send to it ({exc})") from exc
+                frame = encode_frame(self._key, REQUEST, self._seq + 1, request)
+            except ProtocolError as exc:  # the host's own request is too large: refuse it, keep the sandbox
+                raise SandboxError(
+                    f"sandbox {self.name}: {request.get('op')} request refused: {exc}"
+                ) from None
+            self._seq += 1
+            self._send(frame)
             return self._receive(time.monotonic() + timeout)
+
+    def _send(self, data: bytes) -> None:
+        if self._broken is not None:
+            raise SandboxError(f"sandbox {self.name} is gone: {self._broken}")
+        try:
+            self._transport.send(data)
+        except OSError as exc:
+            self._dead(f"cannot send to it ({exc})")
 
     def _receive(self, deadline: float) -> dict[str, Any]:
         try:
-            (size,) = struct.unpack(">I", self._transport.read(4, deadline))
-            return json.loads(self._transport.read(size, deadline))
+            size = frame_size(self._transport.read(4, deadline))
+            return decode_frame(self._key, ANSWER, self._seq, self._transport.read(size, deadline))
+        except ProtocolError as exc:
+            failure = f"protocol violation: {exc}; it was killed"
         except TimeoutError:
-            raise self._dead("it did not answer in time; it was killed") from None
+            failure = "it did not answer in time; it was killed"
         except EOFError:
-            raise self._dead("it closed its output") from None
+            failure = "it closed its output"
+        self._dead(failure)
 
-    def _dead(self, how: str) -> SandboxError:
+    def _violation(self, what: str) -> NoReturn:
+        self._dead(f"protocol violation: {what}; it was killed")
+
+    def _dead(self, how: str) -> NoReturn:
+        self._broken = how
         said = self._kill().strip()
-        return SandboxError(f"sandbox {self.name} died: {how}" + (f"\n{said}" if said else ""))
+        raise SandboxError(f"sandbox {self.name} died: {how}" + (f"\n{said}" if said else ""))
+
+    def _shaped(self, op: str, answer: dict[str, Any], read: Callable[[dict[str, Any]], Any]) -> Any:
+        """read(answer), where an answer without the operation's shape is a protocol violation."""
+        try:
+            return read(answer)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            self._violation(f"the answer to {op} has the wrong shape ({type(exc).__name__}: {exc})")
 
     # ------------------------------------------------------------------ operations
 
@@ -116,34 +160,65 @@ class SupervisorClient:
         stdin: bytes | None,
     ) -> ExecResult:
         request = exec_request(self.spec, cmd, timeout=timeout, env=env, cwd=cwd, stdin=stdin)
-        return exec_result(self.request(request, request["timeout"] + EXEC_GRACE_S), f"sandbox {self.name}")
+        answer = self.request(request, request["timeout"] + EXEC_GRACE_S)
+        return self._shaped("exec", answer, lambda a: exec_result(a, f"sandbox {self.name}"))
 
     def write_file(self, path: str, data: bytes, mode: int | None) -> None:
         request = {"op": "write", "path": path, "data": base64.b64encode(data).decode(), "mode": mode}
-        checked_response(self.request(request, FILE_OP_TIMEOUT_S), f"write {path}")
+        answer = self.request(request, FILE_OP_TIMEOUT_S)
+        self._shaped("write", answer, lambda a: checked_response(a, f"write {path}"))
 
     def read_file(self, path: str, max_bytes: int | None) -> bytes:
-        response = self.request({"op": "read", "path": path, "max_bytes": max_bytes}, FILE_OP_TIMEOUT_S)
-        return base64.b64decode(checked_response(response, f"read {path}")["data"])
+        answer = self.request({"op": "read", "path": path, "max_bytes": max_bytes}, FILE_OP_TIMEOUT_S)
+        data = self._shaped("read", answer, lambda a: _b64(checked_response(a, f"read {path}")["data"]))
+        if max_bytes is not None and len(data) > max_bytes:
+            self._violation(f"read {path} returned {len(data)} bytes, more than the {max_bytes} asked for")
+        return data
 
     def upload(self, local_dir: Path, remote_dir: str) -> None:
+        """Copy a host directory into the sandbox: symlinks go as symlinks, never followed."""
         if not local_dir.is_dir():
             raise FileNotFoundError(f"upload: {local_dir} is not a directory")
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w") as tar:
-            tar.add(str(local_dir), arcname=".")
-        request = {"op": "tar_in", "path": remote_dir, "data": base64.b64encode(buf.getvalue()).decode()}
-        checked_response(self.request(request, FILE_OP_TIMEOUT_S), f"upload to {remote_dir}")
+        data = base64.b64encode(pack_tree(str(local_dir))).decode()
+        answer = self.request({"op": "tar_in", "path": remote_dir, "data": data}, FILE_OP_TIMEOUT_S)
+        self._shaped("tar_in", answer, lambda a: checked_response(a, f"upload to {remote_dir}"))
 
     def download(self, remote_dir: str, local_dir: Path) -> None:
-        response = self.request({"op": "tar_out", "path": remote_dir}, FILE_OP_TIMEOUT_S)
-        data = base64.b64decode(checked_response(response, f"download of {remote_dir}")["data"])
-        local_dir.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
-            tar.extractall(local_dir, filter="data")  # refuses links and paths leaving local_dir
+        """Copy a sandbox directory to the host: symlinks arrive as symlinks and are never followed;
+        nothing is written outside local_dir."""
+        answer = self.request({"op": "tar_out", "path": remote_dir}, FILE_OP_TIMEOUT_S)
+        data = self._shaped(
+            "tar_out", answer, lambda a: _b64(checked_response(a, f"download of {remote_dir}")["data"])
+        )
+        try:
+            unpack_tree(data, str(local_dir))
+        except (ValueError, OSError) as exc:  # a tarfile.TarError is refused here too
+            raise SandboxError(f"download of {remote_dir}: {exc}") from exc
+        except Exception as exc:
+            raise SandboxError(f"download of {remote_dir}: not a valid archive ({exc})") from exc
 
     def snapshot(self, path: str) -> Snapshot:
-        return snapshot_from(self.request({"op": "snapshot", "path": path}, FILE_OP_TIMEOUT_S), path)
+        answer = self.request({"op": "snapshot", "path": path}, FILE_OP_TIMEOUT_S)
+        return self._shaped("snapshot", answer, lambda a: snapshot_from(a, path))
+
+    def kill_agent(self) -> int:
+        """Kill every process of the agent's uid; how many there were. Raises SandboxError (and kills
+        the sandbox) if any survives: nothing the agent left may run while its work is graded."""
+        answer = self.request({"op": "kill_agent"}, FILE_OP_TIMEOUT_S)
+        killed, left = self._shaped(
+            "kill_agent",
+            answer,
+            lambda a: (int(checked_response(a, "kill_agent")["killed"]), list(a["left"])),
+        )
+        if left:
+            self._dead(f"{len(left)} agent processes survived kill_agent ({left[:10]}); it was killed")
+        return killed
+
+
+def _b64(text: Any) -> bytes:
+    if not isinstance(text, str):
+        raise TypeError(f"data is a {type(text).__name__}, not base64 text")
+    return base64.b64decode(text, validate=True)
 
 
 class SupervisedSandbox:
@@ -202,3 +277,6 @@ class SupervisedSandbox:
 
     def snapshot(self, path: str) -> Snapshot:
         return self._session().snapshot(path)
+
+    def kill_agent(self) -> int:
+        return self._session().kill_agent()

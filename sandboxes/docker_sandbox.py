@@ -1,23 +1,28 @@
 """The `docker` sandbox backend: one container per episode on a Docker engine (DOCKER_HOST).
 
 The container runs the family's image with no network (unless the task asks), memory, CPU and
-process limits, all capabilities dropped, no-new-privileges, a read-only root filesystem and
-size-limited tmpfs for the workspace, /tmp and /var/tmp, as uid 1000, with an init that reaps
-orphans. Commands and file operations go through the same supervisor as the local backend, started
-inside the container over one `docker exec` session whose stdin/stdout carry the protocol; the
-session itself runs under `timeout -k` for the episode's limit, and every command has its own
-deadline and process-group kill inside. Containers carry labels (sandbox id, owner process, run and
-episode ids, creation time) so `agentsd sandbox reap` finds what a dead collector left. Engine
-calls retry (tenacity) on transient engine errors only: connection failures and 5xx answers.
+process limits, no-new-privileges, a read-only root filesystem, size-limited tmpfs for the
+workspace, /tmp and /var/tmp (owned by the agent, uid 1000) and a bounded /dev/shm, with an init
+that reaps orphans. Every capability is dropped except CAP_SETUID, CAP_SETGID and CAP_KILL, which
+only the supervisor holds: it runs as container root, started over one `docker exec` session whose
+stdin/stdout carry the authenticated protocol, and runs every command and file operation as uid
+1000 with no supplementary groups (root-to-1000 clears the capabilities). The agent therefore
+cannot signal, ptrace or read the supervisor, nor the container's init. The session itself runs
+under `timeout -k` for the episode's limit, and every command has its own deadline and
+process-group kill inside. Containers carry labels (sandbox id, owner process, run and episode ids,
+creation time; agentsd's own always win over a spec's) so `agentsd sandbox reap` finds what a dead
+collector left. Engine calls retry (tenacity) on transient engine errors only: connection failures
+and 5xx answers.
 
 Not protected against: what the engine itself allows (a misconfigured daemon, kernel exploits);
-an image that is not built (`scripts/build_images.sh`) fails start() with its name.
+without user-namespace remapping on the engine, container root is host uid 0 (only the supervisor
+runs as it, with the three capabilities above); an image that is not built
+(`scripts/build_images.sh`) fails start() with its name.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
 import time
@@ -26,20 +31,25 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from agentsd.sandboxes.base import (
+    AGENT_GID,
+    AGENT_UID,
     LABEL,
     SUPERVISOR_SOURCE,
     SandboxError,
     owner_identity,
-    rlimits,
+    supervisor_config,
     writable_dirs,
 )
 from agentsd.sandboxes.channel import SupervisedSandbox, SupervisorClient, read_exact
+from agentsd.sandboxes.supervisor import MAX_FRAME_BYTES, ProtocolError
 from agentsd.types import SandboxSpec
 
 T = TypeVar("T")
 DEFAULT_ENGINE = "unix:///var/run/docker.sock"
 _START_TIMEOUT_S = 60.0
 _STDOUT, _STDERR = 1, 2
+_SUPERVISOR_CAPS = ["SETUID", "SETGID", "KILL"]
+_STDERR_KEEP = 4096
 
 
 def engine_url(engine: str | None = None) -> str:
@@ -97,7 +107,7 @@ class _ExecSocketTransport:
         while len(self._stdout) < n:
             stream, payload = self._frame(deadline)
             (self._stdout if stream == _STDOUT else self.stderr).extend(payload)
-            del self.stderr[:-4096]
+            del self.stderr[:-_STDERR_KEEP]
         out = bytes(self._stdout[:n])
         del self._stdout[:n]
         return out
@@ -106,6 +116,8 @@ class _ExecSocketTransport:
         # Docker's stream framing without a TTY: 1 byte stream id, 3 zero bytes, 4-byte size.
         header = read_exact(self._sock.fileno(), 8, deadline)
         size = int.from_bytes(header[4:8], "big")
+        if size > MAX_FRAME_BYTES:
+            raise ProtocolError(f"the engine's stream frame announces {size} bytes")
         return header[0], read_exact(self._sock.fileno(), size, deadline)
 
     def close(self) -> None:
@@ -135,8 +147,11 @@ class DockerSandbox(SupervisedSandbox):
         self._docker: Any = None
 
     def labels(self) -> dict[str, str]:
-        labels = {LABEL: self.id, "agentsd.owner": owner_identity(), "agentsd.created": f"{time.time():.3f}"}
-        labels.update({f"agentsd.{k}": str(v) for k, v in self.spec.labels.items()})
+        """The spec's labels under agentsd., then agentsd's own, which always win."""
+        labels = {f"agentsd.{k}": str(v) for k, v in self.spec.labels.items()}
+        labels.update(
+            {LABEL: self.id, "agentsd.owner": owner_identity(), "agentsd.created": f"{time.time():.3f}"}
+        )
         return labels
 
     def start(self) -> None:
@@ -148,7 +163,7 @@ class DockerSandbox(SupervisedSandbox):
         self._docker = docker_client(self.engine)
         file_bytes = self.spec.limits.disk_mb * 1024 * 1024
         limits = self.spec.limits
-        tmpfs_opts = f"rw,exec,nosuid,size={limits.disk_mb}m,uid=1000,gid=1000"
+        tmpfs_opts = f"rw,exec,nosuid,size={limits.disk_mb}m,uid={AGENT_UID},gid={AGENT_GID}"
         try:
             self.container = retrying(self._docker.containers.create)(
                 self.image,
@@ -161,8 +176,10 @@ class DockerSandbox(SupervisedSandbox):
                 nano_cpus=int(limits.cpus * 1e9),
                 pids_limit=limits.pids,
                 cap_drop=["ALL"],
+                cap_add=_SUPERVISOR_CAPS,
                 security_opt=["no-new-privileges"],
-                user="1000:1000",
+                user="0:0",  # init and its sleep: out of the agent's reach (it is uid 1000)
+                shm_size=f"{limits.disk_mb}m",
                 read_only=True,
                 tmpfs={path: tmpfs_opts for path in writable_dirs(self.spec)},
                 working_dir=self.spec.workdir,
@@ -190,15 +207,15 @@ class DockerSandbox(SupervisedSandbox):
         api = self._docker.api
         session = [
             "timeout", "-k", "5", str(int(self.spec.limits.timeout_s) + 60),
-            "python3", "-I", "-S", "-c", SUPERVISOR_SOURCE.read_text(), json.dumps(rlimits(self.spec)),
+            "python3", "-I", "-S", "-c", SUPERVISOR_SOURCE.read_text(), supervisor_config(self.spec),
         ]  # fmt: skip
         exec_id = retrying(api.exec_create)(
-            self.container.id, session, stdin=True, stdout=True, stderr=True, user="1000:1000",
+            self.container.id, session, stdin=True, stdout=True, stderr=True, user="0:0",
             workdir=self.spec.workdir,
         )["Id"]  # fmt: skip
         self._transport = _ExecSocketTransport(retrying(api.exec_start)(exec_id, socket=True))
         self._client = SupervisorClient(self.id, self.spec, self._transport, self._kill)
-        self._client.wait_ready(_START_TIMEOUT_S)
+        self._client.open(_START_TIMEOUT_S)
 
     def _kill(self) -> str:
         said = bytes(self._transport.stderr).decode(errors="replace") if self._transport else ""

@@ -38,7 +38,7 @@ def make_sandbox(config: SandboxConfig, spec: SandboxSpec, engine: str | None = 
     if isinstance(config, LocalSandboxConfig):
         from agentsd.sandboxes.local import LocalSandbox
 
-        return LocalSandbox(spec, rootfs=config.rootfs)
+        return LocalSandbox(spec, rootfs=config.rootfs, host_user=config.host_user)
     from agentsd.sandboxes.docker_sandbox import DockerSandbox
 
     return DockerSandbox(spec, engine=engine or config.engines[0], network_mode=config.network_mode)

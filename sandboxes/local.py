@@ -1,29 +1,35 @@
 """The `local` sandbox backend: bubblewrap namespaces on this machine, no container engine needed.
 
 Each sandbox is one bwrap process tree: new user, PID, network, IPC, UTS and mount namespaces; the
-host's /usr, /etc and library directories (or a prepared rootfs) mounted read-only; a private,
-size-limited tmpfs for the workspace, /tmp and /var/tmp; all capabilities dropped; uid 1000 inside.
-It dies with the process that started it (--die-with-parent). Memory, process count and CPU are
-limited by a per-sandbox cgroup where the host allows it (sandboxes/cgroups.py); the log says which
-limits are in force. Inside runs the supervisor (sandboxes/supervisor.py), which executes commands
-with rlimits (CPU time, file size, open files) and kills a command's whole process group at timeout.
+host's /usr, /etc and library directories (or a prepared rootfs) mounted read-only; private,
+size-limited tmpfs mounts for the workspace, /tmp, /var/tmp and /dev/shm; all capabilities dropped;
+uid 1000 inside. The whole tree runs as one unprivileged host user (`host_user`, created by
+scripts/setup.sh) when agentsd runs as root: the cgroup is joined as root, then the launcher drops
+to that user (setpriv: uid, gid, no supplementary groups, no capabilities) before bwrap starts, so
+nothing inside has host uid 0 behind it: /proc/sys, /proc/sysrq-trigger and root-only host files
+are closed to it by the kernel's own owner checks. It dies with the process that started it
+(--die-with-parent). Memory, process count and CPU are limited by a per-sandbox cgroup where the
+host allows it (sandboxes/cgroups.py), whose name records the owner process, so the reaper judges
+a sandbox by its owner's liveness alone; the log says which limits are in force. Inside runs the
+supervisor (sandboxes/supervisor.py), non-dumpable, over an authenticated channel; what bwrap and
+it write to stderr goes into a pipe (at most a pipe buffer, never the host's disk).
 
 Not protected against: kernel exploits (namespaces share the host kernel); reading world-readable
-files under the host's /usr and /etc; CPU contention beyond the cgroup quota. Without writable
-cgroups there is no memory or process-count limit. Sandboxes die with the process that started
-them (bwrap is always spawned from one long-lived thread, as --die-with-parent follows threads).
+files under the host's /usr and /etc; CPU contention beyond the cgroup quota; the agent killing
+or stopping its own supervisor (same uid; the host then sees the sandbox die). Without writable
+cgroups there is no memory or process-count limit.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
+import pwd
+import re
 import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +37,8 @@ from pathlib import Path
 from typing import Any, cast
 
 from agentsd.sandboxes.base import (
+    AGENT_GID,
+    AGENT_UID,
     DEFAULT_PATH,
     SUPERVISOR_PATH,
     SUPERVISOR_SOURCE,
@@ -39,6 +47,7 @@ from agentsd.sandboxes.base import (
     owner_identity,
     rlimits,
     state_dir,
+    supervisor_config,
     writable_dirs,
 )
 from agentsd.sandboxes.cgroups import SandboxCgroup
@@ -47,9 +56,31 @@ from agentsd.types import SandboxSpec
 
 log = logging.getLogger("agentsd.sandbox")
 
-SANDBOX_UID = 1000
+DEFAULT_HOST_USER = "agentsd-sandbox"
 _HOST_DIRS = ("usr", "bin", "lib", "lib32", "lib64", "libx32", "sbin", "etc")
 _START_TIMEOUT_S = 30.0
+_STDERR_KEEP = 4096
+_SANDBOX_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def host_credentials(host_user: str) -> tuple[int, int] | None:
+    """(uid, gid) to drop to before bwrap starts; None when agentsd is not root (it already is
+    unprivileged). Refuses uid 0 and a user that does not exist, naming the fix."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwuid(int(host_user)) if host_user.isdigit() else pwd.getpwnam(host_user)
+    except (KeyError, ValueError):
+        if host_user.isdigit():
+            return int(host_user), int(host_user)
+        raise SandboxError(
+            f"sandbox.host_user {host_user!r} does not exist: local sandboxes started by root run as an "
+            f"unprivileged host user; create it (scripts/setup.sh does: useradd --system {host_user}) "
+            "or set sandbox.host_user to another unprivileged user or uid"
+        ) from None
+    if entry.pw_uid == 0 or entry.pw_gid == 0:
+        raise SandboxError(f"sandbox.host_user {host_user!r} is root: it must be an unprivileged user")
+    return entry.pw_uid, entry.pw_gid
 
 
 _spawner: ThreadPoolExecutor | None = None
@@ -85,16 +116,23 @@ class LocalSandbox(SupervisedSandbox):
     """One bubblewrap sandbox driven through its supervisor."""
 
     def __init__(
-        self, spec: SandboxSpec, *, rootfs: Path | None = None, sandbox_id: str | None = None
+        self,
+        spec: SandboxSpec,
+        *,
+        rootfs: Path | None = None,
+        sandbox_id: str | None = None,
+        host_user: str = DEFAULT_HOST_USER,
     ) -> None:
         self.id = sandbox_id or f"sbx-{uuid.uuid4().hex[:12]}"
+        if not _SANDBOX_ID.match(self.id):
+            raise ValueError(f"sandbox id {self.id!r}: expected 1-64 letters, digits, '_' or '-'")
         self.spec = spec
         self.rootfs = rootfs
+        self.host_user = host_user
         self.limits_in_force: dict[str, str] = {}
         self._proc: subprocess.Popen[bytes] | None = None
         self._client: SupervisorClient | None = None
         self._cgroup: SandboxCgroup | None = None
-        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the sandbox
         self._state = StateFile(state_dir(), self.id)
 
     # ------------------------------------------------------------------ life cycle
@@ -107,41 +145,62 @@ class LocalSandbox(SupervisedSandbox):
             raise SandboxError("the local sandbox needs bubblewrap: apt-get install bubblewrap")
         if self.rootfs is not None and not (self.rootfs / "usr/bin/python3").exists():
             raise SandboxError(f"rootfs {self.rootfs} has no usr/bin/python3 (the supervisor needs it)")
+        credentials = host_credentials(self.host_user)
+        launcher = [bwrap]
+        if credentials is not None:
+            setpriv = shutil.which("setpriv") or "/usr/bin/setpriv"
+            uid, gid = credentials
+            launcher = [
+                setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
+                "--inh-caps=-all", "--bounding-set=-all", "--", bwrap,
+            ]  # fmt: skip
         limits = self.spec.limits
+        owner = owner_identity()
+        self._state.write({"id": self.id, "owner": owner, "labels": self.spec.labels, "backend": "local"})
         self._cgroup = SandboxCgroup.create(
-            self.id, memory_mb=limits.memory_mb, pids=limits.pids, cpus=limits.cpus
-        )
-        self._state.write(
-            {"id": self.id, "owner": owner_identity(), "labels": self.spec.labels, "backend": "local"}
+            self.id, owner=owner, memory_mb=limits.memory_mb, pids=limits.pids, cpus=limits.cpus
         )
         self.limits_in_force = {
             **self._cgroup.in_force,
             **{f"rlimit_{k}": str(v) for k, v in rlimits(self.spec).items()},
             "disk_tmpfs_bytes": str(limits.disk_mb * 1024 * 1024),
             "network": "host network" if self.spec.network else "none",
+            "host_uid": str(credentials[0] if credentials else os.geteuid()),
         }
         for controller, why in self._cgroup.missing.items():
             log.warning("sandbox %s: no %s limit: %s", self.id, controller, why)
         log.info("sandbox %s: limits in force %s", self.id, self.limits_in_force)
-        # A shell joins the cgroups, then becomes bwrap: nothing runs outside the limits.
+        # A shell joins the cgroups as root, then becomes the launcher: nothing runs outside the
+        # limits, and nothing past the join keeps root.
         join = 'for f in $AGENTSD_CGROUP_PROCS; do echo $$ > "$f" || exit 97; done; exec "$@"'
         procs = " ".join(str(p) for p in self._cgroup.procs_files())
+        # The supervisor's source travels as a memfd, so the unprivileged user need not read the
+        # checkout (which may sit under a private home directory).
+        source = os.memfd_create("agentsd-supervisor", 0)
         try:
+            os.write(source, SUPERVISOR_SOURCE.read_bytes())
+            os.lseek(source, 0, os.SEEK_SET)
             self._proc = _spawn(
-                ["/bin/sh", "-c", join, "agentsd-sandbox", bwrap, *self._bwrap_args()],
+                ["/bin/sh", "-c", join, "agentsd-sandbox", *launcher, *self._bwrap_args(source)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
-                stderr=self._stderr,
+                stderr=subprocess.PIPE,
                 env={"AGENTSD_CGROUP_PROCS": procs, "PATH": DEFAULT_PATH},
+                cwd="/",
+                pass_fds=(source,),
                 start_new_session=True,
             )
+            assert self._proc.stderr is not None
+            os.set_blocking(self._proc.stderr.fileno(), False)
             self._client = SupervisorClient(self.id, self.spec, _PipeTransport(self._proc), self._kill)
-            self._client.wait_ready(_START_TIMEOUT_S)
+            self._client.open(_START_TIMEOUT_S)
         except BaseException:
             self.close()
             raise
+        finally:
+            os.close(source)
 
-    def _bwrap_args(self) -> list[str]:
+    def _bwrap_args(self, source_fd: int) -> list[str]:
         limits = self.spec.limits
         tmpfs_bytes = str(limits.disk_mb * 1024 * 1024)
         args = [
@@ -149,8 +208,8 @@ class LocalSandbox(SupervisedSandbox):
             "--new-session",
             "--unshare-all",
             "--unshare-user",
-            "--uid", str(SANDBOX_UID),
-            "--gid", str(SANDBOX_UID),
+            "--uid", str(AGENT_UID),
+            "--gid", str(AGENT_GID),
             "--cap-drop", "ALL",
             "--hostname", "sandbox",
         ]  # fmt: skip
@@ -165,20 +224,26 @@ class LocalSandbox(SupervisedSandbox):
                     args += ["--symlink", os.readlink(host), f"/{name}"]
                 elif host.is_dir():
                     args += ["--ro-bind", str(host), f"/{name}"]
-        args += ["--proc", "/proc", "--dev", "/dev"]
+        # /proc/sys read-only: a bind of the host's, whose files answer with the reader's own
+        # namespaces (ipc, net, pid sysctls of the sandbox) but can no longer be written at all.
+        args += ["--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys"]
+        args += ["--ro-bind-try", "/proc/sysrq-trigger", "/proc/sysrq-trigger", "--dev", "/dev"]
+        args += ["--size", tmpfs_bytes, "--perms", "1777", "--tmpfs", "/dev/shm"]
         for mount in writable_dirs(self.spec):
             args += ["--size", tmpfs_bytes, "--tmpfs", mount]
-        args += ["--ro-bind", str(SUPERVISOR_SOURCE), SUPERVISOR_PATH]
+        args += ["--perms", "0444", "--ro-bind-data", str(source_fd), SUPERVISOR_PATH]
         args += ["--remount-ro", "/", "--chdir", self.spec.workdir]  # bwrap's own root tmpfs, too
-        args += ["--", "/usr/bin/python3", "-I", "-S", SUPERVISOR_PATH, json.dumps(rlimits(self.spec))]
+        args += ["--", "/usr/bin/python3", "-I", "-S", SUPERVISOR_PATH, supervisor_config(self.spec)]
         return args
 
     def _kill(self) -> str:
         """End the sandbox; returns the tail of what bwrap and the supervisor wrote to stderr."""
-        self._stderr.seek(0)
-        tail = self._stderr.read()[-2000:].decode(errors="replace")
+        said = b""
+        if self._proc is not None and self._proc.stderr is not None:
+            with contextlib.suppress(OSError, TypeError):
+                said = os.read(self._proc.stderr.fileno(), 1 << 16) or b""
         self.close()
-        return tail
+        return said[-_STDERR_KEEP:].decode(errors="replace")
 
     def close(self) -> None:
         self._client = None
@@ -188,7 +253,7 @@ class LocalSandbox(SupervisedSandbox):
                 os.killpg(proc.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=10)
-            for stream in (proc.stdin, proc.stdout):
+            for stream in (proc.stdin, proc.stdout, proc.stderr):
                 if stream is not None:
                     with contextlib.suppress(OSError):
                         stream.close()

@@ -1,10 +1,13 @@
 """Find and remove sandboxes that outlived the process that started them.
 
-Every sandbox records its owner (host:pid:start-ticks): docker containers in their labels, local
-sandboxes in a state file plus their cgroups. A sandbox is leaked when its owner is dead (known on
-the owner's host), or, on another host, when it is older than `max_age_s`. Containers stuck in
-Created or Exited count too. `reap` removes leaked sandboxes (containers with their volumes; local
-cgroups after killing what is left in them) and returns what it removed. Collectors reap at start.
+Every sandbox records its owner (host:pid:start-ticks) where it is created, atomically with it:
+docker containers in their labels (agentsd's own, which task labels cannot overwrite), local
+sandboxes in the names of their cgroups (and, for listing, a state file). A sandbox is leaked when
+its owner is dead (known on the owner's host), or, on another host or without a recorded owner,
+when it is older than `max_age_s`. It is never judged by whether a state directory knows it.
+Containers stuck in Created or Exited count too. `reap` removes leaked sandboxes (containers with
+their volumes; local cgroups after killing what is left in them) and returns what it removed.
+Collectors reap at start.
 """
 
 from __future__ import annotations
@@ -16,9 +19,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from agentsd.liveness import writer_alive
 from agentsd.sandboxes.base import LABEL, state_dir
-from agentsd.sandboxes.cgroups import SandboxCgroup, leftover_groups
-from agentsd.store.liveness import writer_alive
+from agentsd.sandboxes.cgroups import SandboxCgroup, group_owner, leftover_groups
 
 log = logging.getLogger("agentsd.sandbox")
 
@@ -44,18 +47,30 @@ class SandboxRecord:
 
 
 def list_local() -> list[SandboxRecord]:
-    records = []
+    """Local sandboxes: every agentsd cgroup on this host (its name records the owner) and every
+    record in this process's state directory."""
+    records: dict[str, SandboxRecord] = {}
     for path in sorted(state_dir().glob("*.json")):
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
         owner = str(data.get("owner", ""))
-        records.append(
-            SandboxRecord("local", "local", str(data.get("id", path.stem)), owner, float(data.get("at", 0)),
-                          "recorded", writer_alive(owner))
-        )  # fmt: skip
-    return records
+        sandbox_id = str(data.get("id", path.stem))
+        records[sandbox_id] = SandboxRecord(
+            "local", "local", sandbox_id, owner, float(data.get("at", 0)), "recorded", writer_alive(owner)
+        )
+    for directory in leftover_groups():
+        sandbox_id, owner = group_owner(directory.name)
+        with contextlib.suppress(OSError):
+            created = directory.stat().st_mtime
+            known = records.get(sandbox_id)
+            records[sandbox_id] = SandboxRecord(
+                "local", "local", sandbox_id, owner or (known.owner if known else ""),
+                known.created if known else created, "cgroup",
+                writer_alive(owner) if owner else (known.owner_alive if known else None),
+            )  # fmt: skip
+    return list(records.values())
 
 
 def _docker_records(client: Any, engine: str) -> list[tuple[Any, SandboxRecord]]:
@@ -91,13 +106,11 @@ def reap_local(max_age_s: float | None = None, everything: bool = False) -> list
     removed = []
     for record in list_local():
         if everything or record.leaked(max_age_s):
-            SandboxCgroup(record.id, dirs=[d for d in leftover_groups() if d.name == record.id]).remove()
+            groups = [d for d in leftover_groups() if group_owner(d.name)[0] == record.id]
+            for directory in groups:
+                SandboxCgroup(directory.name, dirs=[directory]).remove()
             (state_dir() / f"{record.id}.json").unlink(missing_ok=True)
             removed.append(record)
-    recorded = {r.id for r in list_local()}
-    for directory in leftover_groups():  # groups whose record is gone: empty them and remove them
-        if directory.name not in recorded:
-            SandboxCgroup(directory.name, dirs=[directory]).remove()
     return removed
 
 

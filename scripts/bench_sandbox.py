@@ -1,7 +1,9 @@
 """Sandbox benchmark, side by side in one run:
   1. local: exec("true") round trip vs a bare subprocess.run(["true"]) (target: overhead <= 15 ms);
   2. docker: episode start with and without the warm pool; exec round trip vs the `docker exec` CLI;
-  3. 8 concurrent sandboxes x 200 execs: throughput, per backend.
+  3. 8 concurrent sandboxes x 200 execs: throughput, per backend;
+  4. per backend: write_file + read_file of 4 KiB and kill_agent against the exec round trip, and the
+     channel's own cost (HMAC tag + JSON of a 4 KiB answer, both ways) against the same round trip.
 
 usage: DOCKER_HOST=unix:///path/docker.sock python scripts/bench_sandbox.py [--execs 200] [--no-docker]
 """
@@ -9,6 +11,8 @@ usage: DOCKER_HOST=unix:///path/docker.sock python scripts/bench_sandbox.py [--e
 from __future__ import annotations
 
 import argparse
+import base64
+import os
 import shutil
 import statistics
 import subprocess
@@ -18,6 +22,7 @@ from collections.abc import Callable
 
 from agentsd.config import DockerSandboxConfig, LocalSandboxConfig
 from agentsd.sandboxes.fleet import SandboxFleet, make_sandbox
+from agentsd.sandboxes.supervisor import ANSWER, decode_frame, encode_frame
 from agentsd.types import Limits, SandboxSpec
 
 SPEC = SandboxSpec(limits=Limits(memory_mb=512, pids=128, disk_mb=256))
@@ -85,6 +90,27 @@ def bench_docker(config: DockerSandboxConfig, n: int) -> None:
     )
 
 
+def bench_file_ops(name: str, config: LocalSandboxConfig | DockerSandboxConfig, n: int) -> None:
+    key, blob = os.urandom(32), os.urandom(4096)
+    answer = {"ok": True, "data": base64.b64encode(blob).decode()}
+    framing = median_ms(lambda: decode_frame(key, ANSWER, 7, encode_frame(key, ANSWER, 7, answer)[4:]), n)
+    sandbox = make_sandbox(config, SPEC)
+    sandbox.start()
+    try:
+        exec_ms = median_ms(lambda: sandbox.exec("true"), n)
+        write_ms = median_ms(lambda: sandbox.write_file("/workspace/blob", blob), n)
+        read_ms = median_ms(lambda: sandbox.read_file("/workspace/blob"), n)
+        kill_ms = median_ms(sandbox.kill_agent, min(n, 50))
+    finally:
+        sandbox.close()
+    print(
+        f"{name}: exec('true') {exec_ms:.2f} ms; write_file 4 KiB {write_ms:.2f} ms "
+        f"({write_ms / exec_ms:.2f}x); read_file 4 KiB {read_ms:.2f} ms ({read_ms / exec_ms:.2f}x); "
+        f"kill_agent {kill_ms:.2f} ms ({kill_ms / exec_ms:.2f}x); channel framing of a 4 KiB answer "
+        f"{framing * 1e3:.1f} us ({framing / exec_ms:.1%} of an exec round trip)"
+    )
+
+
 def bench_concurrent(name: str, config: LocalSandboxConfig | DockerSandboxConfig, n: int) -> None:
     sandboxes = [make_sandbox(config, SPEC) for _ in range(8)]
     for sandbox in sandboxes:
@@ -123,6 +149,7 @@ def main() -> None:
     if shutil.which("bwrap"):
         bench_local(args.execs)
         bench_concurrent("local", LocalSandboxConfig(), args.execs)
+        bench_file_ops("local", LocalSandboxConfig(), args.execs)
     else:
         print("local: skipped (bubblewrap not installed)")
     if not args.no_docker:
@@ -131,6 +158,7 @@ def main() -> None:
         config = DockerSandboxConfig(engines=[engine_url()])
         bench_docker(config, args.execs)
         bench_concurrent("docker", config, args.execs)
+        bench_file_ops("docker", config, args.execs)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,12 @@ if ((${#missing[@]})); then
   fi
 fi
 
+# Local sandboxes started by root run as this unprivileged host user (sandbox.host_user), never as
+# host root.
+if [ "$(id -u)" = 0 ] && ! id -u agentsd-sandbox >/dev/null 2>&1; then
+  useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin agentsd-sandbox
+fi
+
 PYTHON=${PYTHON:-python3}
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
   echo "setup: agentsd needs Python 3.11 or newer; $PYTHON is $("$PYTHON" --version)" >&2

@@ -19,6 +19,7 @@ import pytest
 from sandbox_fixtures import SMALL, backend_config, spec
 
 from agentsd.sandboxes.base import MAX_OUTPUT_BYTES, Sandbox, diff, owner_identity
+from agentsd.sandboxes.cgroups import group_owner
 from agentsd.sandboxes.reaper import list_docker, list_local
 
 HERE = Path(__file__).parent
@@ -290,7 +291,7 @@ def test_a_killed_owner_leaves_nothing_after_reap(backend: str, tmp_path: Path) 
         time.sleep(0.2)
         procs = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
         assert not any(i in procs for i in ids)
-        assert not [d for d in Path("/sys/fs/cgroup").glob("*/agentsd/*") if d.name in ids]
+        assert not [d for d in Path("/sys/fs/cgroup").glob("*/agentsd/*") if group_owner(d.name)[0] in ids]
 
 
 # ---------------------------------------------------------------------------- bad input and leaks

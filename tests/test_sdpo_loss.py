@@ -190,6 +190,47 @@ def test_sampled_token_form_matches_the_naive_reference() -> None:
     torch.testing.assert_close(grad_fast, grad_naive, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("form", ["sampled_token", "topk"])
+@pytest.mark.parametrize("extreme", [-math.inf, -1e4])
+def test_an_extreme_behaviour_logp_is_rejected_without_nan_in_fp32(form: str, extreme: float) -> None:
+    """One behaviour log-prob of -inf, or far below log s, must reject its token and leave the loss
+    and gradients exactly those of the batch without it (0·inf = NaN used to poison the batch)."""
+    batch, student64, teacher64 = make_batch(n=10, seed=3)
+    student = student64.detach().float().requires_grad_(True)
+    teacher = teacher64.detach().float()
+    batch.behaviour_logp = batch.behaviour_logp.float()
+    cfg = SDPOConfig(form=form, top_k=4)  # type: ignore[arg-type]
+    poisoned = TokenBatch(**{**batch.__dict__, "behaviour_logp": batch.behaviour_logp.clone()})
+    poisoned.behaviour_logp[4] = extreme
+    without = TokenBatch(**{**batch.__dict__, "mask": batch.mask.clone()})
+    without.mask[4] = False
+
+    out = sdpo_loss(poisoned, student, teacher, cfg, version=5, advantage_scale=AdvantageScale())
+    (grad,) = torch.autograd.grad(out.loss, student)
+    ref = sdpo_loss(without, student, teacher, cfg, version=5, advantage_scale=AdvantageScale())
+    (grad_ref,) = torch.autograd.grad(ref.loss, student)
+    assert not bool(out.used[4]) and bool(torch.isfinite(out.loss)) and bool(torch.isfinite(grad).all())
+    torch.testing.assert_close(out.loss, ref.loss)
+    torch.testing.assert_close(grad, grad_ref)
+
+
+def test_trajectory_staleness_drop_ignores_prompt_positions() -> None:
+    """Prompt positions carry version -1: they must not make a fresh trajectory count as stale."""
+    versions = torch.tensor([-1, 5, 5, -1, 5, 0])
+    trajectories = torch.tensor([0, 0, 0, 1, 1, 1])
+    mask = torch.tensor([False, True, True, False, True, True])
+    kept = staleness_keep(versions, 5, 4, trajectories, mask)
+    assert kept.tolist() == [True] * 3 + [False] * 3
+    batch, student, teacher = make_batch(n=6, versions=[-1, 5, 5, -1, 5, 5])
+    batch.trajectory_index, batch.mask = trajectories, mask
+    per_trajectory = sdpo_loss(
+        batch, student, teacher, SDPOConfig(top_k=4, staleness_drop="trajectory"), version=5
+    )
+    per_turn = sdpo_loss(batch, student, teacher, SDPOConfig(top_k=4, staleness_drop="turn"), version=5)
+    assert per_trajectory.used.tolist() == per_turn.used.tolist() and bool(per_turn.used[[1, 2, 4, 5]].any())
+    torch.testing.assert_close(per_trajectory.loss, per_turn.loss)
+
+
 def test_advantage_scale_is_a_bias_corrected_ema() -> None:
     scale = AdvantageScale(decay=0.99)
     assert scale.update(2.0) == pytest.approx(2.0)

@@ -21,6 +21,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from agentsd.sdpo.weights import LOG_RATIO_CLAMP
+
 TAIL_FLOOR = 1e-7
 
 
@@ -100,7 +102,9 @@ def sampled_token_objective(
 
     `advantage_bound` is c_A·ē (use math.inf to leave A unclipped)."""
     advantage = (teacher_logp.detach() - student_logp.detach()).clamp(-advantage_bound, advantage_bound)
-    ratio = (student_logp - behaviour_logp).exp()
+    # Clamped before exp, as ρ is: a behaviour log-prob of -inf (or far below log s) would make r_t
+    # inf, and 0·inf = NaN in the masked sum even though the token is rejected.
+    ratio = (student_logp - behaviour_logp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP).exp()
     clipped = ratio.clamp(1 - clip_low, 1 + clip_high)
     objective = -(ratio * advantage).minimum(clipped * advantage)
     return objective, advantage

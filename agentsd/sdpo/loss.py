@@ -109,7 +109,7 @@ def sdpo_loss_from_terms(
         turn_key = batch.trajectory_index * (1 << 32) + batch.turn_index
         accepted = accepted & turn_rejection_mask(rho, turn_key, mask, config.rho_low, config.rho_high)
     trajectory = batch.trajectory_index if config.staleness_drop == "trajectory" else None
-    fresh = staleness_keep(batch.versions, version, config.max_staleness, trajectory)
+    fresh = staleness_keep(batch.versions, version, config.max_staleness, trajectory, mask)
     used = mask & accepted & fresh
     decay = staleness_weight(batch.versions, version, config.staleness_decay, dtype=rho.dtype)
 
@@ -144,7 +144,8 @@ def sdpo_loss_from_terms(
         divide_by = float(denominator(count))
     else:
         divide_by = denominator if denominator is not None else count
-    numerator = (token_weight * per_token).sum()
+    # Unused tokens enter as exact zeros: their terms may be inf or NaN (0·inf = NaN otherwise).
+    numerator = (token_weight * per_token.masked_fill(~used, 0.0)).sum()
     loss = numerator / divide_by if divide_by > 0 else numerator * 0.0
     metrics.update(_metrics(batch, rho, weight, accepted, fresh, used, kl, version))
     return SDPOLoss(loss=loss, per_token=per_token, used=used, numerator_weight=token_weight, metrics=metrics)

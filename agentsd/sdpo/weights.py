@@ -55,18 +55,24 @@ def turn_rejection_mask(rho: Any, turn_index: Any, mask: Any, low: float, high: 
 
 
 def staleness_keep(
-    versions: Any, current: int, max_staleness: int, trajectory_index: Any | None = None
+    versions: Any,
+    current: int,
+    max_staleness: int,
+    trajectory_index: Any | None = None,
+    mask: Any | None = None,
 ) -> Any:
     """Per token: k_t = current - b_t <= K_max. With `trajectory_index`, a trajectory with any too
-    stale token drops whole (SDPOConfig.staleness_drop = trajectory)."""
+    stale token drops whole (SDPOConfig.staleness_drop = trajectory); with `mask`, only trainable
+    tokens count for that (a prompt position's version, e.g. -1, says nothing about staleness)."""
     import torch
 
     fresh = (current - versions) <= max_staleness
     if trajectory_index is None:
         return fresh
+    counted = ~fresh if mask is None else ~fresh & mask.bool()
     trajectories, inverse = torch.unique(trajectory_index, return_inverse=True)
     stale = torch.zeros(len(trajectories), dtype=torch.bool, device=versions.device)
-    stale.index_put_((inverse,), ~fresh, accumulate=True)
+    stale.index_put_((inverse,), counted, accumulate=True)
     return ~stale[inverse]
 
 

@@ -1,6 +1,6 @@
 """The replay store: trajectories appended turn by turn, read by trainers. See store.py."""
 
-from agentsd.store.liveness import writer_alive, writer_identity
+from agentsd.liveness import writer_alive, writer_identity
 from agentsd.store.store import ReplayStore, sqlite_url
 
 __all__ = ["ReplayStore", "sqlite_url", "writer_alive", "writer_identity"]

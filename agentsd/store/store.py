@@ -51,8 +51,8 @@ from agentsd.errors import (
     StoreNotFoundError,
     TrajectoryStateError,
 )
+from agentsd.liveness import writer_alive, writer_identity
 from agentsd.sequences import TurnTokens
-from agentsd.store.liveness import writer_alive, writer_identity
 from agentsd.store.rows import (
     check_turn_sequence,
     loads,

@@ -1,6 +1,8 @@
 #!/bin/bash
-# Grades the task: reward 1 when every check in test_outputs.py passes, else 0.
+# Grades the task: starts the agent's serve.sh, then reward 1 when every check in test_outputs.py
+# passes, else 0.
 cd /workspace
+nohup bash /workspace/serve.sh > /tmp/serve.log 2>&1 &
 if python3 -m pytest -q -p no:cacheprovider /tests/test_outputs.py; then
   echo 1 > /logs/verifier/reward.txt
 else

@@ -1,8 +1,9 @@
-"""Who is writing a trajectory, and whether that process still lives.
+"""Process identity: who writes a trajectory or owns a sandbox, and whether that process still lives.
 
-A writer is recorded as host:pid:start-ticks. The start time (from /proc) tells a live writer from
+A process is recorded as host:pid:start-ticks. The start time (from /proc) tells a live process from
 a reused pid. Liveness is only knowable on the same host; elsewhere it is None and callers fall back
-on how long the trajectory has been silent.
+on how long the trajectory has been silent or the sandbox has existed. Standard library only: the
+store and the sandboxes both use it, and importing the sandboxes must not load SQLAlchemy.
 """
 
 from __future__ import annotations
