@@ -199,13 +199,14 @@ def load_swe_suite(name: str = "swe") -> list[Task]:
     return load_swebench(root / "instances.jsonl", root / "repos")
 
 
-def reset_and_apply(test_patch: str) -> str:
-    """Shell that restores the files a test patch touches to the base commit and applies it."""
+def reset_and_apply(test_patch: str, patch_path: str) -> str:
+    """Shell that restores the files a test patch touches to the base commit and applies the patch
+    (the same text, already written to patch_path in the sandbox)."""
     paths = sorted(
         {line.split(" b/", 1)[1] for line in test_patch.splitlines() if line.startswith("diff --git ")}
     )
     quoted = " ".join(shlex.quote(p) for p in paths)
     return (
         f'for f in {quoted}; do git checkout -q HEAD -- "$f" 2>/dev/null || rm -f "$f"; done; '
-        "git apply /tmp/agentsd-test.patch"
+        f"git apply {shlex.quote(patch_path)}"
     )

@@ -1,9 +1,16 @@
 """Grading a finished episode inside its sandbox: script, Harbor and Terminal-Bench verifiers.
 
 Test files reach the sandbox only now, after the agent has submitted, so the agent never sees
-them. The Verdict carries the reward, its components, and `feedback`: the failing tests and their
-assertion messages (bounded), which is what SDPO's teacher reads as hindsight. A verifier that
-crashes, times out or writes no reward yields `error` (termination env_error) and reward 0, never 1.
+them. Before anything of the verifier runs, what the agent may have planted where grading reads
+or writes is removed (the test and log directories' contents, the verifier's own scratch paths, a
+home directory for the verifier's commands), and those commands run with that fresh HOME and
+without Python's user site, so nothing the agent left there joins the verifier. The Verdict
+carries the reward, its components, and `feedback`: the failing tests and their assertion messages
+(bounded), which is what SDPO's teacher reads as hindsight. A verifier that crashes, times out or
+writes no reward yields `error` (termination env_error) and reward 0, never 1.
+
+Not guaranteed yet: the verifier runs as the agent's uid with the task's working directory as its
+cwd, so a module the agent leaves there can shadow what the tests import.
 """
 
 from __future__ import annotations
@@ -18,6 +25,20 @@ from agentsd.sandboxes.base import Sandbox
 from agentsd.types import Task
 
 FEEDBACK_CHARS = 4000
+GRADER_HOME = "/tmp/.agentsd-grader"
+GUI_VERIFIER_DIR = "/tmp/.agentsd-verifier"
+SCRIPT_PATH, TEST_PATCH_PATH = "/tmp/agentsd-verify.sh", "/tmp/agentsd-test.patch"
+_EMPTIED = ("/tests", "/logs")  # mount points of harbor-style tasks: their contents go
+_REMOVED = (GRADER_HOME, GUI_VERIFIER_DIR, SCRIPT_PATH, TEST_PATCH_PATH)
+# Every command of a verifier gets these: a HOME the agent never wrote, no user site, no startup
+# files (a .pth or .bashrc the agent planted would otherwise run inside the verifier).
+VERIFIER_ENV = {"HOME": GRADER_HOME, "PYTHONNOUSERSITE": "1", "PYTHONSTARTUP": "", "BASH_ENV": "", "ENV": ""}
+_RESET = (
+    'for d in {emptied}; do [ -d "$d" ] && [ ! -L "$d" ] || continue; chmod -R u+rwX "$d" 2>/dev/null; '
+    'find "$d" -mindepth 1 -delete || exit 1; done; '
+    'for p in {removed}; do chmod -R u+rwX "$p" 2>/dev/null; rm -rf "$p" || exit 1; done; '
+    "mkdir -p {home}"
+)
 _FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+)(?: - (.*))?$", re.MULTILINE)
 _ASSERT = re.compile(r"^E\s+(.*)$", re.MULTILINE)
 _COUNTS = re.compile(r"(\d+) (passed|failed|error|errors)")
@@ -33,7 +54,24 @@ class Verdict:
 
 
 def verify(task: Task, sandbox: Sandbox, answer: str | None = None) -> Verdict:
-    """Grade the episode; `answer` is what the agent passed to submit (GUI checkers read it)."""
+    """Grade the episode; `answer` is what the agent passed to submit (GUI checkers read it).
+    The caller has already stopped the agent's processes (TerminalEnv.stop_agent)."""
+    reset = sandbox.exec(
+        [
+            "bash",
+            "-c",
+            _RESET.format(
+                emptied=" ".join(_EMPTIED),
+                removed=" ".join(shlex.quote(p) for p in _REMOVED),
+                home=shlex.quote(GRADER_HOME),
+            ),
+        ],
+        timeout=60,
+        cwd="/",
+    )
+    if reset.exit_code != 0:
+        error = f"could not clear what grading reads before the verifier ran: {reset.stderr[-500:]}"
+        return Verdict(0.0, "", error=error)
     kind = task.verifier.kind
     if kind == "script":
         return _script(task, sandbox)
@@ -58,7 +96,10 @@ def _run(
 ) -> tuple[str, int | None, Verdict | None]:
     """(output, exit code, a Verdict when the verifier timed out)."""
     result = sandbox.exec(
-        ["bash", "-c", command], timeout=task.verifier.timeout_s, env=env, cwd=task.environment.workdir
+        ["bash", "-c", command],
+        timeout=task.verifier.timeout_s,
+        env={**VERIFIER_ENV, **(env or {})},
+        cwd=task.environment.workdir,
     )
     output = (result.stdout + ("\n" + result.stderr if result.stderr else "")).strip()
     if result.timed_out:
@@ -68,8 +109,8 @@ def _run(
 
 
 def _script(task: Task, sandbox: Sandbox) -> Verdict:
-    sandbox.write_file("/tmp/agentsd-verify.sh", (task.verifier.script or "exit 1").encode(), mode=0o755)
-    output, code, failed = _run(task, sandbox, "bash /tmp/agentsd-verify.sh")
+    sandbox.write_file(SCRIPT_PATH, (task.verifier.script or "exit 1").encode(), mode=0o755)
+    output, code, failed = _run(task, sandbox, f"bash {SCRIPT_PATH}")
     if failed:
         return failed
     reward = 1.0 if code == 0 else 0.0
@@ -80,12 +121,12 @@ def _gui(task: Task, sandbox: Sandbox, answer: str | None) -> Verdict:
     """The checker script: a reward written to $AGENTSD_REWARD_FILE, else exit code 0 -> 1, other -> 0."""
     from agentsd.envs.gui import driver_env
 
-    reward_file = "/tmp/.agentsd-verifier/reward.txt"
+    reward_file = f"{GUI_VERIFIER_DIR}/reward.txt"
     sandbox.write_file(
-        "/tmp/.agentsd-verifier/check.sh", (task.verifier.checker or "exit 1").encode(), mode=0o755
+        f"{GUI_VERIFIER_DIR}/check.sh", (task.verifier.checker or "exit 1").encode(), mode=0o755
     )
     env = {**driver_env(answer), "AGENTSD_REWARD_FILE": reward_file}
-    output, code, failed = _run(task, sandbox, "bash /tmp/.agentsd-verifier/check.sh", env=env)
+    output, code, failed = _run(task, sandbox, f"bash {GUI_VERIFIER_DIR}/check.sh", env=env)
     if failed:
         return failed
     try:
@@ -158,8 +199,8 @@ def _swebench(task: Task, sandbox: Sandbox) -> Verdict:
     from agentsd.envs.swe import reset_and_apply
 
     verifier = task.verifier
-    sandbox.write_file("/tmp/agentsd-test.patch", (verifier.test_patch or "").encode())
-    output, code, failed = _run(task, sandbox, reset_and_apply(verifier.test_patch or ""))
+    sandbox.write_file(TEST_PATCH_PATH, (verifier.test_patch or "").encode())
+    output, code, failed = _run(task, sandbox, reset_and_apply(verifier.test_patch or "", TEST_PATCH_PATH))
     if failed:
         return failed
     if code != 0:  # the agent's changes conflict with the tests: a failed attempt, not a broken verifier

@@ -59,18 +59,37 @@ def read_exact(fd: int, n: int, deadline: float) -> bytes:
             raise TimeoutError
         ready, _, _ = select.select([fd], [], [], left)
         if ready:
-            chunk = os.read(fd, min(n - len(buf), 1 << 20))
+            try:
+                chunk = os.read(fd, min(n - len(buf), 1 << 20))
+            except BlockingIOError:
+                continue
             if not chunk:
                 raise EOFError
             buf += chunk
     return bytes(buf)
 
 
+def write_all(fd: int, data: bytes, deadline: float) -> None:
+    """All of data into a non-blocking pipe or socket descriptor; TimeoutError at the deadline (a
+    supervisor that stopped reading must not hang the host), OSError when the other end is gone."""
+    view = memoryview(data)
+    while view:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        _, ready, _ = select.select([], [fd], [], left)
+        if ready:
+            try:
+                view = view[os.write(fd, view[: 1 << 16]) :]
+            except BlockingIOError:
+                continue
+
+
 class Transport(Protocol):
     """A byte pipe to the supervisor."""
 
-    def send(self, data: bytes) -> None:
-        """Write all of data; raise OSError when the other end is gone."""
+    def send(self, data: bytes, deadline: float) -> None:
+        """Write all of data; raise OSError when the other end is gone, TimeoutError at the deadline."""
         ...
 
     def read(self, n: int, deadline: float) -> bytes:
@@ -95,8 +114,9 @@ class SupervisorClient:
         """Hand the supervisor its session key and wait for its ready answer."""
         hello = json.dumps({"key": self._key.hex()}).encode()
         with self._lock:
-            self._send(struct.pack(">I", len(hello)) + hello)
-            ready = self._receive(time.monotonic() + timeout)
+            deadline = time.monotonic() + timeout
+            self._send(struct.pack(">I", len(hello)) + hello, deadline)
+            ready = self._receive(deadline)
         if ready.get("ready") is not True:
             self._violation(f"its first answer was {sorted(ready)!r}, not ready")
         return ready
@@ -110,16 +130,22 @@ class SupervisorClient:
                     f"sandbox {self.name}: {request.get('op')} request refused: {exc}"
                 ) from None
             self._seq += 1
-            self._send(frame)
-            return self._receive(time.monotonic() + timeout)
+            deadline = time.monotonic() + timeout
+            self._send(frame, deadline)
+            return self._receive(deadline)
 
-    def _send(self, data: bytes) -> None:
+    def _send(self, data: bytes, deadline: float) -> None:
         if self._broken is not None:
             raise SandboxError(f"sandbox {self.name} is gone: {self._broken}")
         try:
-            self._transport.send(data)
+            self._transport.send(data, deadline)
+        except TimeoutError:
+            failure = "it stopped reading its requests; it was killed"
         except OSError as exc:
-            self._dead(f"cannot send to it ({exc})")
+            failure = f"cannot send to it ({exc})"
+        else:
+            return
+        self._dead(failure)
 
     def _receive(self, deadline: float) -> dict[str, Any]:
         try:

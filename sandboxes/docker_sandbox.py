@@ -40,7 +40,7 @@ from agentsd.sandboxes.base import (
     supervisor_config,
     writable_dirs,
 )
-from agentsd.sandboxes.channel import SupervisedSandbox, SupervisorClient, read_exact
+from agentsd.sandboxes.channel import SupervisedSandbox, SupervisorClient, read_exact, write_all
 from agentsd.sandboxes.supervisor import MAX_FRAME_BYTES, ProtocolError
 from agentsd.types import SandboxSpec
 
@@ -97,11 +97,12 @@ class _ExecSocketTransport:
 
     def __init__(self, sock: Any) -> None:
         self._sock: socket.socket = getattr(sock, "_sock", sock)
+        self._sock.setblocking(False)
         self._stdout = bytearray()
         self.stderr = bytearray()
 
-    def send(self, data: bytes) -> None:
-        self._sock.sendall(data)
+    def send(self, data: bytes, deadline: float) -> None:
+        write_all(self._sock.fileno(), data, deadline)
 
     def read(self, n: int, deadline: float) -> bytes:
         while len(self._stdout) < n:

@@ -31,6 +31,7 @@ import shutil
 import signal
 import subprocess
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -51,7 +52,7 @@ from agentsd.sandboxes.base import (
     writable_dirs,
 )
 from agentsd.sandboxes.cgroups import SandboxCgroup
-from agentsd.sandboxes.channel import SupervisedSandbox, SupervisorClient, read_exact
+from agentsd.sandboxes.channel import SupervisedSandbox, SupervisorClient, read_exact, write_all
 from agentsd.types import SandboxSpec
 
 log = logging.getLogger("agentsd.sandbox")
@@ -102,11 +103,11 @@ class _PipeTransport:
 
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdin is not None and proc.stdout is not None
-        self._in, self._out = proc.stdin, proc.stdout.fileno()
+        self._in, self._out = proc.stdin.fileno(), proc.stdout.fileno()
+        os.set_blocking(self._in, False)
 
-    def send(self, data: bytes) -> None:
-        self._in.write(data)
-        self._in.flush()
+    def send(self, data: bytes, deadline: float) -> None:
+        write_all(self._in, data, deadline)
 
     def read(self, n: int, deadline: float) -> bytes:
         return read_exact(self._out, n, deadline)
@@ -212,6 +213,7 @@ class LocalSandbox(SupervisedSandbox):
             "--gid", str(AGENT_GID),
             "--cap-drop", "ALL",
             "--hostname", "sandbox",
+            "--as-pid-1",  # the supervisor is init: no other init for the agent (same uid) to take over
         ]  # fmt: skip
         if self.spec.network:
             args.append("--share-net")
@@ -235,6 +237,23 @@ class LocalSandbox(SupervisedSandbox):
         args += ["--remount-ro", "/", "--chdir", self.spec.workdir]  # bwrap's own root tmpfs, too
         args += ["--", "/usr/bin/python3", "-I", "-S", SUPERVISOR_PATH, supervisor_config(self.spec)]
         return args
+
+    def kill_agent(self) -> int:
+        """The supervisor's kill_agent, then the host's own witness: the sandbox's cgroup must hold
+        nothing but bwrap's monitor and the supervisor."""
+        killed = self._session().kill_agent()
+        if self._cgroup is None or not self._cgroup.dirs:
+            return killed
+        deadline = time.monotonic() + 2.0
+        while len(left := self._cgroup.pids()) > 2:
+            if time.monotonic() > deadline:
+                said = self._kill().strip()
+                raise SandboxError(
+                    f"sandbox {self.id}: {len(left) - 2} processes outlived kill_agent in its cgroup; "
+                    f"it was killed" + (f"\n{said}" if said else "")
+                )
+            time.sleep(0.02)
+        return killed
 
     def _kill(self) -> str:
         """End the sandbox; returns the tail of what bwrap and the supervisor wrote to stderr."""

@@ -17,8 +17,9 @@ frame, so processes it starts cannot open its /proc/<pid>/fd, read its memory or
 it runs as a different uid from the agent (the docker backend: container root with only CAP_SETUID,
 CAP_SETGID and CAP_KILL), commands and file operations run with the agent's uid, gid and no
 supplementary groups, and the agent cannot signal it either. Where both share a uid (the local
-backend, whose whole sandbox is one unprivileged host uid), an agent can kill or stop the
-supervisor: the host then sees the sandbox die or time out, never a forged answer.
+backend, whose whole sandbox is one unprivileged host uid), the supervisor is the sandbox's init
+(pid 1): the kernel drops every signal the agent sends it that it has no handler for, KILL and STOP
+included, and there is no other init an agent could ptrace and take over. As init it reaps orphans.
 
 `kill_agent` kills every process of the agent's uid (background daemons included) before a
 verifier runs, so grading sees nothing the agent left running.
@@ -38,6 +39,7 @@ import io
 import json
 import os
 import resource
+import select
 import selectors
 import signal
 import stat
@@ -58,6 +60,8 @@ REQUEST, ANSWER = b"Q", b"A"  # the direction, inside every tag: an answer canno
 _DRAIN_AFTER_EXIT_S = 0.2  # output still buffered when the command exits; background jobs keep the pipe
 _PR_SET_DUMPABLE, _PR_GET_DUMPABLE = 4, 3
 _KILL_ROUNDS = 50
+_IDLE_REAP_S = 1.0
+MAX_TREE_MEMBERS = 50_000  # entries one archive may hold: empty directories cost the host blocks too
 
 
 class ProtocolError(Exception):
@@ -107,10 +111,15 @@ def parse_object(body: bytes, what: str) -> dict[str, Any]:
     return message
 
 
-def _read_exact(stream: BinaryIO, n: int) -> bytes | None:
+def _read_exact(fd: int, n: int) -> bytes | None:
+    """n bytes from the host (None at end of stream); while it waits, orphans are reaped."""
     buf = bytearray()
     while len(buf) < n:
-        chunk = stream.read(n - len(buf))
+        ready, _, _ = select.select([fd], [], [], _IDLE_REAP_S)
+        if not ready:
+            _reap_orphans()
+            continue
+        chunk = os.read(fd, min(n - len(buf), 1 << 20))
         if not chunk:
             return None
         buf += chunk
@@ -196,7 +205,9 @@ def unpack_tree(data: bytes, target: str) -> None:
     root = Path(target)
     root.mkdir(parents=True, exist_ok=True)
     with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
-        for member in tar:
+        for count, member in enumerate(tar):
+            if count >= MAX_TREE_MEMBERS:
+                raise ValueError(f"the archive holds more than {MAX_TREE_MEMBERS} entries")
             parts = [p for p in member.name.split("/") if p not in ("", ".")]
             if member.name.startswith("/") or ".." in parts:
                 raise ValueError(f"archive member {member.name!r} leaves {target}")
@@ -354,6 +365,26 @@ def _reap_children() -> None:
             pass
 
 
+def _reap_orphans(running: int | None = None) -> None:
+    """Reap exited orphans, which are the supervisor's children when it is the sandbox's init (the
+    local backend), so they never pile up as zombies against the pids limit. `running`: the command
+    being waited on, whose exit status must stay for its own wait."""
+    if running is None:  # between requests no child of the supervisor's own is running
+        _reap_children()
+        return
+    me = os.getpid()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == running:
+            continue
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] == "Z" and int(fields[1]) == me:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(int(pid), os.WNOHANG)
+
+
 # ---------------------------------------------------------------------------- operations
 
 
@@ -429,9 +460,13 @@ def _pump(proc: subprocess.Popen[bytes], sinks: dict[BinaryIO, HeadTail], deadli
         os.set_blocking(stream.fileno(), False)
         sel.register(stream, selectors.EVENT_READ)
     exited_at: float | None = None
+    reaped_at = time.monotonic()
     try:
         while sel.get_map():
             now = time.monotonic()
+            if now - reaped_at > _IDLE_REAP_S:  # a long command: its orphans are reaped meanwhile
+                _reap_orphans(running=proc.pid)
+                reaped_at = now
             if deadline is not None and now >= deadline:
                 return True
             if exited_at is None and proc.poll() is not None:
@@ -590,11 +625,14 @@ def serve(config: dict[str, Any]) -> None:
     limits = {str(k): int(v) for k, v in dict(config.get("rlimits") or {}).items()}
     identity = Identity(int(config["uid"]), int(config["gid"]))
     make_non_dumpable()
+    # As the sandbox's init (local backend), signals from inside reach it only where it has a
+    # handler: Python's SIGINT handler would let the agent interrupt it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     if identity.switch:
         os.setgroups([])  # the supervisor itself keeps no supplementary groups either
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    stdin = sys.stdin.fileno()
     # Commands must never write into the protocol stream: give fd 1 to stderr for everything else.
-    protocol = os.fdopen(os.dup(stdout.fileno()), "wb")
+    protocol = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), 1)
     header = _read_exact(stdin, 4)
     if header is None:

@@ -8,13 +8,17 @@ followed on the host, and processes the agent leaves running while it is graded.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
+import re
+import signal
 import struct
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +33,7 @@ from agentsd.sandboxes.supervisor import (
     ANSWER,
     MAX_FRAME_BYTES,
     MAX_READ_BYTES,
+    MAX_TREE_MEMBERS,
     encode_frame,
     frame_tag,
     unpack_tree,
@@ -183,20 +188,79 @@ print(json.dumps({"pid": pid, "reached": reached, "traced": traced, "signalled":
     assert sandbox.exec("echo still answered").stdout == "still answered\n"
 
 
-def test_killing_the_supervisor_ends_the_sandbox_never_a_forged_answer(
-    sandbox: Sandbox, backend: str
-) -> None:
-    program = (FIND_SUPERVISOR + "\nos.kill(supervisor(), 9)").encode()
+def host_pid_of_supervisor(sandbox: Sandbox, backend: str) -> int:
+    """The supervisor's pid as the host sees it."""
     if backend == "docker":
-        result = sandbox.exec(["python3", "-"], stdin=program, timeout=20)
-        assert "PermissionError" in result.stderr  # another uid: the kill is refused
-        assert sandbox.exec("echo alive").stdout == "alive\n"
-        return
-    with pytest.raises(SandboxError, match="died"):  # local: same uid, so the kill lands mid-call
-        sandbox.exec(["python3", "-"], stdin=program, timeout=20)
+        top = sandbox.container.top()  # type: ignore[attr-defined]
+        column = top["Titles"].index("PID")
+        cmd = top["Titles"].index("CMD")
+        return next(int(row[column]) for row in top["Processes"] if row[cmd].startswith("python3"))
+    root = sandbox._proc.pid  # type: ignore[attr-defined]
+    for pid in host_pids_with("supervisor"):
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        parent = int(host_status(pid)["PPid"])
+        if argv[0].endswith(b"python3") and parent == root:
+            return pid
+    raise AssertionError("no supervisor under the sandbox's bwrap")
+
+
+def test_pid_1_cannot_be_traced_signalled_or_taken_over(sandbox: Sandbox) -> None:
+    """The sandbox's init is the non-dumpable supervisor (local) or root's init (docker): the agent
+    cannot ptrace it (the way to run its own code as an unkillable init), nor kill or stop it."""
+    tried = run_python(
+        sandbox,
+        """
+import ctypes, json, os, signal
+libc = ctypes.CDLL(None, use_errno=True)
+traced = [req for req in (16, 0x4206) if libc.ptrace(req, 1, 0, 0) == 0]
+try:
+    os.close(os.open('/proc/1/mem', os.O_RDONLY))
+    mem = True
+except OSError:
+    mem = False
+for sig in (signal.SIGSTOP, signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+    try:
+        os.kill(1, sig)
+    except PermissionError:
+        pass
+print(json.dumps({"traced": traced, "mem": mem}))
+""",
+    )
+    assert tried == {"traced": [], "mem": False}
+    assert sandbox.exec("echo init untouched", timeout=20).stdout == "init untouched\n"
+    assert sandbox.kill_agent() == 0
+
+
+def test_a_supervisor_that_stops_reading_cannot_hang_the_host(sandbox: Sandbox, backend: str) -> None:
+    pid = host_pid_of_supervisor(sandbox, backend)
+    os.kill(pid, signal.SIGSTOP)  # what the agent itself can no longer do; the host must cope anyway
+    client = sandbox._session()  # type: ignore[attr-defined]
+    blob = base64.b64encode(os.urandom(4 << 20)).decode()  # far more than a pipe or socket buffer holds
+    raised: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            client.request({"op": "write", "path": "/workspace/x", "data": blob}, timeout=3)
+        except BaseException as exc:
+            raised.append(exc)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    writer.join(120)  # a liveness bound, 40x the request's own timeout: without one the host hangs
+    assert not writer.is_alive(), "the host hung on a supervisor that stopped reading"
+    assert len(raised) == 1 and isinstance(raised[0], SandboxError), raised
+    assert re.search(r"stopped reading|did not answer", str(raised[0]))
     assert gone(sandbox)
-    with pytest.raises(SandboxError):
-        sandbox.exec("echo after")
+
+
+def test_the_agent_cannot_kill_the_supervisor(sandbox: Sandbox, backend: str) -> None:
+    program = (FIND_SUPERVISOR + "\nos.kill(supervisor(), 9)\nprint('sent')").encode()
+    result = sandbox.exec(["python3", "-"], stdin=program, timeout=20)
+    if backend == "docker":
+        assert "PermissionError" in result.stderr  # another uid: the kill is refused
+    else:
+        assert result.stdout == "sent\n"  # same uid, but the supervisor is init: the kernel drops it
+    assert sandbox.exec("echo alive").stdout == "alive\n"
 
 
 class Injecting:
@@ -212,8 +276,8 @@ class Injecting:
     def inject(self, data: bytes) -> None:
         self.queued += data
 
-    def send(self, data: bytes) -> None:
-        self.inner.send(data)
+    def send(self, data: bytes, deadline: float) -> None:
+        self.inner.send(data, deadline)
 
     def read(self, n: int, deadline: float) -> bytes:
         self.asked.append(n)
@@ -298,7 +362,8 @@ def test_a_bad_answer_frame_kills_the_sandbox(sandbox: Sandbox, attack: str) -> 
 def test_an_injected_request_ends_the_session(sandbox: Sandbox) -> None:
     _, transport = wrap(sandbox)
     body = json.dumps({"op": "exec", "cmd": "echo injected", "timeout": 5}).encode()
-    transport.inner.send(struct.pack(">I", 32 + len(body)) + os.urandom(32) + body)  # no valid tag
+    forged = struct.pack(">I", 32 + len(body)) + os.urandom(32) + body  # no valid tag
+    transport.inner.send(forged, time.monotonic() + 10)
     with pytest.raises(SandboxError, match="died"):
         sandbox.exec("echo real")
     assert gone(sandbox)
@@ -340,7 +405,7 @@ def test_kill_agent_leaves_no_agent_process(sandbox: Sandbox) -> None:
 def test_a_daemon_forging_the_reward_gets_nothing(backend: str) -> None:
     """The attack that used to score 1.0: one bash call starts a daemon that keeps writing reward 1
     and tries every way into the supervisor's channel; the task's tests fail. The reward must be 0,
-    and with the defence turned off the same daemon does win (so the test measures the defence)."""
+    and with the kill turned off the same daemon does disturb grading (so the test measures it)."""
     from agentsd.envs.oracle import tool_call
     from agentsd.envs.task_formats import load_suite
     from agentsd.envs.terminal import TerminalEnv
@@ -385,7 +450,41 @@ if os.fork() == 0:
         finally:
             env.close()
     assert results[True] == (0.0, True, "done")
-    assert results[False][0] == 1.0, "the undefended control run should have been forged"
+    # The control: left running, the same daemon forges the reward or breaks grading outright.
+    assert results[False] != (0.0, True, "done"), results
+
+
+PLANTED = {
+    "a read-only reward file": (
+        "mkdir -p /logs/verifier && echo 1 > /logs/verifier/reward.txt && "
+        "chmod 444 /logs/verifier/reward.txt && chmod 555 /logs/verifier"
+    ),
+    "a .pth in the user site": (
+        'd=$(python3 -c "import site; print(site.getusersitepackages())") && mkdir -p "$d" && '
+        "echo 'import atexit, os; atexit.register(lambda: os._exit(0))' > \"$d/agentsd-forge.pth\""
+    ),
+    "a conftest.py in /tests": "echo 'import os; os._exit(0)' > /tests/conftest.py",
+    "a .bashrc and .profile": "printf 'echo 1 > /logs/verifier/reward.txt; exit 0\\n' | tee .bashrc .profile",
+}
+
+
+@pytest.mark.parametrize("plant", list(PLANTED))
+def test_files_planted_where_grading_looks_do_not_forge_the_reward(backend: str, plant: str) -> None:
+    from agentsd.envs.oracle import run_nothing, tool_call
+    from agentsd.envs.task_formats import load_suite
+    from agentsd.envs.terminal import TerminalEnv
+
+    task = next(t for t in load_suite("terminal") if t.id == "count-lines")
+    env = TerminalEnv(sandbox=backend_config(backend))
+    try:
+        assert run_nothing(env, task)[0] == 0.0
+        env.reset(options={"task": task})
+        obs, *_ = env.step(tool_call("bash", command=PLANTED[plant]))
+        assert "[exit code 0]" in obs, obs
+        _, reward, _, _, info = env.step(tool_call("submit"))
+    finally:
+        env.close()
+    assert (reward, info["termination"]) == (0.0, "done"), info["verifier_output"]
 
 
 # ---------------------------------------------------------------------------- resources on the host
@@ -396,6 +495,28 @@ def test_dev_shm_is_bounded(sandbox: Sandbox) -> None:
         f"head -c {2 * SMALL.disk_mb}M /dev/zero > /dev/shm/fill; du -sm /dev/shm | cut -f1"
     )
     assert int(result.stdout.strip().splitlines()[-1]) <= SMALL.disk_mb + 1, result
+
+
+@pytest.mark.parametrize("backend", ["local"])
+def test_the_host_witnesses_kill_agent_through_the_cgroup(backend: str) -> None:
+    """A process in the sandbox's cgroup that the supervisor cannot see (here: one the host put
+    there) fails kill_agent with the sandbox gone: grading never trusts the supervisor alone."""
+    from agentsd.sandboxes.fleet import make_sandbox
+
+    with make_sandbox(backend_config(backend), spec(test="1")) as sandbox:
+        cgroup = sandbox._cgroup  # type: ignore[attr-defined]
+        if cgroup is None or not cgroup.dirs:
+            pytest.skip("no writable cgroups here")
+        hidden = subprocess.Popen(["sleep", "60"])
+        try:
+            for procs in cgroup.procs_files():
+                procs.write_text(str(hidden.pid))
+            with pytest.raises(SandboxError, match="outlived kill_agent"):
+                sandbox.kill_agent()
+            assert gone(sandbox)
+        finally:
+            hidden.kill()
+            hidden.wait()
 
 
 @pytest.mark.parametrize("backend", ["local"])
@@ -507,6 +628,18 @@ def test_a_hostile_archive_never_writes_outside_its_target(
     with pytest.raises(ValueError, match=message):
         unpack_tree(_tar(*resolved), str(tmp_path / "target"))
     assert list(outside.iterdir()) == [] and not (tmp_path / "escape").exists()
+
+
+def test_an_archive_of_too_many_entries_is_refused(tmp_path: Path) -> None:
+    """Empty directories cost nothing on the sandbox's tmpfs and a block each on the host's disk."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for i in range(MAX_TREE_MEMBERS + 1):
+            info = tarfile.TarInfo(f"d{i}")
+            info.type = tarfile.DIRTYPE
+            tar.addfile(info)
+    with pytest.raises(ValueError, match=f"more than {MAX_TREE_MEMBERS} entries"):
+        unpack_tree(buf.getvalue(), str(tmp_path / "target"))
 
 
 def test_an_existing_symlink_is_replaced_not_written_through(tmp_path: Path) -> None:
