@@ -33,6 +33,7 @@ FALLBACK_IMAGE = {
     Family.TERMINAL: "agentsd/terminal:latest",
     Family.SWE: "agentsd/swe:latest",
     Family.GUI: "agentsd/gui:latest",
+    Family.RUBRIC: "agentsd/terminal:latest",  # documents are parsed on the host: a shell is enough
 }
 
 

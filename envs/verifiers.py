@@ -1,16 +1,25 @@
 """Grading a finished episode inside its sandbox: script, Harbor and Terminal-Bench verifiers.
 
-Test files reach the sandbox only now, after the agent has submitted, so the agent never sees
-them. Before anything of the verifier runs, what the agent may have planted where grading reads
-or writes is removed (the test and log directories' contents, the verifier's own scratch paths, a
-home directory for the verifier's commands), and those commands run with that fresh HOME and
-without Python's user site, so nothing the agent left there joins the verifier. The Verdict
-carries the reward, its components, and `feedback`: the failing tests and their assertion messages
-(bounded), which is what SDPO's teacher reads as hindsight. A verifier that crashes, times out or
-writes no reward yields `error` (termination env_error) and reward 0, never 1.
+Grading executes nothing the agent controls except the work under test. The caller has killed
+every agent process first (TerminalEnv.stop_agent). Then, before anything of the verifier runs,
+what the agent may have planted where grading reads or writes is removed (the contents of /tests
+and /logs, the verifier's own scratch paths), and test files reach the sandbox only now. Every
+verifier command runs with a fixed system PATH, a fresh HOME, no Python user site, no startup
+files, and Python's safe path: the working directory joins sys.path last (a sitecustomize written
+now), so a test can import the agent's modules but none can shadow the standard library, pytest or
+an installed package. pytest reads no configuration or conftest.py from agent-writable places:
+harbor and Terminal-Bench runs take `-c /dev/null --rootdir=/tests --confcutdir=/tests`; SWE runs
+get the repository's test files, conftest.py files and pytest configuration rewritten from the
+task's own copy (the test patch applied on the host) and agent-added ones removed, and no git
+command runs on the agent's repository. GUI checkers get a fresh copy of the driver.
 
-Not guaranteed yet: the verifier runs as the agent's uid with the task's working directory as its
-cwd, so a module the agent leaves there can shadow what the tests import.
+The Verdict carries the reward, its components, and `feedback`: the failing tests and their
+assertion messages (bounded), which is what SDPO's teacher reads as hindsight. A verifier that
+crashes, times out or writes no reward yields `error` (termination env_error) and reward 0, never 1.
+
+Not guaranteed: the work under test runs with the agent's rights inside the tests that exercise it
+and can lie to them (a module that exits 0 when imported); that is the task's tests' to detect.
+Python older than 3.11 in an image ignores PYTHONSAFEPATH (the working directory stays first).
 """
 
 from __future__ import annotations
@@ -21,18 +30,41 @@ import shlex
 from dataclasses import dataclass, field
 
 from agentsd.envs.spaces import elide_middle
-from agentsd.sandboxes.base import Sandbox
+from agentsd.sandboxes.base import DEFAULT_PATH, Sandbox
 from agentsd.types import Task
 
 FEEDBACK_CHARS = 4000
 GRADER_HOME = "/tmp/.agentsd-grader"
 GUI_VERIFIER_DIR = "/tmp/.agentsd-verifier"
-SCRIPT_PATH, TEST_PATCH_PATH = "/tmp/agentsd-verify.sh", "/tmp/agentsd-test.patch"
+SCRIPT_PATH = "/tmp/agentsd-verify.sh"
+GRADER_PYTHON = f"{GRADER_HOME}/python"  # holds the sitecustomize below; first on PYTHONPATH
 _EMPTIED = ("/tests", "/logs")  # mount points of harbor-style tasks: their contents go
-_REMOVED = (GRADER_HOME, GUI_VERIFIER_DIR, SCRIPT_PATH, TEST_PATCH_PATH)
-# Every command of a verifier gets these: a HOME the agent never wrote, no user site, no startup
-# files (a .pth or .bashrc the agent planted would otherwise run inside the verifier).
-VERIFIER_ENV = {"HOME": GRADER_HOME, "PYTHONNOUSERSITE": "1", "PYTHONSTARTUP": "", "BASH_ENV": "", "ENV": ""}
+_REMOVED = (GRADER_HOME, GUI_VERIFIER_DIR, SCRIPT_PATH)
+# Every command of a verifier gets these: a system PATH, a HOME the agent never wrote, no user site,
+# no startup files, Python's safe path (a .pth, .bashrc, pytest.py or python3 the agent planted
+# would otherwise run inside the verifier).
+VERIFIER_ENV = {
+    "PATH": DEFAULT_PATH,
+    "HOME": GRADER_HOME,
+    "PYTHONSAFEPATH": "1",
+    "PYTHONNOUSERSITE": "1",
+    "PYTHONPATH": GRADER_PYTHON,
+    "PYTHONSTARTUP": "",
+    "BASH_ENV": "",
+    "ENV": "",
+}
+PYTEST_ISOLATED = "-p no:cacheprovider -c /dev/null --rootdir=/tests --confcutdir=/tests"
+SITECUSTOMIZE = """\
+# agentsd's grader: the working directory and the task's own PYTHONPATH join sys.path last, so tests
+# can import the agent's modules, but none of them can shadow the standard library, the test runner
+# or an installed package.
+import os
+import sys
+
+for _entry in [os.getcwd(), *os.environ.get("AGENTSD_TASK_PYTHONPATH", "").split(os.pathsep)]:
+    if _entry and _entry not in sys.path:
+        sys.path.append(_entry)
+"""
 _RESET = (
     'for d in {emptied}; do [ -d "$d" ] && [ ! -L "$d" ] || continue; chmod -R u+rwX "$d" 2>/dev/null; '
     'find "$d" -mindepth 1 -delete || exit 1; done; '
@@ -72,6 +104,7 @@ def verify(task: Task, sandbox: Sandbox, answer: str | None = None) -> Verdict:
     if reset.exit_code != 0:
         error = f"could not clear what grading reads before the verifier ran: {reset.stderr[-500:]}"
         return Verdict(0.0, "", error=error)
+    sandbox.write_file(f"{GRADER_PYTHON}/sitecustomize.py", SITECUSTOMIZE.encode())
     kind = task.verifier.kind
     if kind == "script":
         return _script(task, sandbox)
@@ -95,10 +128,11 @@ def _run(
     task: Task, sandbox: Sandbox, command: str, env: dict[str, str] | None = None
 ) -> tuple[str, int | None, Verdict | None]:
     """(output, exit code, a Verdict when the verifier timed out)."""
+    isolated = {**VERIFIER_ENV, "AGENTSD_TASK_PYTHONPATH": task.world.env.get("PYTHONPATH", "")}
     result = sandbox.exec(
         ["bash", "-c", command],
         timeout=task.verifier.timeout_s,
-        env={**VERIFIER_ENV, **(env or {})},
+        env={**isolated, **(env or {})},
         cwd=task.environment.workdir,
     )
     output = (result.stdout + ("\n" + result.stderr if result.stderr else "")).strip()
@@ -119,8 +153,9 @@ def _script(task: Task, sandbox: Sandbox) -> Verdict:
 
 def _gui(task: Task, sandbox: Sandbox, answer: str | None) -> Verdict:
     """The checker script: a reward written to $AGENTSD_REWARD_FILE, else exit code 0 -> 1, other -> 0."""
-    from agentsd.envs.gui import driver_env
+    from agentsd.envs.gui import DRIVER_PATH, DRIVER_SOURCE, driver_env
 
+    sandbox.write_file(DRIVER_PATH, DRIVER_SOURCE.read_bytes())  # the copy from reset may be rewritten
     reward_file = f"{GUI_VERIFIER_DIR}/reward.txt"
     sandbox.write_file(
         f"{GUI_VERIFIER_DIR}/check.sh", (task.verifier.checker or "exit 1").encode(), mode=0o755
@@ -140,7 +175,8 @@ def _gui(task: Task, sandbox: Sandbox, answer: str | None) -> Verdict:
 
 def _harbor(task: Task, sandbox: Sandbox) -> Verdict:
     _upload_tests(task, sandbox)
-    output, _, failed = _run(task, sandbox, "mkdir -p /logs/verifier && bash /tests/test.sh")
+    env = {"PYTEST_ADDOPTS": PYTEST_ISOLATED}
+    output, _, failed = _run(task, sandbox, "mkdir -p /logs/verifier && bash /tests/test.sh", env=env)
     if failed:
         return failed
     feedback = test_feedback(output)
@@ -179,7 +215,8 @@ def _harbor(task: Task, sandbox: Sandbox) -> Verdict:
 
 def _terminal_bench(task: Task, sandbox: Sandbox) -> Verdict:
     _upload_tests(task, sandbox)
-    output, _, failed = _run(task, sandbox, "bash /tests/run-tests.sh", env={"TEST_DIR": "/tests"})
+    env = {"TEST_DIR": "/tests", "PYTEST_ADDOPTS": PYTEST_ISOLATED}
+    output, _, failed = _run(task, sandbox, "bash /tests/run-tests.sh", env=env)
     if failed:
         return failed
     counts = {kind.rstrip("s"): int(n) for n, kind in _COUNTS.findall(_last_summary(output))}
@@ -196,17 +233,26 @@ _RESULT = re.compile(r"^(PASSED|FAILED|ERROR|XPASS|XFAIL|SKIPPED) (\S+)", re.MUL
 
 
 def _swebench(task: Task, sandbox: Sandbox) -> Verdict:
-    from agentsd.envs.swe import reset_and_apply
+    from agentsd.envs.swe import PYTEST_CONFIG_NAMES, graded_files
 
-    verifier = task.verifier
-    sandbox.write_file(TEST_PATCH_PATH, (verifier.test_patch or "").encode())
-    output, code, failed = _run(task, sandbox, reset_and_apply(verifier.test_patch or "", TEST_PATCH_PATH))
+    verifier, workdir = task.verifier, task.environment.workdir.rstrip("/")
+    files = graded_files(task)
+    # Agent-added conftest.py and pytest configuration go; the task's own test files, conftest.py
+    # and configuration come back from the host's copy (symlinks and directories in the way too).
+    names = " -o ".join(f"-name {shlex.quote(n)}" for n in PYTEST_CONFIG_NAMES)
+    doomed = " ".join(shlex.quote(p) for p in files)
+    cleanup = f"find . -path ./.git -prune -o \\( {names} \\) -print0 | xargs -0 rm -f --; rm -rf -- {doomed}"
+    output, code, failed = _run(task, sandbox, cleanup)
     if failed:
         return failed
-    if code != 0:  # the agent's changes conflict with the tests: a failed attempt, not a broken verifier
-        return Verdict(
-            0.0, bounded(f"The test patch did not apply to the repository:\n{output}"), output=output
-        )
+    try:
+        if code != 0:
+            raise OSError(output)
+        for path, text in files.items():
+            if text is not None:
+                sandbox.write_file(f"{workdir}/{path}", text.encode())
+    except OSError as exc:  # the agent made the test paths unwritable: nothing trustworthy to run
+        return Verdict(0.0, "", error=f"could not restore the task's test files: {exc}", output=output)
     ids = [*verifier.fail_to_pass, *verifier.pass_to_pass]
     command = "python3 -m pytest -p no:cacheprovider -rA " + " ".join(shlex.quote(i) for i in ids)
     output, _, failed = _run(task, sandbox, command)

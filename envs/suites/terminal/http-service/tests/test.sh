@@ -3,7 +3,7 @@
 # passes, else 0.
 cd /workspace
 nohup bash /workspace/serve.sh > /tmp/serve.log 2>&1 &
-if python3 -m pytest -q -p no:cacheprovider /tests/test_outputs.py; then
+if python3 -I -m pytest -q -p no:cacheprovider -c /dev/null --rootdir=/tests --confcutdir=/tests /tests/test_outputs.py; then
   echo 1 > /logs/verifier/reward.txt
 else
   echo 0 > /logs/verifier/reward.txt
