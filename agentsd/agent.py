@@ -50,6 +50,7 @@ class EpisodeLimits:
     timeout_s: float = 3600.0
     max_context: int = 8192
     max_new_tokens: int = 512
+    grade_on_truncation: bool = True  # grade the final state when a limit ends the episode
 
 
 @dataclass
@@ -192,13 +193,13 @@ class AgentLoop:
         reset_next = False
         while True:
             if len(turns) >= self.limits.max_turns:
-                return EpisodeResult(Termination.TURNS, 0.0, turns, meta=meta)
+                return await self._truncated(env, Termination.TURNS, turns, meta)
             if time.monotonic() - start > self.limits.timeout_s:
-                return EpisodeResult(Termination.TIMEOUT, 0.0, turns, meta=meta)
+                return await self._truncated(env, Termination.TIMEOUT, turns, meta)
             if len(context) + self.limits.max_new_tokens > self.limits.max_context:
                 compacted = self._compact(first, tools, steps)
                 if compacted is None:
-                    return EpisodeResult(Termination.CONTEXT, 0.0, turns, meta=meta)
+                    return await self._truncated(env, Termination.CONTEXT, turns, meta)
                 context, pending, reset_next = compacted, list(compacted), True
             started = time.time()
             try:
@@ -244,6 +245,30 @@ class AgentLoop:
             pending = self.fmt.observation_delta(completion.token_ids, observation)
             context += list(completion.token_ids) + pending
             reset_next = False
+
+    async def _truncated(
+        self, env: Any, limit: Termination, turns: list[Turn], meta: dict[str, Any]
+    ) -> EpisodeResult:
+        """A limit ended the episode: grade the final state as a submit would (Harbor runs the tests
+        whenever the agent stops; APEX grades what is there), keeping `limit` as the termination.
+        A verifier that fails makes it env_error. Without grading (or an env that cannot grade)
+        the reward is 0 and no verdict exists."""
+        grade = getattr(env.unwrapped, "grade_final_state", None)
+        if not self.limits.grade_on_truncation or grade is None:
+            return EpisodeResult(limit, 0.0, turns, meta={**meta, "graded": False})
+        try:
+            reward, info = await asyncio.to_thread(grade)
+        except Exception as exc:
+            return EpisodeResult(
+                Termination.ENV_ERROR, None, turns, feedback=f"grading the final state failed: {exc}",
+                meta={**meta, "graded": False, "truncated_by": limit.value},
+            )  # fmt: skip
+        outcome = self._outcome(turns, float(reward), info, {**meta, "graded": True})
+        if outcome.termination is Termination.DONE:
+            outcome.termination = limit
+        else:
+            outcome.meta["truncated_by"] = limit.value
+        return outcome
 
     def _outcome(
         self, turns: list[Turn], reward: float, info: dict[str, Any], meta: dict[str, Any]

@@ -172,6 +172,7 @@ class Collector:
             timeout_s=config.episode_timeout_s,
             max_context=max_context,
             max_new_tokens=config.sampling.max_new_tokens,
+            grade_on_truncation=config.grade_on_truncation,
         )
         self.stats = CollectStats(planned=len(self.episodes))
         self._running = 0

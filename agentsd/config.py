@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from agentsd.errors import ConfigError
+from agentsd.types import Termination
 
 DEFAULT_STORE_URL = "sqlite:///runs/replay.db"
 DEFAULT_MODEL = "default"
@@ -196,6 +197,11 @@ class CollectConfig(_Cfg):
     seed: int = 0
     max_turns: int = Field(default=30, gt=0)
     episode_timeout_s: float = Field(default=3600.0, gt=0)
+    grade_on_truncation: bool = Field(
+        default=True,
+        description="Grade the final state when max_turns, episode_timeout_s or the context ends an "
+        "episode (its termination stays turns/timeout/context); false: such episodes score 0 ungraded.",
+    )
     version_pickup: Literal["turn", "episode"] = Field(
         default="episode", description="When a collector switches to a newly published policy version."
     )
@@ -311,6 +317,18 @@ class TrainConfig(_Cfg):
     )
     grad_clip: float = Field(default=1.0, gt=0)
     batch_trajectories: int = Field(default=8, gt=0, description="Trajectories per optimizer step.")
+    train_on: list[Termination] = Field(
+        default_factory=lambda: [
+            Termination.DONE,
+            Termination.TIMEOUT,
+            Termination.TURNS,
+            Termination.CONTEXT,
+        ],
+        min_length=1,
+        description="How a trajectory must have ended to be trained on. env_error (the verifier or the "
+        "sandbox failed: its reward and verdict mean nothing), agent_error and interrupted (partial "
+        "runs) are left out by default; how many wait unused is logged every step (dropped/*).",
+    )
     chunk_tokens: int = Field(default=1024, gt=0, description="Positions projected to logits at once.")
     max_steps: int | None = Field(
         default=None, gt=0, description="Stop after this many optimizer steps; None = run on."

@@ -45,7 +45,7 @@ from agentsd.sdpo.teacher import Teacher
 from agentsd.sdpo_step import batch_loss, head_module, prepare
 from agentsd.store import ReplayStore
 from agentsd.tracking import NullTracker, Tracker
-from agentsd.types import Trajectory
+from agentsd.types import Termination, Trajectory
 
 CHECKPOINTS = "checkpoints"
 VERSIONS = "versions"
@@ -198,10 +198,21 @@ class Trainer:
                 current_version=self.version,
                 max_staleness=cfg.sdpo.max_staleness,
                 not_consumed_by=self.name,
+                terminations=cfg.train_on,
                 limit=cfg.batch_trajectories,
             )
             ids = [s.id for s in summaries]
         return [self.store.get(i) for i in self._broadcast(ids)]
+
+    def waiting_unused(self) -> dict[str, float]:
+        """Trajectories this trainer has not trained on and will not: ended in a way `train_on`
+        excludes (within the staleness bound), or already too stale. Gauges, logged every step."""
+        cfg = self.config
+        fresh = {"current_version": self.version, "max_staleness": cfg.sdpo.max_staleness}
+        pending = self.store.count_for_training(**fresh, not_consumed_by=self.name)
+        trusted = self.store.count_for_training(**fresh, not_consumed_by=self.name, terminations=cfg.train_on)
+        stale = self.store.count_for_training(**fresh, not_consumed_by=self.name, stale_only=True)
+        return {"dropped/untrusted_waiting": float(pending - trusted), "dropped/stale_waiting": float(stale)}
 
     def _successes(self, trajectories: list[Trajectory]) -> dict[str, Trajectory]:
         if not self.config.hindsight.use_success:
@@ -209,7 +220,11 @@ class Trainer:
         found: dict[str, Trajectory] = {}
         chosen = {t.id for t in trajectories}
         for task_id in {t.task_id for t in trajectories}:
-            for summary in self.store.select_for_training(task_ids=[task_id], min_reward=1.0, limit=5):
+            # A trusted, graded success only: an env_error or an interrupted run's reward is no verdict.
+            successes = self.store.select_for_training(
+                task_ids=[task_id], min_reward=1.0, terminations=[Termination.DONE], limit=5
+            )
+            for summary in successes:
                 if summary.id not in chosen:
                     found[task_id] = self.store.get(summary.id)
                     break
@@ -239,6 +254,8 @@ class Trainer:
             "dropped/no_hindsight": float(len(batch.no_hindsight)),
             "trajectories": float(len(trajectories)),
         }
+        if self.rank == 0:
+            metrics.update(self.waiting_unused())
         if out is not None:
             self.engine.backward(out.loss)
             metrics.update(out.metrics)

@@ -175,6 +175,14 @@ class TerminalEnv(gym.Env[str, str]):
         if self.kill_agent_before_grading:
             self.sandbox.kill_agent()
 
+    def grade_final_state(self) -> tuple[float, dict[str, Any]]:
+        """Grade the sandbox as it is, as a submit without an answer would: what the agent loop calls
+        when a limit (turns, time, context) ends the episode. (reward, info) as step() returns them."""
+        if self._over or self.sandbox is None:
+            raise RuntimeError("the episode is over (or was never started): nothing to grade")
+        _, reward, _, _, info = self._submit(ToolCall(name="submit", arguments={}))
+        return reward, info
+
     def _submit(self, call: ToolCall) -> tuple[str, float, bool, bool, dict[str, Any]]:
         assert self.sandbox is not None and self.task is not None
         self.stop_agent()

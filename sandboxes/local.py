@@ -15,9 +15,10 @@ supervisor (sandboxes/supervisor.py), non-dumpable, over an authenticated channe
 it write to stderr goes into a pipe (at most a pipe buffer, never the host's disk).
 
 Not protected against: kernel exploits (namespaces share the host kernel); reading world-readable
-files under the host's /usr and /etc; CPU contention beyond the cgroup quota; the agent killing
-or stopping its own supervisor (same uid; the host then sees the sandbox die). Without writable
-cgroups there is no memory or process-count limit.
+files under the host's /usr and /etc; CPU contention beyond the cgroup quota; what the kernel
+counts per uid (every local sandbox is the same host user). The supervisor shares the agent's uid
+but is the sandbox's init (--as-pid-1) and non-dumpable: the agent can neither signal nor trace it.
+Without writable cgroups there is no memory or process-count limit.
 """
 
 from __future__ import annotations

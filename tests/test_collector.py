@@ -187,6 +187,31 @@ def test_compaction_keeps_the_context_exact_and_marks_the_reset(tmp_path: Path, 
     )
 
 
+@pytest.mark.parametrize("grade", [True, False])
+def test_an_episode_cut_by_the_turn_limit_is_graded_as_it_stands(
+    tmp_path: Path, tokenizer: Any, grade: bool
+) -> None:
+    """The agent does the work but never submits: the final state is graded (termination stays
+    `turns`), or, with grading on truncation off, scores 0 ungraded."""
+    backend_config("local")
+
+    def never_submits(prompt: str) -> str:
+        n = re.search(r"into file(\d+)\.txt", prompt)
+        assert n
+        return tool_call("bash", command=f"echo hi > file{n[1]}.txt")
+
+    cfg = collect_config(tmp_path, max_turns=2, grade_on_truncation=grade)
+    with ReplayStore(cfg.store.url) as store:
+        asyncio.run(
+            Collector(
+                cfg, ScriptedPolicy(tokenizer, never_submits), store, [make_task(0)], run_name="t"
+            ).run()
+        )
+        traj = store.get(trajectory_id("t", 0, 0))
+    assert traj.termination is Termination.TURNS and len(traj.turns) == 2
+    assert (traj.reward, traj.meta["graded"]) == ((1.0, True) if grade else (0.0, False))
+
+
 def test_a_context_that_cannot_fit_ends_the_episode(tokenizer: Any) -> None:
     backend_config("local")
     fmt = ChatFormat(tokenizer)

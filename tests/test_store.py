@@ -186,6 +186,33 @@ def test_training_queries_filter_by_staleness_task_reward_and_consumption(store_
         store.select_for_training(max_staleness=2)
 
 
+def test_training_queries_filter_by_termination_and_count_what_they_leave_out(store_url: str) -> None:
+    rng = random.Random(4)
+    store = ReplayStore(store_url)
+    ids = {}
+    for name, version, termination in [
+        ("solved", 6, Termination.DONE),
+        ("crashed", 6, Termination.ENV_ERROR),
+        ("cut", 6, Termination.TURNS),
+        ("stale", 1, Termination.DONE),
+    ]:
+        ids[name] = store.begin(task_id="t", policy_model="m", version=version)
+        store.append_turn(ids[name], make_turn(0, rng, version=version))
+        store.finalize(ids[name], termination=termination, reward=1.0)
+    broken = store.begin(task_id="t", policy_model="m", version=6)  # a writer that died mid-run
+    store.append_turn(broken, make_turn(0, rng, version=6))
+    store.interrupt(broken)
+    inv = {v: k for k, v in ids.items()}
+    trusted = [Termination.DONE, Termination.TURNS]
+    fresh = {"current_version": 6, "max_staleness": 2}
+    chosen = store.select_for_training(**fresh, terminations=trusted)
+    assert {inv[r.id] for r in chosen} == {"solved", "cut"}
+    assert store.count_for_training(**fresh, terminations=trusted) == 2
+    assert store.count_for_training(**fresh) == 4  # solved, crashed, cut and the interrupted run
+    assert store.count_for_training(**fresh, stale_only=True) == 1
+    assert [inv[r.id] for r in store.select_for_training(terminations=[Termination.ENV_ERROR])] == ["crashed"]
+
+
 def test_policy_versions_are_registered_once(store_url: str) -> None:
     store = ReplayStore(store_url)
     assert store.latest_version() is None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import re
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import make_turn
 from sandbox_fixtures import backend_config
 from test_collector import make_task
 
@@ -21,6 +23,7 @@ from agentsd.collector import Collector
 from agentsd.config import CollectConfig, ModelConfig
 from agentsd.policies.hf import HFPolicy
 from agentsd.store import ReplayStore
+from agentsd.types import Termination
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -56,6 +59,13 @@ def test_train_publishes_versions_and_resumes_after_a_kill(collected: str, tmp_p
     store_path = Path(collected.removeprefix("sqlite:///"))
     shutil.copy(store_path, tmp_path / "r.db")
     store = f"sqlite:///{tmp_path}/r.db"
+    with ReplayStore(store) as replay:  # outcomes not to learn from: a crashed verifier, a dead writer
+        rng = random.Random(0)
+        untrusted = [replay.begin(task_id="task-0", policy_model="m", version=0) for _ in range(2)]
+        for trajectory_id in untrusted:
+            replay.append_turn(trajectory_id, make_turn(0, rng, version=0))
+        replay.finalize(untrusted[0], termination=Termination.ENV_ERROR, reward=1.0)
+        replay.interrupt(untrusted[1])
     run_dir = tmp_path / "train"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.Popen(
@@ -80,7 +90,8 @@ def test_train_publishes_versions_and_resumes_after_a_kill(collected: str, tmp_p
     with ReplayStore(store) as replay:
         consumed = replay.consumed_by("train")
         versions = [v.version for v in replay.versions()]
-        assert consumed == {s.id for s in replay.list(limit=None)}  # all six, none skipped
+        trusted = {s.id for s in replay.list(limit=None)} - set(untrusted)
+        assert consumed == trusted and len(trusted) == 6  # all six, none skipped, nothing untrusted
         assert versions == [1, 2, 3]  # three steps of two: no trajectory trained twice
         # keep_versions=2: every version stays registered, the files of the oldest are gone
         on_disk = [Path(v.checkpoint_uri, "config.json").is_file() for v in replay.versions()]

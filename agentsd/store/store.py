@@ -627,6 +627,7 @@ class ReplayStore:
         min_reward: float | None = None,
         max_reward: float | None = None,
         not_consumed_by: str | None = None,
+        terminations: Sequence[Termination] | None = None,
         limit: int | None = None,
         oldest_first: bool = True,
     ) -> list[TrajectorySummary]:
@@ -634,12 +635,49 @@ class ReplayStore:
 
         Staleness is judged on the newest turn (version_end): a trajectory is kept when
         current_version - version_end <= max_staleness; per-turn staleness is the trainer's to apply.
+        `terminations` keeps only trajectories that ended one of those ways.
         """
+        conds = self._training_conditions(
+            current_version=current_version, max_staleness=max_staleness, min_version=min_version,
+            task_ids=task_ids, min_reward=min_reward, max_reward=max_reward,
+            not_consumed_by=not_consumed_by, terminations=terminations,
+        )  # fmt: skip
+        order = trajectories.c.finalized_at.asc() if oldest_first else trajectories.c.finalized_at.desc()
+        query = select(*_SUMMARY_COLUMNS).where(and_(*conds)).order_by(order, trajectories.c.id)
+        if limit is not None:
+            query = query.limit(limit)
+        with self._tx(write=False) as conn:
+            return [summary_from_row(row._mapping) for row in conn.execute(query)]
+
+    def count_for_training(self, **filters: Any) -> int:
+        """How many finalized trajectories select_for_training(**filters) would return (no limit)."""
+        conds = self._training_conditions(**filters)
+        with self._tx(write=False) as conn:
+            return int(
+                conn.execute(select(func.count()).select_from(trajectories).where(and_(*conds))).scalar_one()
+            )
+
+    def _training_conditions(
+        self,
+        *,
+        current_version: int | None = None,
+        max_staleness: int | None = None,
+        min_version: int | None = None,
+        task_ids: Sequence[str] | None = None,
+        min_reward: float | None = None,
+        max_reward: float | None = None,
+        not_consumed_by: str | None = None,
+        terminations: Sequence[Termination] | None = None,
+        stale_only: bool = False,
+    ) -> list[Any]:
         conds = [trajectories.c.status == TrajectoryStatus.FINALIZED.value]
         if max_staleness is not None:
             if current_version is None:
                 raise ValueError("select_for_training: max_staleness needs current_version")
-            conds.append(trajectories.c.version_end >= current_version - max_staleness)
+            oldest = current_version - max_staleness
+            conds.append(
+                trajectories.c.version_end < oldest if stale_only else trajectories.c.version_end >= oldest
+            )
         if min_version is not None:
             conds.append(trajectories.c.version_end >= min_version)
         if task_ids is not None:
@@ -648,6 +686,8 @@ class ReplayStore:
             conds.append(trajectories.c.reward >= min_reward)
         if max_reward is not None:
             conds.append(trajectories.c.reward <= max_reward)
+        if terminations is not None:
+            conds.append(trajectories.c.termination.in_([Termination(t).value for t in terminations]))
         if not_consumed_by is not None:
             conds.append(
                 ~exists().where(
@@ -656,12 +696,7 @@ class ReplayStore:
                     )
                 )
             )
-        order = trajectories.c.finalized_at.asc() if oldest_first else trajectories.c.finalized_at.desc()
-        query = select(*_SUMMARY_COLUMNS).where(and_(*conds)).order_by(order, trajectories.c.id)
-        if limit is not None:
-            query = query.limit(limit)
-        with self._tx(write=False) as conn:
-            return [summary_from_row(row._mapping) for row in conn.execute(query)]
+        return conds
 
     def mark_consumed(self, consumer: str, trajectory_ids: Sequence[str], version: int) -> None:
         """Record that `consumer` (a trainer run) trained on these trajectories at `version`."""
