@@ -245,9 +245,10 @@ def _swebench(task: Task, sandbox: Sandbox) -> Verdict:
     output, code, failed = _run(task, sandbox, cleanup)
     if failed:
         return failed
+    if code != 0:  # the agent made the test paths unremovable: nothing trustworthy to run
+        error = f"could not clear the task's test paths: {output[-500:]}"
+        return Verdict(0.0, "", error=error, output=output)
     try:
-        if code != 0:
-            raise OSError(output)
         for path, text in files.items():
             if text is not None:
                 sandbox.write_file(f"{workdir}/{path}", text.encode())

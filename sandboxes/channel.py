@@ -17,6 +17,7 @@ import json
 import os
 import select
 import struct
+import tarfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -47,6 +48,7 @@ from agentsd.types import ExecResult, SandboxSpec
 
 FILE_OP_TIMEOUT_S = 120.0
 KEY_BYTES = 32
+_VIOLATION = "protocol violation: {}; it was killed"
 
 
 def read_exact(fd: int, n: int, deadline: float) -> bytes:
@@ -152,7 +154,7 @@ class SupervisorClient:
             size = frame_size(self._transport.read(4, deadline))
             return decode_frame(self._key, ANSWER, self._seq, self._transport.read(size, deadline))
         except ProtocolError as exc:
-            failure = f"protocol violation: {exc}; it was killed"
+            failure = _VIOLATION.format(exc)
         except TimeoutError:
             failure = "it did not answer in time; it was killed"
         except EOFError:
@@ -160,7 +162,7 @@ class SupervisorClient:
         self._dead(failure)
 
     def _violation(self, what: str) -> NoReturn:
-        self._dead(f"protocol violation: {what}; it was killed")
+        self._dead(_VIOLATION.format(what))
 
     def _dead(self, how: str) -> NoReturn:
         self._broken = how
@@ -218,10 +220,8 @@ class SupervisorClient:
         )
         try:
             unpack_tree(data, str(local_dir))
-        except (ValueError, OSError) as exc:  # a tarfile.TarError is refused here too
+        except (ValueError, OSError, tarfile.TarError) as exc:  # refused members, a broken archive
             raise SandboxError(f"download of {remote_dir}: {exc}") from exc
-        except Exception as exc:
-            raise SandboxError(f"download of {remote_dir}: not a valid archive ({exc})") from exc
 
     def snapshot(self, path: str) -> Snapshot:
         answer = self.request({"op": "snapshot", "path": path}, FILE_OP_TIMEOUT_S)

@@ -104,10 +104,10 @@ def list_docker(engine: str) -> list[SandboxRecord]:
 
 def reap_local(max_age_s: float | None = None, everything: bool = False) -> list[SandboxRecord]:
     removed = []
+    groups = leftover_groups()
     for record in list_local():
         if everything or record.leaked(max_age_s):
-            groups = [d for d in leftover_groups() if group_owner(d.name)[0] == record.id]
-            for directory in groups:
+            for directory in [d for d in groups if group_owner(d.name)[0] == record.id]:
                 SandboxCgroup(directory.name, dirs=[directory]).remove()
             (state_dir() / f"{record.id}.json").unlink(missing_ok=True)
             removed.append(record)
