@@ -222,6 +222,8 @@ class AgentLoop:
                 completion_ids=completion.token_ids,
                 logprobs=completion.logprobs,
                 policy_version=completion.policy_version,
+                temperature=completion.temperature,
+                top_p=completion.top_p,
                 context_reset=reset_next,
                 finish_reason=completion.finish_reason,
                 completion_text=text,

@@ -31,12 +31,14 @@ from typing import Any
 
 from agentsd.agent import STOP_STRINGS, AgentLoop, ChatFormat, EpisodeLimits, EpisodeResult
 from agentsd.config import CollectConfig, SamplingConfig
-from agentsd.policies.base import Policy
+from agentsd.policies.base import Policy, PolicyError
 from agentsd.store import ReplayStore
 from agentsd.tracking import NullTracker, Tracker
 from agentsd.types import Completion, Family, PolicyVersion, Task, Termination, TrajectoryStatus, Turn
+from agentsd.weights import weights_hash
 
 VERSION_POLL_S = 5.0
+LOAD_RETRY_S = (30.0, 600.0)  # a version that failed to load is retried after 30 s, doubling to 10 min
 BATCH_LINGER_S = 0.02  # how long the queue waits for more episodes to join a batch
 
 
@@ -110,6 +112,7 @@ class CollectStats:
     episodes: int = 0
     completion_tokens: int = 0
     rewards: list[float] = field(default_factory=list)
+    version_load_failures: int = 0
     terminations: Counter[str] = field(default_factory=Counter)
     started: float = field(default_factory=time.monotonic)
 
@@ -179,6 +182,7 @@ class Collector:
         self._idle = asyncio.Event()
         self._last_poll = 0.0
         self._version_lock = asyncio.Lock()
+        self._load_failures: dict[int, tuple[int, float]] = {}  # version -> (failures, retry after)
         self._todo: list[tuple[int, int]] | None = None
 
     # ------------------------------------------------------------------ resume
@@ -273,6 +277,7 @@ class Collector:
             trajectory_id=tid,
             meta={
                 "temperature": self.config.sampling.temperature,
+                "top_p": self.config.sampling.top_p,
                 "collect_run": self.run_name,
                 "episode": episode,
                 "attempt": attempt,
@@ -320,6 +325,8 @@ class Collector:
                 "episode/duration_s": duration,
                 "collect/mean_reward": stats.mean_reward,
                 "collect/tokens_per_s": stats.tokens_per_s,
+                "collect/version_load_failures": float(stats.version_load_failures),
+                "collect/policy_version": float(self.policy.version),
                 **{f"termination/{k}": float(v) for k, v in stats.terminations.items()},
             },
             step=stats.episodes,
@@ -334,19 +341,47 @@ class Collector:
         if now - self._last_poll < VERSION_POLL_S:
             return None
         self._last_poll = now
-        latest = self.store.latest_version()
-        return latest if latest is not None and latest.version > self.policy.version else None
+        return self._loadable_newer()
+
+    def _loadable_newer(self) -> PolicyVersion | None:
+        """The newest version of the followed lineage if it is newer than the one sampling and not
+        waiting out a failed load."""
+        latest = self.store.latest_version(self.config.lineage)
+        if latest is None or latest.version <= self.policy.version:
+            return None
+        failed = self._load_failures.get(latest.version)
+        if failed is not None and time.monotonic() < failed[1]:
+            return None
+        return latest
 
     def _load(self, version: PolicyVersion) -> None:
-        """Switch to `version`; a version whose files the trainer pruned meanwhile (it keeps the
-        newest few) is skipped: the next poll finds a newer one."""
-        if not Path(version.checkpoint_uri).exists():
-            logging.getLogger("agentsd.collector").warning(
-                "version %d is gone from disk (%s); staying on version %d",
-                version.version, version.checkpoint_uri, self.policy.version,
+        """Switch to `version`. Any failure (files pruned or corrupt, a weights hash that does not
+        match the store's, the backend refusing them) keeps the current version sampling; the version
+        is retried later with backoff (a newer one is tried at the next poll), and failures are
+        counted in collect/version_load_failures."""
+        log = logging.getLogger("agentsd.collector")
+        try:
+            if not Path(version.checkpoint_uri).exists():
+                raise PolicyError(f"{version.checkpoint_uri} is gone from disk (pruned by the trainer?)")
+            if version.weights_hash is not None:
+                actual = weights_hash(version.checkpoint_uri)
+                if actual != version.weights_hash:
+                    raise PolicyError(
+                        f"the weights in {version.checkpoint_uri} hash to {actual[:12]}, the store "
+                        f"records {version.weights_hash[:12]} for version {version.version}"
+                    )
+            self.policy.load_version(version)
+        except Exception as exc:  # a bad version must never stop collection
+            count = self._load_failures.get(version.version, (0, 0.0))[0] + 1
+            delay = min(LOAD_RETRY_S[0] * 2 ** (count - 1), LOAD_RETRY_S[1])
+            self._load_failures[version.version] = (count, time.monotonic() + delay)
+            self.stats.version_load_failures += 1
+            log.warning(
+                "version %d could not be loaded (%s); still sampling with version %d, retrying in %.0f s",
+                version.version, exc, self.policy.version, delay,
             )  # fmt: skip
             return
-        self.policy.load_version(version)
+        self._load_failures.pop(version.version, None)
 
     def _pickup_between_turns(self) -> None:
         newer = self._newer_version()
@@ -358,8 +393,8 @@ class Collector:
             if self._newer_version() is None:
                 return
             await self._idle.wait()  # running episodes finish on the version they started with
-            newest = self.store.latest_version()  # the trainer may have moved on while we waited
-            if newest is not None and newest.version > self.policy.version:
+            newest = self._loadable_newer()  # the trainer may have moved on while we waited
+            if newest is not None:
                 await asyncio.to_thread(self._load, newest)
 
     def _default_env(self, task: Task, labels: dict[str, str]) -> Any:

@@ -205,6 +205,11 @@ class CollectConfig(_Cfg):
     version_pickup: Literal["turn", "episode"] = Field(
         default="episode", description="When a collector switches to a newly published policy version."
     )
+    lineage: str | None = Field(
+        default=None,
+        description="Follow the versions of this trainer lineage only (`agentsd replay versions` lists "
+        "them); None = the store's newest version, whichever lineage published it.",
+    )
     judge: JudgeConfig | None = Field(
         default=None, description="The LLM judge of rubric criteria without a programmatic check."
     )
@@ -213,7 +218,8 @@ class CollectConfig(_Cfg):
 class EvalConfig(CollectConfig):
     """`agentsd eval`: the collect rollout path on a suite, then grading, metrics and reports.
 
-    Its trajectories go to their own store by default (eval tasks must not be trained on)."""
+    Its trajectories go to their own store by default (eval tasks must not be trained on). Each eval
+    is a new run (`name` None: the run_dir's name and the start time) unless resumed by name."""
 
     run_dir: Path = Field(default=Path("runs/eval"), description="Results, reports, MLflow database.")
     store: StoreConfig = Field(
@@ -330,6 +336,13 @@ class TrainConfig(_Cfg):
         "runs) are left out by default; how many wait unused is logged every step (dropped/*).",
     )
     chunk_tokens: int = Field(default=1024, gt=0, description="Positions projected to logits at once.")
+    fork: bool = Field(
+        default=False,
+        description="Start a new lineage of versions where this trainer would otherwise refuse: a "
+        "run_dir without a checkpoint on a store that has versions (the new lineage starts from the base "
+        "model), or a checkpoint another lineage has moved past (it continues those weights). Version "
+        "numbers continue after the store's newest either way.",
+    )
     max_steps: int | None = Field(
         default=None, gt=0, description="Stop after this many optimizer steps; None = run on."
     )

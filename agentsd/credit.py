@@ -3,7 +3,7 @@ agent token, log q_t(y_t) - log s_t(y_t) (positive: the hindsight teacher likes 
 the acting student did, so SDPO pushes it up; negative: pushed down).
 
 The student and teacher are the given model (the live teacher of docs/objective.md) on the segment and
-on its hindsight view (agentsd.hindsight), at the trajectory's sampling temperature. Rendered for a
+on its hindsight view (agentsd.hindsight), at each turn's sampling temperature. Rendered for a
 terminal (rich Text, red to green) and as a standalone HTML page.
 
 Not guaranteed: that the model given is the one that sampled the trajectory; the picture shows what
@@ -48,7 +48,6 @@ def token_credit(
         [trajectory], {trajectory.id: tokens}, HindsightBuilder(tokenizer, budget_tokens),
         {trajectory.task_id: success} if success is not None else None,
     )  # fmt: skip
-    temperature = float(trajectory.meta.get("temperature", 1.0))
     out: list[TokenCredit] = []
     for item in batch.items:
         trained = np.flatnonzero(item.segment.loss_mask)
@@ -58,6 +57,7 @@ def token_credit(
             s = model(student_ids).logits[0, torch.from_numpy(trained - 1)]
             q = model(teacher_ids).logits[0, torch.from_numpy(item.view.position[trained] - 1)]
         y = torch.from_numpy(item.segment.input_ids[trained].astype(np.int64))
+        temperature = torch.from_numpy(item.segment.temperatures[trained].astype(np.float32))[:, None]
         log_s = torch.log_softmax(s.float() / temperature, -1).gather(-1, y[:, None]).squeeze(-1)
         log_q = torch.log_softmax(q.float() / temperature, -1).gather(-1, y[:, None]).squeeze(-1)
         for position, token, ratio in zip(trained, y.tolist(), (log_q - log_s).tolist(), strict=True):

@@ -8,7 +8,11 @@ only the hidden states before trainable tokens are projected to the vocabulary, 
 (agentsd.sdpo.loss). Teacher log-probs are always computed here, at learning time.
 
 Trajectories without hindsight contribute nothing and are counted; so are segments without
-trainable tokens.
+trainable tokens and segments whose teacher view would be the student's own (nothing inserted).
+Each token is scored at the temperature its turn was sampled at. A trajectory whose sampling the
+trainer cannot reproduce (a turn sampled with top_p < 1, or parameters not recorded) is refused
+whole, with the reason, and counted: its behaviour log-probs belong to a distribution the loss
+would not compute.
 
 Not guaranteed: DeepSpeed specifics (the engine wraps the model and steps the optimizer; this
 module only computes the loss); models whose decoder is not `model.base_model` with an output
@@ -18,7 +22,7 @@ embedding without bias.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -48,7 +52,33 @@ class TrainItem:
 class PreparedBatch:
     items: list[TrainItem] = field(default_factory=list)
     no_hindsight: list[str] = field(default_factory=list)
+    unreproducible: dict[str, str] = field(default_factory=dict)  # trajectory id -> why
     no_trainable_tokens: int = 0
+    nothing_inserted: int = 0  # segments whose teacher view would equal the student's
+
+
+def reproducible_sampling(trajectory: Trajectory, turns: Sequence[TurnTokens]) -> list[TurnTokens] | str:
+    """The turns with their sampling parameters resolved, or why the trainer cannot reproduce the
+    distribution a trainable turn was sampled from. Turns stored before per-turn parameters take the
+    trajectory's recorded ones."""
+    out = []
+    for turn in turns:
+        if not turn.trainable.any():
+            out.append(turn)
+            continue
+        temperature = turn.temperature if turn.temperature is not None else trajectory.meta.get("temperature")
+        top_p = turn.top_p if turn.top_p is not None else trajectory.meta.get("top_p")
+        if not isinstance(temperature, int | float) or isinstance(temperature, bool) or temperature <= 0:
+            return f"turn {turn.index}: no sampling temperature recorded ({temperature!r})"
+        if not isinstance(top_p, int | float) or isinstance(top_p, bool):
+            return f"turn {turn.index}: no top_p recorded ({top_p!r}; stores written before schema 2 lack it)"
+        if top_p < 1.0:
+            return (
+                f"turn {turn.index} was sampled with top_p {top_p}: the loss cannot reproduce a "
+                "nucleus-truncated distribution (collect with sampling.top_p 1 to train on it)"
+            )
+        out.append(replace(turn, temperature=float(temperature), top_p=float(top_p)))
+    return out
 
 
 def prepare(
@@ -71,14 +101,19 @@ def prepare(
         if hindsight.empty:
             batch.no_hindsight.append(trajectory.id)
             continue
+        resolved = reproducible_sampling(trajectory, tokens[trajectory.id])
+        if isinstance(resolved, str):
+            batch.unreproducible[trajectory.id] = resolved
+            continue
         layout = trajectory.meta.get("layout")
         ended = trajectory.finalized_at or now
-        for segment in segments(tokens[trajectory.id]):
+        for segment in segments(resolved):
             if not segment.loss_mask.any():
                 batch.no_trainable_tokens += 1
                 continue
             view = teacher_view(segment, hindsight, layout)
             if view is None:
+                batch.nothing_inserted += 1
                 continue
             batch.items.append(TrainItem(trajectory.id, index, segment, view, trajectory.reward, now - ended))
     return batch
@@ -101,7 +136,6 @@ def batch_loss(
     config: SDPOConfig,
     *,
     version: int,
-    temperature: float,
     chunk: int,
     advantage_scale: AdvantageScale | None = None,
     denominator: Callable[[float], float] | None = None,
@@ -130,6 +164,7 @@ def batch_loss(
                 "versions": torch.from_numpy(segment.versions[trained].astype(np.int64)),
                 "turn_index": torch.from_numpy(segment.turn_index[trained].astype(np.int64)),
                 "trajectory_index": torch.full((len(trained),), item.trajectory_index, dtype=torch.long),
+                "temperature": torch.from_numpy(segment.temperatures[trained].astype(np.float32)),
             }
         )
     if not student_rows:
@@ -138,6 +173,7 @@ def batch_loss(
     k = config.top_k if config.form == "topk" else 0
     head = getattr(model, "sdpo_head", None)  # ZeRO-3: the module that gathers the projection
     project = head if head is not None else partial(_project, weight)
+    temperature = torch.cat([f.pop("temperature") for f in fields]).to(device)
     divergence, logp, teacher_logp = project(
         torch.cat(student_rows), teacher_rows, teacher_weight, tokens, k, config.alpha, temperature, chunk
     )
@@ -182,7 +218,7 @@ def _teacher_rows(
 
 def _project(
     weight: Any, rows: Any, teacher_rows: Any, teacher_weight: Any | None, tokens: Any, k: int,
-    alpha: float, temperature: float, chunk: int,
+    alpha: float, temperature: Any, chunk: int,
 ) -> Any:  # fmt: skip
     """The chunked head with the student's projection; the teacher's is its own, or (None) the
     student's without gradient."""
@@ -207,7 +243,7 @@ def head_module(weight: Any, *, zero3: bool) -> Any:
 
         def forward(
             self, rows: Any, teacher_rows: Any, teacher_weight: Any, tokens: Any, k: int, alpha: float,
-            temperature: float, chunk: int,
+            temperature: Any, chunk: int,
         ) -> Any:  # fmt: skip
             return _project(
                 self.projection[0], rows, teacher_rows, teacher_weight, tokens, k, alpha, temperature, chunk

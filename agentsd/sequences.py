@@ -31,6 +31,8 @@ class TurnTokens:
     trainable: np.ndarray  # bool [C]: agent-sampled and not masked out
     policy_version: int
     context_reset: bool
+    temperature: float | None = None  # sampling parameters; None = not recorded
+    top_p: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +44,9 @@ class Segment:
     loss_mask: np.ndarray  # bool [L], True where the token may be trained on
     versions: np.ndarray  # int32 [L], policy version of sampled tokens, NOT_SAMPLED elsewhere
     turn_index: np.ndarray  # int32 [L], the turn each position belongs to
+    temperatures: (
+        np.ndarray
+    )  # float32 [L], sampling temperature of sampled tokens (NaN: not recorded), 1 elsewhere
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
@@ -58,7 +63,7 @@ def segments(turns: Sequence[TurnTokens]) -> list[Segment]:
 
 
 def _assemble(group: Sequence[TurnTokens]) -> Segment:
-    ids, logprobs, mask, versions, owner = [], [], [], [], []
+    ids, logprobs, mask, versions, owner, temperatures = [], [], [], [], [], []
     for turn in group:
         n_p, n_c = turn.prompt_ids.shape[0], turn.completion_ids.shape[0]
         ids += [turn.prompt_ids, turn.completion_ids]
@@ -66,12 +71,15 @@ def _assemble(group: Sequence[TurnTokens]) -> Segment:
         mask += [np.zeros(n_p, bool), turn.trainable]
         versions += [np.full(n_p, NOT_SAMPLED, np.int32), np.full(n_c, turn.policy_version, np.int32)]
         owner.append(np.full(n_p + n_c, turn.index, np.int32))
+        sampled_at = np.nan if turn.temperature is None else turn.temperature
+        temperatures += [np.ones(n_p, np.float32), np.full(n_c, sampled_at, np.float32)]
     return Segment(
         input_ids=np.concatenate(ids).astype(np.int32, copy=False),
         behaviour_logprobs=np.concatenate(logprobs),
         loss_mask=np.concatenate(mask),
         versions=np.concatenate(versions),
         turn_index=np.concatenate(owner),
+        temperatures=np.concatenate(temperatures),
     )
 
 

@@ -1,14 +1,20 @@
 """The SDPO trainer: finalized trajectories from the replay store -> optimizer steps -> policy versions.
 
 Each step takes up to `batch_trajectories` finalized trajectories this trainer run has not consumed
-(oldest first, within K_max of the current version), builds their hindsight and teacher views,
-computes the SDPO loss (agentsd.sdpo_step) and steps a DeepSpeed engine (CPU accelerator with gloo
-here, ZeRO-1/2 from configs/deepspeed). Then, in this order: the teacher follows the student, the
-new version's weights (or LoRA adapter) are written atomically and registered in the store's
-versions table, a DeepSpeed checkpoint records the weights, optimizer, scheduler, version, teacher,
-advantage scale and the step's trajectory ids, and only then are the trajectories marked consumed.
-A trainer killed at any point resumes from its last checkpoint, re-marks that checkpoint's
-trajectories as consumed (idempotent), and never trains a trajectory twice or skips one.
+(oldest first, within K_max of the current version, sampled by the base model or this trainer's
+lineage), builds their hindsight and teacher views, computes the SDPO loss (agentsd.sdpo_step) and
+steps a DeepSpeed engine (CPU accelerator with gloo here, ZeRO-1/2 from configs/deepspeed). Then, in
+this order: the teacher follows the student; a DeepSpeed checkpoint records the weights, optimizer,
+scheduler, version, lineage, teacher, advantage scale and the step's trajectory ids; the new
+version's weights (or LoRA adapter) are written atomically and registered in the store's versions
+table with their lineage, parent and content hash; only then are the trajectories marked consumed.
+A trainer killed at any point resumes from its last checkpoint, publishes that checkpoint's version
+if it never reached the store (same number, same weights), re-marks its trajectories as consumed
+(idempotent), and never trains a trajectory twice or skips one.
+
+Lineage: versions are numbered once per store. A trainer whose publishing would put other weights
+next to another lineage's (no checkpoint on a store that has versions, or a checkpoint another
+lineage has moved past) refuses unless `fork` (see TrainConfig.fork).
 
 Data parallel (the `deepspeed` launcher, one process per rank): rank 0 chooses each step's
 trajectories and broadcasts them, every rank trains its shard (every world-th trajectory), the loss
@@ -27,9 +33,11 @@ the running advantage scale (sampled-token form) is kept per rank.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,8 +54,15 @@ from agentsd.sdpo_step import batch_loss, head_module, prepare
 from agentsd.store import ReplayStore
 from agentsd.tracking import NullTracker, Tracker
 from agentsd.types import Termination, Trajectory
+from agentsd.weights import weights_hash
 
 CHECKPOINTS = "checkpoints"
+SHARD_COUNTS = (  # per-rank counts of a step's shard, summed over ranks
+    "dropped/no_hindsight",
+    "dropped/unreproducible_sampling",
+    "dropped/segments_nothing_inserted",
+    "dropped/segments_no_trainable_tokens",
+)
 VERSIONS = "versions"
 
 
@@ -57,6 +72,11 @@ class StepResult:
     version: int
     trajectories: list[str]
     metrics: dict[str, float] = field(default_factory=dict)
+
+
+def new_lineage_id(name: str) -> str:
+    """A fresh id for a trainer run or lineage: readable prefix, unique suffix."""
+    return f"{name}-{uuid.uuid4().hex[:8]}"
 
 
 def single_process_env() -> None:
@@ -100,11 +120,16 @@ class Trainer:
     ) -> None:
         self.config = config
         self.store = store
-        self.name = name  # the consumer name in the store: one per trainer run
+        self.name = name  # for people: the tracker's run name and the prefix of the ids below
         self.tracker = tracker or NullTracker()
         self.run_dir = config.run_dir
         self.step_count = 0
-        self.version = 0
+        self.version = 0  # the newest version this trainer published (the staleness reference)
+        self.run_id = new_lineage_id(name)  # the consumer in the store's ledger: one per trainer run
+        self.lineage = self.run_id  # the line of versions it publishes
+        self.origin: int | None = None  # the version the lineage's weights started from (None = base)
+        self.parent: int | None = None  # the version the weights in the model were trained from
+        self.weights_version: int | None = None  # the version the weights in the model are (None = base)
         self.advantage_scale = AdvantageScale()
         self.histograms = TrainingHistograms()
         self._setup()
@@ -168,24 +193,77 @@ class Trainer:
         self.world = dist.get_world_size() if dist.is_initialized() else 1
         self.teacher = Teacher(self.config.teacher, self.model)
         self.builder = HindsightBuilder(self.tokenizer, self.config.hindsight.budget_tokens)
-        latest = self.store.latest_version()
-        self.version = self._broadcast(latest.version if latest is not None else 0)
         self._resume()
 
     def _resume(self) -> None:
+        """Load the last checkpoint, if any, and take this trainer's place in the store's lineage."""
         directory = self.run_dir / CHECKPOINTS
-        if not (directory / "latest").is_file():
-            return
-        _, state = self.engine.load_checkpoint(str(directory))
-        if not state:
-            return
-        self.step_count = int(state["step"])
-        self.version = int(state["version"])
-        self.advantage_scale = AdvantageScale(**state["advantage_scale"])
-        self.teacher.load_state_dict(state["teacher"])
+        state: dict[str, Any] | None = None
+        if (directory / "latest").is_file():
+            _, state = self.engine.load_checkpoint(str(directory))
+        if state:
+            self.step_count = int(state["step"])
+            self.version = int(state["version"])
+            self.advantage_scale = AdvantageScale(**state["advantage_scale"])
+            self.teacher.load_state_dict(state["teacher"])
+            # checkpoints written before lineages: the run's name was its consumer and its lineage
+            self.run_id = str(state.get("run_id", self.name))
+            self.lineage = str(state.get("lineage", self.name))
+            self.parent = state.get("parent", self.version - 1 if self.version > 0 else None)
+            self.origin = state.get("origin")
+            self.weights_version = self.version
+        decision = self._broadcast(self._place_in_lineage(state) if self.rank == 0 else None)
+        self.version, self.lineage, self.origin, self.weights_version, republish = decision
+        if republish:  # the last checkpoint's version never reached the store: publish it now
+            self._publish()
         # the last checkpoint's trajectories were trained on: mark them even if the process died first
-        if self.rank == 0:
-            self.store.mark_consumed(self.name, state["trajectories"], self.version)
+        if state and self.rank == 0:
+            self.store.mark_consumed(self.run_id, state["trajectories"], self.version)
+
+    def _place_in_lineage(
+        self, state: dict[str, Any] | None
+    ) -> tuple[int, str, int | None, int | None, bool]:
+        """(version to number from, lineage, its origin, the version the model's weights are,
+        republish the checkpoint's version?).
+
+        One lineage publishes into a store at a time, and a number is never reused: a trainer that
+        would publish next to another lineage's newer versions (a fresh trainer on a store that has
+        versions, or a checkpoint some other lineage has moved past) refuses unless `fork`, which
+        starts a new lineage numbered after the store's newest version."""
+        newest = self.store.latest_version()
+        fork = self.config.fork
+        if state is None:
+            if newest is None:
+                return 0, self.lineage, None, None, False
+            if not fork:
+                raise ConfigError(
+                    f"train: the store already has policy versions (newest {newest.version}, lineage "
+                    f"{newest.lineage!r}) and {self.run_dir} has no checkpoint: this trainer would start "
+                    f"from the base model and publish it as version {newest.version + 1}, which collectors "
+                    "would load as the newest policy. Resume the trainer of that lineage (its run_dir), or "
+                    "pass --fork (train.fork=true) to start a new lineage from the base model"
+                )
+            return newest.version, self.lineage, None, None, False
+        mine = self.store.get_version(self.version)
+        ours = mine is not None and mine.lineage == self.lineage
+        if ours and newest is not None and newest.version == self.version:
+            return self.version, self.lineage, self.origin, self.version, False
+        if mine is None and (newest is None or newest.version < self.version):
+            # killed between checkpoint and publish: the model holds exactly that version's weights
+            return self.version, self.lineage, self.origin, self.version, True
+        if not fork:
+            owner = f"lineage {mine.lineage!r}" if mine is not None else "nobody"
+            raise ConfigError(
+                f"train: the checkpoint in {self.run_dir} is version {self.version} of lineage "
+                f"{self.lineage!r}, but the store has moved on: version {self.version} belongs to "
+                f"{owner} and the newest is {newest.version if newest else 'none'} (lineage "
+                f"{newest.lineage if newest else '-'!r}). Publishing would fork the store's lineage; pass "
+                "--fork (train.fork=true) to continue these weights as a new lineage"
+            )
+        assert newest is not None
+        # the checkpoint's weights are its version if that number is ours, else one step past its parent
+        weights = self.version if ours else self.parent
+        return newest.version, new_lineage_id(self.name), weights, weights, False
 
     # ------------------------------------------------------------------ steps
 
@@ -197,8 +275,9 @@ class Trainer:
             summaries = self.store.select_for_training(
                 current_version=self.version,
                 max_staleness=cfg.sdpo.max_staleness,
-                not_consumed_by=self.name,
+                not_consumed_by=self.run_id,
                 terminations=cfg.train_on,
+                sampled_by=self.store.ancestry(self.lineage, self.origin),
                 limit=cfg.batch_trajectories,
             )
             ids = [s.id for s in summaries]
@@ -208,10 +287,11 @@ class Trainer:
         """Trajectories this trainer has not trained on and will not: ended in a way `train_on`
         excludes (within the staleness bound), or already too stale. Gauges, logged every step."""
         cfg = self.config
-        fresh = {"current_version": self.version, "max_staleness": cfg.sdpo.max_staleness}
-        pending = self.store.count_for_training(**fresh, not_consumed_by=self.name)
-        trusted = self.store.count_for_training(**fresh, not_consumed_by=self.name, terminations=cfg.train_on)
-        stale = self.store.count_for_training(**fresh, not_consumed_by=self.name, stale_only=True)
+        mine = {"not_consumed_by": self.run_id, "sampled_by": self.store.ancestry(self.lineage, self.origin)}
+        fresh = {"current_version": self.version, "max_staleness": cfg.sdpo.max_staleness, **mine}
+        pending = self.store.count_for_training(**fresh)
+        trusted = self.store.count_for_training(**fresh, terminations=cfg.train_on)
+        stale = self.store.count_for_training(**fresh, stale_only=True)
         return {"dropped/untrusted_waiting": float(pending - trusted), "dropped/stale_waiting": float(stale)}
 
     def _successes(self, trajectories: list[Trajectory]) -> dict[str, Trajectory]:
@@ -244,7 +324,7 @@ class Trainer:
         counted: list[float] = []
         out = batch_loss(
             self.model, self.teacher, batch, cfg.sdpo, version=self.version,
-            temperature=float(trajectories[0].meta.get("temperature", 1.0)), chunk=cfg.chunk_tokens,
+            chunk=cfg.chunk_tokens,
             advantage_scale=self.advantage_scale,
             denominator=(lambda count: self._global_count(count, counted)) if self.world > 1 else None,
         )  # fmt: skip
@@ -252,8 +332,13 @@ class Trainer:
             self._global_count(0.0, counted)
         metrics: dict[str, float] = {
             "dropped/no_hindsight": float(len(batch.no_hindsight)),
+            "dropped/unreproducible_sampling": float(len(batch.unreproducible)),
+            "dropped/segments_nothing_inserted": float(batch.nothing_inserted),
+            "dropped/segments_no_trainable_tokens": float(batch.no_trainable_tokens),
             "trajectories": float(len(trajectories)),
         }
+        for trajectory_id, reason in batch.unreproducible.items():
+            logging.getLogger("agentsd.trainer").warning("not training on %s: %s", trajectory_id, reason)
         if self.rank == 0:
             metrics.update(self.waiting_unused())
         if out is not None:
@@ -263,10 +348,11 @@ class Trainer:
         elif self.world > 1:  # the gradient all-reduce needs every rank, so a zero gradient it is
             self.engine.backward(sum((p * 0.0).sum() for p in self.model.parameters() if p.requires_grad))
         if self.world > 1:
-            metrics.update(self._summed(metrics, ("loss", "tokens/used", "tokens/trainable")))
+            metrics.update(self._summed(metrics, ("loss", "tokens/used", "tokens/trainable", *SHARD_COUNTS)))
         self.engine.step()
         self.step_count += 1
         self.version += 1
+        self.parent, self.weights_version = self.weights_version, self.version
         if self.config.teacher.gate_on_eval:
             tracked = self._broadcast(self.tracked_reward() if self.rank == 0 else None)
             if tracked is not None:
@@ -290,10 +376,12 @@ class Trainer:
         metrics.update(self.histograms.quantiles())
         trained_tokens = metrics.get("tokens/used", 0.0)
         metrics["tokens_per_s"] = trained_tokens / max(time.perf_counter() - started, 1e-9)
-        self._publish()
+        # checkpoint before publishing: a trainer killed in between republishes the checkpoint's
+        # weights under the same number, so a number never names two sets of weights
         self._checkpoint(ids)
+        self._publish()
         if self.rank == 0:
-            self.store.mark_consumed(self.name, ids, self.version)
+            self.store.mark_consumed(self.run_id, ids, self.version)
             self.tracker.log_metrics(metrics, step=self.step_count)
             if self.step_count % self.config.histogram_every == 0:
                 self.log_histograms()
@@ -351,8 +439,6 @@ class Trainer:
             self.tracker.log_artifact(path, f"histograms/step_{self.step_count:06d}")
 
     def _alerts(self, metrics: dict[str, float]) -> None:
-        import logging
-
         log = logging.getLogger("agentsd.trainer")
         if "advantage/mean_abs" in metrics and metrics["advantage/mean_abs"] < 1e-3:
             log.warning("step %d: |mean A| < 1e-3: the gradient is dead", self.step_count)
@@ -386,14 +472,15 @@ class Trainer:
         self.model.save_pretrained(tmp, safe_serialization=True)
         if self.config.lora is None:
             self.tokenizer.save_pretrained(tmp)
-        if final.exists():  # a step redone after a crash before its checkpoint
+        if final.exists():  # a publish redone after a crash before its registration
             shutil.rmtree(final)
         tmp.rename(final)
-        existing = {v.version for v in self.store.versions()}
-        if self.version not in existing:
+        if self.store.get_version(self.version) is None:
             self.store.register_version(
                 self.version, model=self.config.model.name, checkpoint_uri=str(final.absolute()),
-                meta={"trainer": self.name, "step": self.step_count, "lora": self.config.lora is not None},
+                lineage=self.lineage, parent=self.parent, weights_hash=weights_hash(final),
+                meta={"trainer": self.name, "run_id": self.run_id, "step": self.step_count,
+                      "lora": self.config.lora is not None},
             )  # fmt: skip
         self._prune_versions(versions)
 
@@ -415,6 +502,7 @@ class Trainer:
                                 "steps": self.advantage_scale.steps},
             "teacher": self.teacher.state_dict(),
             "trajectories": trajectory_ids,
+            "run_id": self.run_id, "lineage": self.lineage, "origin": self.origin, "parent": self.parent,
         }  # fmt: skip
         directory = self.run_dir / CHECKPOINTS
         self.engine.save_checkpoint(str(directory), tag=f"step{self.step_count:06d}", client_state=state)

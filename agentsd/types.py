@@ -265,6 +265,15 @@ class Turn(_Model):
         default=None, description="Per completion token: may it be trained on. None = all, for agent turns."
     )
     policy_version: int = Field(default=0, ge=0, description="Policy version that sampled this turn.")
+    temperature: float | None = Field(
+        default=None,
+        gt=0,
+        description="Sampling temperature of this turn; None = not recorded (stores "
+        "before schema 2, and turns no policy sampled).",
+    )
+    top_p: float | None = Field(
+        default=None, gt=0, le=1, description="Nucleus mass of this turn's sampling; None = not recorded."
+    )
     context_reset: bool = Field(
         default=False, description="Compaction happened: prompt_ids is the full context."
     )
@@ -372,6 +381,8 @@ class Completion(_Model):
     )
     finish_reason: str = Field(description="stop (end of turn or a stop string) | length")
     policy_version: int = Field(ge=0, description="The version whose weights produced every token.")
+    temperature: float = Field(gt=0, description="The temperature the tokens were sampled at.")
+    top_p: float = Field(gt=0, le=1, description="The nucleus mass the tokens were sampled from.")
 
     @model_validator(mode="after")
     def _aligned(self) -> Completion:
@@ -383,10 +394,19 @@ class Completion(_Model):
 
 
 class PolicyVersion(_Model):
-    """One published policy version: where its weights are."""
+    """One published policy version: where its weights are, and which line of training made them.
+
+    Version numbers are unique in a store across lineages, so a number names one set of weights."""
 
     version: int = Field(ge=0)
     model: str
     checkpoint_uri: str
     created_at: float
     meta: dict[str, Any] = Field(default_factory=dict)
+    lineage: str = Field(default="", description="The trainer lineage that published it.")
+    parent: int | None = Field(
+        default=None, description="The version its weights were trained from; None = the base model."
+    )
+    weights_hash: str | None = Field(
+        default=None, description="sha256 of its weight files (agentsd.weights); None = not recorded."
+    )

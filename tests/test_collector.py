@@ -258,7 +258,8 @@ def test_published_versions_are_picked_up_and_recorded(
 
         def publish_after_first_turn(prompt: str) -> str:
             if store.latest_version() is None:
-                store.register_version(1, model="scripted", checkpoint_uri=str(tmp_path))
+                store.register_version(1, model="scripted", checkpoint_uri=str(tmp_path), lineage="t",
+                                       parent=None, weights_hash=None)  # fmt: skip
             return solver(prompt)
 
         policy = ScriptedPolicy(tokenizer, publish_after_first_turn)
@@ -271,6 +272,53 @@ def test_published_versions_are_picked_up_and_recorded(
             assert versions == [0, 0, 0]
         assert [t.policy_version for t in second.turns] == [1, 1, 1]
         assert second.version_start == 1
+
+
+def test_a_version_that_cannot_be_loaded_never_stops_collection(
+    tmp_path: Path, tokenizer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Version 1's files do not match their recorded hash, version 2's the policy refuses, version 3
+    is good: every episode still finishes, each failure is counted and logged, the collector keeps
+    sampling with the version it had and ends on version 3; no turn is ever attributed to 1 or 2."""
+    from agentsd.policies.base import PolicyError
+    from agentsd.weights import weights_hash
+
+    backend_config("local")
+    monkeypatch.setattr(collector_mod, "VERSION_POLL_S", 0.0)
+    cfg = collect_config(tmp_path, version_pickup="turn", concurrency=1)
+    published: list[int] = []
+
+    def publish(store: ReplayStore, version: int, *, tamper: bool = False) -> None:
+        directory = tmp_path / f"v{version}"
+        directory.mkdir()
+        (directory / "model.safetensors").write_bytes(f"weights {version}".encode())
+        digest = weights_hash(directory)
+        if tamper:  # rewritten after publishing (a partial copy, another trainer's files)
+            (directory / "model.safetensors").write_bytes(b"something else")
+        store.register_version(version, model="scripted", checkpoint_uri=str(directory), lineage="t",
+                               parent=version - 1 or None, weights_hash=digest)  # fmt: skip
+        published.append(version)
+
+    class Refusing(ScriptedPolicy):
+        def load_version(self, version: Any) -> None:
+            if version.version == 2:
+                raise PolicyError("the server does not serve version 2")
+            super().load_version(version)
+
+    with ReplayStore(cfg.store.url) as store:
+
+        def respond(prompt: str) -> str:
+            if len(published) < 3 and policy.calls % 2 == 0:
+                publish(store, len(published) + 1, tamper=not published)
+            return solver(prompt)
+
+        policy = Refusing(tokenizer, respond)
+        collector = Collector(cfg, policy, store, [make_task(i) for i in range(3)], run_name="f")
+        stats = asyncio.run(collector.run())
+        assert stats.episodes == 3 and stats.terminations == {"done": 3}
+        assert stats.version_load_failures == 2 and policy.version == 3
+        versions = {t.policy_version for i in range(3) for t in store.get(trajectory_id("f", i, 0)).turns}
+        assert versions == {0, 3}
 
 
 RESUMABLE = textwrap.dedent(

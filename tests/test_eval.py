@@ -446,7 +446,7 @@ def test_agentsd_eval_rolls_out_grades_reports_and_compares(tmp_path: Path) -> N
             f"store.url=sqlite:///{tmp_path}/eval.db"]  # fmt: skip
     for name in ("a", "b"):
         done = subprocess.run(
-            [*base, f"run_dir={tmp_path / name}"], capture_output=True, text=True, timeout=900
+            [*base, f"run_dir={tmp_path / name}", f"name={name}"], capture_output=True, text=True, timeout=900
         )
         assert done.returncode == 0, done.stderr[-3000:]
         assert "mean score" in done.stdout
@@ -468,6 +468,25 @@ def test_agentsd_eval_rolls_out_grades_reports_and_compares(tmp_path: Path) -> N
         [*base, f"run_dir={tmp_path / 'c'}", "k=[3]"], capture_output=True, text=True, timeout=300
     )
     assert bad.returncode == 2 and "k [3]: each k must be between 1 and repeats (2)" in bad.stderr
+    # a run name means one plan: not reused by a new eval, resumed only with the plan it was started with
+    again = subprocess.run(
+        [*base, f"run_dir={tmp_path / 'a'}", "name=a"], capture_output=True, text=True, timeout=300
+    )
+    assert (
+        again.returncode == 2
+        and "eval run 'a' already exists" in again.stderr
+        and "--resume a" in again.stderr
+    )
+    changed = subprocess.run(
+        [*base, f"run_dir={tmp_path / 'a'}", "--resume", "a", "max_turns=3", "model.max_context=4096"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert changed.returncode == 2, changed.stderr[-3000:]
+    assert "max_turns: 2 -> 3" in changed.stderr and "model.max_context: 8192 -> 4096" in changed.stderr
+    resume = [*base, f"run_dir={tmp_path / 'a'}", "--resume", "a"]
+    resumed = subprocess.run(resume, capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "0 episodes (4 already done" in resumed.stdout and len(read_results(tmp_path / "a" / "a")) == 4
 
 
 @pytest.mark.slow

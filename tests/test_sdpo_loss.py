@@ -303,6 +303,49 @@ def test_chunked_projection_agrees_with_full_logits(chunk: int) -> None:
     assert not tlp.requires_grad
 
 
+@pytest.mark.parametrize("chunk", [1, 3, 100])
+def test_each_row_at_its_own_temperature_equals_the_rows_one_by_one(chunk: int) -> None:
+    """Per-row temperatures (turns sampled at different temperatures in one batch): values and
+    gradients equal projecting each row alone at its own temperature."""
+    from agentsd.sdpo.chunked import chunked_head
+
+    g = torch.Generator().manual_seed(5)
+    n, h = 9, 6
+    hidden = torch.randn(n, h, generator=g, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(V, h, generator=g, dtype=torch.float64, requires_grad=True)
+    teacher_hidden = hidden.detach() + 0.3 * torch.randn(n, h, generator=g, dtype=torch.float64)
+    tokens = torch.randint(0, V, (n,), generator=g)
+    temperatures = torch.tensor([0.5, 0.5, 1.0, 1.0, 1.0, 2.0, 0.7, 0.7, 1.3], dtype=torch.float32)
+    d, lp, tlp = chunked_head(hidden, weight, teacher_hidden, weight.detach(), tokens, k=4,
+                              temperature=temperatures, chunk=chunk)  # fmt: skip
+    grads = torch.autograd.grad(d.sum() + lp.sum(), [hidden, weight])
+    rows = [
+        chunked_head(
+            hidden[i : i + 1],
+            weight,
+            teacher_hidden[i : i + 1],
+            weight.detach(),
+            tokens[i : i + 1],
+            k=4,
+            temperature=float(temperatures[i]),
+            chunk=chunk,
+        )
+        for i in range(n)
+    ]
+    one_by_one = [torch.cat([r[j] for r in rows]) for j in range(3)]
+    want = torch.autograd.grad(one_by_one[0].sum() + one_by_one[1].sum(), [hidden, weight])
+    for got, ref in (
+        (d, one_by_one[0]),
+        (lp, one_by_one[1]),
+        (tlp, one_by_one[2]),
+        *zip(grads, want, strict=True),
+    ):
+        torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="must be positive"):
+        chunked_head(hidden, weight, teacher_hidden, weight.detach(), tokens, k=4,
+                     temperature=torch.full((n,), float("nan")))  # fmt: skip
+
+
 @pytest.mark.parametrize("form", ["topk", "sampled_token"])
 def test_loss_from_chunked_terms_equals_the_loss_from_logits(form: str) -> None:
     from agentsd.sdpo import chunked_head, sdpo_loss_from_terms

@@ -10,10 +10,10 @@ import torch
 
 from agentsd.agent import ChatFormat
 from agentsd.config import SDPOConfig, TeacherConfig
-from agentsd.hindsight import HindsightBuilder
+from agentsd.hindsight import Hindsight, HindsightBuilder
 from agentsd.modelcache import resolve_model
 from agentsd.sdpo.teacher import Teacher
-from agentsd.sdpo_step import batch_loss, decoder_and_head, prepare
+from agentsd.sdpo_step import batch_loss, decoder_and_head, prepare, reproducible_sampling
 from agentsd.sequences import TurnTokens
 from agentsd.types import HindsightSignal, Trajectory, Turn
 
@@ -51,6 +51,8 @@ def wrong_answer_trajectory(
         completion_ids=completion,
         logprobs=behaviour.tolist(),
         policy_version=version,
+        temperature=1.0,
+        top_p=1.0,
     )
     trajectory = Trajectory(
         id="t1", task_id="capital", policy_model="default", turns=[turn], reward=0.0,
@@ -60,7 +62,7 @@ def wrong_answer_trajectory(
     tokens = TurnTokens(
         index=0, prompt_ids=np.array(prompt, np.int32), completion_ids=np.array(completion, np.int32),
         logprobs=behaviour.numpy().astype(np.float32), trainable=np.ones(len(completion), bool),
-        policy_version=version, context_reset=False,
+        policy_version=version, context_reset=False, temperature=1.0, top_p=1.0,
     )  # fmt: skip
     return trajectory, {"t1": [tokens]}
 
@@ -94,7 +96,7 @@ def test_one_sdpo_step_moves_the_student_toward_its_hindsight_self(
     cfg = SDPOConfig(top_k=100)
     teacher = Teacher(TeacherConfig(mode="live"), model)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-2)
-    out = batch_loss(model, teacher, batch, cfg, version=0, temperature=1.0, chunk=4)
+    out = batch_loss(model, teacher, batch, cfg, version=0, chunk=4)
     assert out is not None and out.loss.item() > 0
     assert out.metrics["rho/max"] == pytest.approx(1.0, abs=1e-3)  # on-policy: ρ = 1, w = 1
     out.loss.backward()
@@ -110,13 +112,11 @@ def test_weights_of_a_stale_trajectory_are_bounded_by_C(model_and_tokenizer: tup
     trajectory, tokens = wrong_answer_trajectory(model, tokenizer, version=2, behaviour_shift=-3.0)
     batch = prepare([trajectory], tokens, HindsightBuilder(tokenizer))
     cfg = SDPOConfig(top_k=20, rho_high=1e6)
-    out = batch_loss(model, Teacher(TeacherConfig(), model), batch, cfg, version=5, temperature=1.0, chunk=8)
+    out = batch_loss(model, Teacher(TeacherConfig(), model), batch, cfg, version=5, chunk=8)
     assert out is not None
     assert out.metrics["rho/max"] > cfg.is_cap and float(out.numerator_weight.max()) <= cfg.is_cap
     assert out.metrics["staleness/max"] == 3
-    too_old = batch_loss(
-        model, Teacher(TeacherConfig(), model), batch, cfg, version=7, temperature=1.0, chunk=8
-    )
+    too_old = batch_loss(model, Teacher(TeacherConfig(), model), batch, cfg, version=7, chunk=8)
     assert too_old is not None and float(too_old.used.sum()) == 0 and too_old.loss.item() == 0.0
 
 
@@ -144,8 +144,8 @@ def test_teacher_modes_equal_live_before_the_student_moves(
     trajectory, tokens = wrong_answer_trajectory(model, tokenizer, version=0)
     batch = prepare([trajectory], tokens, HindsightBuilder(tokenizer))
     cfg = SDPOConfig(top_k=20)
-    live = batch_loss(model, Teacher(TeacherConfig(), model), batch, cfg, version=0, temperature=1.0, chunk=8)
-    other = batch_loss(model, Teacher(teacher_config, model), batch, cfg, version=0, temperature=1.0, chunk=8)
+    live = batch_loss(model, Teacher(TeacherConfig(), model), batch, cfg, version=0, chunk=8)
+    other = batch_loss(model, Teacher(teacher_config, model), batch, cfg, version=0, chunk=8)
     assert live is not None and other is not None
     torch.testing.assert_close(other.loss, live.loss, rtol=1e-5, atol=1e-6)
 
@@ -163,7 +163,7 @@ def test_credit_colours_each_agent_token_by_the_teacher_student_log_ratio(
     # the same log-ratios the loss sees: log q(y) - log s(y) from the SDPO step's per-token terms
     batch = prepare([trajectory], tokens, HindsightBuilder(tokenizer))
     out = batch_loss(model, Teacher(TeacherConfig(), model), batch, SDPOConfig(form="sampled_token"),
-                     version=0, temperature=1.0, chunk=8)  # fmt: skip
+                     version=0, chunk=8)  # fmt: skip
     assert out is not None
     ratios = torch.tensor([c.log_ratio for c in credits])
     assert out.metrics["tokens/used"] == len(credits)  # on-policy: every token used
@@ -172,3 +172,84 @@ def test_credit_colours_each_agent_token_by_the_teacher_student_log_ratio(
     page = render_html(trajectory, credits)
     assert page.count("<span") == len(credits) and "Lyon" in page.replace("</span><span", "")
     assert "Lyon" in render_terminal(credits).plain
+
+
+def test_each_turn_is_scored_at_its_own_sampling_temperature(model_and_tokenizer: tuple[Any, Any]) -> None:
+    """Two turns sampled at temperatures 0.5 and 2.0 by the current weights: every importance ratio
+    is 1. Scoring the batch at one temperature (the first trajectory's, as before) makes them differ."""
+    model, tokenizer = model_and_tokenizer
+    trajectory, tokens = wrong_answer_trajectory(model, tokenizer, version=0)
+    first = tokens["t1"][0]
+    follow_up = [
+        *ChatFormat(tokenizer).encode("Are you sure?"),
+        tokenizer.convert_tokens_to_ids("<|im_end|>"),
+    ]
+    context = np.concatenate([first.prompt_ids, first.completion_ids]).tolist()
+    turns = []
+    for index, (prompt, completion, temperature) in enumerate(
+        [(first.prompt_ids.tolist(), first.completion_ids.tolist(), 0.5), (follow_up, follow_up, 2.0)]
+    ):
+        seen = (context + prompt) if index else prompt
+        with torch.no_grad():
+            logits = model(torch.tensor([seen + completion])).logits[0, len(seen) - 1 : -1]
+        behaviour = torch.log_softmax(logits / temperature, -1).gather(-1, torch.tensor(completion)[:, None])
+        turns.append(
+            TurnTokens(
+                index=index,
+                prompt_ids=np.array(prompt, np.int32),
+                completion_ids=np.array(completion, np.int32),
+                logprobs=behaviour.squeeze(-1).numpy().astype(np.float32),
+                trainable=np.ones(len(completion), bool),
+                policy_version=0,
+                context_reset=False,
+                temperature=temperature,
+                top_p=1.0,
+            )
+        )
+    batch = prepare([trajectory], {"t1": turns}, HindsightBuilder(tokenizer))
+    out = batch_loss(model, Teacher(TeacherConfig(), model), batch, SDPOConfig(top_k=20), version=0, chunk=8)
+    assert out is not None and out.metrics["tokens/used"] == len(first.completion_ids) + len(follow_up)
+    assert out.metrics["rho/max"] == pytest.approx(1.0, abs=2e-3)
+    assert out.metrics["rho/mean"] == pytest.approx(1.0, abs=2e-3)
+
+
+def test_sampling_the_loss_cannot_reproduce_is_refused_with_the_reason(
+    model_and_tokenizer: tuple[Any, Any],
+) -> None:
+    from dataclasses import replace
+
+    model, tokenizer = model_and_tokenizer
+    trajectory, tokens = wrong_answer_trajectory(model, tokenizer, version=0)
+    [turn] = tokens["t1"]
+    nucleus = {"t1": [replace(turn, top_p=0.9)]}
+    batch = prepare([trajectory], nucleus, HindsightBuilder(tokenizer))
+    assert not batch.items and "top_p 0.9" in batch.unreproducible["t1"]
+    # written before per-turn parameters: the trajectory's own record is used, and must be complete
+    legacy = [replace(turn, temperature=None, top_p=None)]
+    assert "no top_p recorded" in str(
+        reproducible_sampling(trajectory.model_copy(update={"meta": {"temperature": 1.0}}), legacy)
+    )
+    recorded = trajectory.model_copy(update={"meta": {**trajectory.meta, "temperature": 0.7, "top_p": 1.0}})
+    resolved = reproducible_sampling(recorded, legacy)
+    assert not isinstance(resolved, str) and (resolved[0].temperature, resolved[0].top_p) == (0.7, 1.0)
+    garbage = trajectory.model_copy(update={"meta": {"temperature": "hot", "top_p": 1.0}})
+    assert "no sampling temperature recorded" in str(reproducible_sampling(garbage, legacy))
+
+
+def test_segments_whose_teacher_sees_nothing_new_are_counted(model_and_tokenizer: tuple[Any, Any]) -> None:
+    """Hindsight for turn 0 only, and a compaction before turn 1: turn 1's segment has no insertion."""
+    from dataclasses import replace
+
+    model, tokenizer = model_and_tokenizer
+    trajectory, tokens = wrong_answer_trajectory(model, tokenizer, version=0)
+    [turn] = tokens["t1"]
+    second = replace(turn, index=1, context_reset=True)
+
+    class TurnZeroOnly(HindsightBuilder):
+        def build(self, trajectory: Trajectory, success: Trajectory | None = None) -> Hindsight:
+            return Hindsight(
+                trajectory_ids=[], turn_ids={0: self.encode("Wrong: Paris.")}, template_version=1
+            )
+
+    batch = prepare([trajectory], {"t1": [turn, second]}, TurnZeroOnly(tokenizer))
+    assert len(batch.items) == 1 and batch.nothing_inserted == 1

@@ -216,17 +216,48 @@ def test_training_queries_filter_by_termination_and_count_what_they_leave_out(st
 def test_policy_versions_are_registered_once(store_url: str) -> None:
     store = ReplayStore(store_url)
     assert store.latest_version() is None
-    store.register_version(0, model="m", checkpoint_uri="file:///ckpt/v0")
-    store.register_version(1, model="m", checkpoint_uri="file:///ckpt/v1", meta={"step": 10})
-    with pytest.raises(TrajectoryStateError, match="already registered"):
-        store.register_version(1, model="m", checkpoint_uri="file:///other")
+    line = {"lineage": "a", "weights_hash": None}
+    store.register_version(0, model="m", checkpoint_uri="file:///ckpt/v0", parent=None, **line)
+    store.register_version(
+        1, model="m", checkpoint_uri="file:///ckpt/v1", meta={"step": 10}, parent=0, **line
+    )
+    with pytest.raises(TrajectoryStateError, match="already registered"):  # by any lineage
+        store.register_version(1, model="m", checkpoint_uri="file:///other", lineage="b", parent=None,
+                               weights_hash=None)  # fmt: skip
     latest = store.latest_version()
-    assert latest is not None and (latest.version, latest.checkpoint_uri, latest.meta) == (
+    assert latest is not None and (latest.version, latest.checkpoint_uri, latest.meta, latest.parent) == (
         1,
         "file:///ckpt/v1",
         {"step": 10},
+        0,
     )
     assert [v.version for v in store.versions()] == [0, 1]
+    store.register_version(2, model="m", checkpoint_uri="/v2", lineage="b", parent=None, weights_hash="ab")
+    assert store.latest_version("a").version == 1 and store.latest_version("b").version == 2  # type: ignore[union-attr]
+    assert store.latest_version("c") is None and store.get_version(2).weights_hash == "ab"  # type: ignore[union-attr]
+
+
+def test_ancestry_selects_what_a_lineage_sampled(store_url: str) -> None:
+    """A lineage trains on what the base model and its own ancestors sampled, never on a sibling's."""
+    store = ReplayStore(store_url)
+    for version, lineage, parent in [(1, "a", None), (2, "a", 1), (3, "a", 2), (4, "b", 2), (5, "c", None)]:
+        store.register_version(version, model="m", checkpoint_uri=f"/v{version}", lineage=lineage,
+                               parent=parent, weights_hash=None)  # fmt: skip
+    assert store.ancestry("b", 2) == [("b", None), ("a", 2)]
+    assert store.ancestry("c", None) == [("c", None)]
+    assert store.ancestry("fresh", 4) == [("fresh", None), ("b", 4), ("a", 2)]
+    ids = {}
+    for version in range(6):
+        tid = store.begin(task_id="t", policy_model="m", version=version)
+        store.finalize(tid, termination=Termination.DONE, reward=0.0)
+        ids[tid] = version
+    chosen = lambda lineage, origin: sorted(  # noqa: E731
+        ids[s.id] for s in store.select_for_training(sampled_by=store.ancestry(lineage, origin))
+    )
+    assert chosen("b", 2) == [0, 1, 2, 4]
+    assert chosen("a", None) == [0, 1, 2, 3]
+    assert chosen("c", None) == [0, 5]
+    assert store.count_for_training(sampled_by=store.ancestry("b", 2)) == 4
 
 
 def test_resume_continues_an_unfinished_trajectory_and_discard_removes_one(store_url: str) -> None:
@@ -292,9 +323,47 @@ def test_a_store_from_a_newer_schema_is_refused_and_left_untouched(tmp_path: Pat
         conn.execute(text("UPDATE store_meta SET value = '99' WHERE key = 'schema_version'"))
     engine.dispose()
     before = hashlib.sha256(path.read_bytes()).hexdigest()
-    with pytest.raises(SchemaVersionError, match=r"schema version 99; this agentsd reads up to 1"):
+    with pytest.raises(SchemaVersionError, match=r"schema version 99; this agentsd reads up to 2"):
         ReplayStore(path)
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+
+
+def test_a_schema_1_store_is_migrated_keeping_everything(store_url: str) -> None:
+    """Schema 1 (no per-turn sampling, lineage or run plans): opening it adds them, keeps every row,
+    and guesses nothing it cannot know (a turn's top_p, a version's weights hash)."""
+    store = ReplayStore(store_url)
+    tid = store.begin(task_id="t", policy_model="m", version=0, meta={"temperature": 0.7})
+    store.append_turn(tid, make_turn(0, random.Random(1)))
+    store.close()
+    engine = create_engine(store_url)
+    with engine.begin() as conn:  # back to schema 1, as an agentsd of that schema left it
+        added = {"turns": ["temperature", "top_p"], "policy_versions": ["lineage", "parent", "weights_hash"]}
+        for table, column in [(table, column) for table, columns in added.items() for column in columns]:
+            conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
+        conn.execute(text("DROP TABLE runs"))
+        conn.execute(text("UPDATE store_meta SET value = '1' WHERE key = 'schema_version'"))
+        conn.execute(
+            text("INSERT INTO policy_versions VALUES (1, 'm', '/v1', 0, :meta)"),
+            {"meta": '{"trainer": "train"}'},
+        )
+    engine.dispose()
+    store = ReplayStore(store_url)
+    turn = store.get(tid).turns[0]
+    assert (turn.temperature, turn.top_p) == (None, None) and len(turn.completion_ids) > 0
+    version = store.latest_version()
+    assert version is not None and (version.lineage, version.parent, version.weights_hash) == (
+        "train",
+        None,
+        None,
+    )
+    assert store.record_run("r", "collect", {"suite": "s"}) and store.run_plan("r") == (
+        "collect",
+        {"suite": "s"},
+    )
+    store.close()
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT value FROM store_meta WHERE key = 'schema_version'")).scalar() == "2"
+    engine.dispose()
 
 
 def test_missing_and_garbage_stores_give_one_clear_error(tmp_path: Path) -> None:

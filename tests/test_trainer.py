@@ -24,6 +24,7 @@ from agentsd.config import CollectConfig, ModelConfig
 from agentsd.policies.hf import HFPolicy
 from agentsd.store import ReplayStore
 from agentsd.types import Termination
+from agentsd.weights import weights_hash
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -88,8 +89,12 @@ def test_train_publishes_versions_and_resumes_after_a_kill(collected: str, tmp_p
     second = subprocess.run(train_cmd(store, run_dir), env=env, capture_output=True, text=True, timeout=900)
     assert second.returncode == 0, second.stderr[-4000:]
     with ReplayStore(store) as replay:
-        consumed = replay.consumed_by("train")
+        [lineage] = {v.lineage for v in replay.versions()}  # the resumed trainer kept its lineage
+        consumed = replay.consumed_by(replay.versions()[0].meta["run_id"])
         versions = [v.version for v in replay.versions()]
+        for version in replay.versions()[1:]:  # a number names the files it was published with
+            assert version.weights_hash == weights_hash(version.checkpoint_uri), version.version
+        assert [v.parent for v in replay.versions()] == [None, 1, 2] and lineage.startswith("train-")
         trusted = {s.id for s in replay.list(limit=None)} - set(untrusted)
         assert consumed == trusted and len(trusted) == 6  # all six, none skipped, nothing untrusted
         assert versions == [1, 2, 3]  # three steps of two: no trajectory trained twice
@@ -147,6 +152,65 @@ def test_a_published_version_loads_into_the_hf_policy(collected: str, tmp_path: 
     assert changed  # the step moved the weights the collector now samples with
 
 
+def test_a_number_names_one_set_of_weights_and_one_lineage_publishes_at_a_time(
+    collected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed between checkpoint and publish, a trainer republishes the checkpoint's weights under the
+    same number; a fresh trainer on a store with versions refuses to fork it unless told; a forked
+    lineage numbers after the newest; the old lineage, now behind, refuses to publish beside it."""
+    import shutil
+
+    from agentsd.config import TrainConfig
+    from agentsd.errors import ConfigError
+    from agentsd.trainer import Trainer
+
+    shutil.copy(Path(collected.removeprefix("sqlite:///")), tmp_path / "r.db")
+
+    def config(run_dir: str, **extra: object) -> TrainConfig:
+        return TrainConfig.model_validate(
+            {"run_dir": str(tmp_path / run_dir), "store": {"url": f"sqlite:///{tmp_path}/r.db"},
+             "batch_trajectories": 2, "chunk_tokens": 64, "tracking": {"enabled": False},
+             "deepspeed": str(REPO / "configs/deepspeed/zero2.json"), **extra}
+        )  # fmt: skip
+
+    with ReplayStore(f"sqlite:///{tmp_path}/r.db") as replay:
+        first = Trainer(config("a"), replay, name="a")
+
+        def killed(self: Trainer) -> None:
+            raise KeyboardInterrupt("killed between checkpoint and publish")
+
+        monkeypatch.setattr(Trainer, "_publish", killed)
+        with pytest.raises(KeyboardInterrupt):
+            first.step()
+        monkeypatch.undo()
+        assert replay.versions() == [] and replay.consumed_by(first.run_id) == set()
+        resumed = Trainer(config("a"), replay, name="a")  # republishes the checkpoint, same number
+        [v1] = replay.versions()
+        assert (v1.version, v1.lineage, v1.parent) == (1, first.lineage, None)
+        assert v1.weights_hash == weights_hash(v1.checkpoint_uri)
+        assert resumed.run_id == first.run_id and len(replay.consumed_by(first.run_id)) == 2
+        assert resumed.step() is not None and replay.latest_version().parent == 1  # type: ignore[union-attr]
+
+        with pytest.raises(ConfigError, match=r"already has policy versions \(newest 2.*--fork"):
+            Trainer(config("b"), replay, name="b")
+        fork = Trainer(config("b", fork=True), replay, name="b")
+        assert fork.lineage != first.lineage and fork.version == 2
+        assert fork.step() is not None
+        v3 = replay.latest_version()
+        assert v3 is not None and (v3.version, v3.lineage, v3.parent) == (3, fork.lineage, None)
+        # the fork trains on what the base model sampled and on its own line, never on lineage a's
+        ancestry = replay.ancestry(fork.lineage, fork.origin)
+        assert ancestry == [(fork.lineage, None)]
+
+        with pytest.raises(ConfigError, match=r"version 2 of lineage .* the store has moved on"):
+            Trainer(config("a"), replay, name="a")
+        onward = Trainer(config("a", fork=True), replay, name="a")  # a's weights, as a new lineage
+        assert (
+            onward.version == 3 and onward.origin == 2 and onward.lineage not in (first.lineage, fork.lineage)
+        )
+        assert replay.ancestry(onward.lineage, onward.origin) == [(onward.lineage, None), (first.lineage, 2)]
+
+
 def test_agentsd_run_collects_and_trains_at_once(tmp_path: Path) -> None:
     backend_config("local")
     store = f"sqlite:///{tmp_path}/r.db"
@@ -167,7 +231,7 @@ def test_agentsd_run_collects_and_trains_at_once(tmp_path: Path) -> None:
     with ReplayStore(store) as replay:
         trajectories = {s.id for s in replay.list(limit=None)}
         assert len(trajectories) == 2
-        assert replay.consumed_by("t") == trajectories
+        assert replay.consumed_by(replay.versions()[0].meta["run_id"]) == trajectories
         assert [v.version for v in replay.versions()] == [1, 2]
 
 
@@ -212,7 +276,8 @@ def test_two_ranks_under_the_deepspeed_launcher_train_the_global_batch(
     assert len(per_rank) == 6  # three steps, printed by both ranks
     assert per_rank[0] == pytest.approx(single, rel=1e-3) and per_rank[1] == pytest.approx(single, rel=1e-3)
     with ReplayStore(f"sqlite:///{tmp_path}/two.db") as replay:
-        assert replay.consumed_by("two") == {s.id for s in replay.list(limit=None)}
+        run_id = replay.versions()[0].meta["run_id"]
+        assert replay.consumed_by(run_id) == {s.id for s in replay.list(limit=None)}
         assert [v.version for v in replay.versions()] == [1, 2, 3]  # registered once, by rank 0
     partitions = sorted(p.name for p in (run_dir / "checkpoints" / "step000003").glob("*optim_states.pt"))
     assert len(partitions) == 2 and "zero_pp_rank_1" in partitions[1]  # each rank saved its share

@@ -12,6 +12,7 @@ from agentsd.cli.common import ConfigFiles, StoreUrl, console, err_console
 
 if TYPE_CHECKING:
     from agentsd.config import CollectConfig
+    from agentsd.runs import RunKind
 
 
 def collect(
@@ -28,19 +29,24 @@ def collect(
     run_collect(cfg)
 
 
-def run_collect(cfg: CollectConfig) -> str:
-    """The collect run of `cfg`, with a progress bar, to the end of its plan; returns its name."""
+def run_collect(cfg: CollectConfig, *, kind: RunKind = "collect", new: bool = False) -> str:
+    """The collect run of `cfg`, with a progress bar, to the end of its plan; returns its name.
+    The run's plan is recorded on its first start and must match on every later one; `new`: the run
+    name must not exist yet."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from agentsd.collector import Collector, CollectStats
     from agentsd.envs.task_formats import load_suite
     from agentsd.policies import make_policy
+    from agentsd.runs import claim_run, plan_of
     from agentsd.store import ReplayStore
     from agentsd.tracking import open_tracker
 
     tasks = load_suite(cfg.suite)[: cfg.max_tasks]
     run_name = cfg.name or re.sub(r"[^A-Za-z0-9_-]", "-", cfg.run_dir.name) or "collect"
-    err_console.print(f"collect run [bold]{run_name}[/]: {len(tasks)} tasks x {cfg.repeats} from {cfg.suite}")
+    err_console.print(f"{kind} run [bold]{run_name}[/]: {len(tasks)} tasks x {cfg.repeats} from {cfg.suite}")
+    with ReplayStore(cfg.store.url) as replay:  # before the policy loads: a refused plan fails fast
+        claim_run(replay, run_name, kind, plan_of(cfg, tasks), new=new)
     err_console.print(f"loading the policy ({cfg.policy.backend}, model {cfg.model.name})")
     policy = make_policy(cfg.policy, cfg.model, seed=cfg.seed)
     judge = None

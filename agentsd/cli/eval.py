@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -19,9 +21,16 @@ def eval_(
         typer.Option("--compare", help="Compare two eval runs (run directories or results.jsonl files)."),
     ] = None,
     out: Annotated[Path | None, typer.Option(help="--compare: where the comparison report goes.")] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            "--resume", help="Continue the eval run NAME (its plan must match); default: a new run."
+        ),
+    ] = None,
 ) -> None:
     """Run the suite through the collect path, grade every run, write results and reports (MLflow too)."""
     from agentsd.config import EvalConfig, load_config
+    from agentsd.errors import ConfigError
 
     if compare is not None:
         _compare(compare, out)
@@ -33,7 +42,15 @@ def eval_(
     cfg = load_config(EvalConfig, config or [], overrides or [])
     if store:
         cfg.store.url = store
-    run_name = run_collect(cfg)
+    if resume is not None:
+        if cfg.name is not None and cfg.name != resume:
+            raise ConfigError(f"--resume {resume} and name={cfg.name} name two different eval runs")
+        cfg.name = resume
+    elif cfg.name is None:  # a new run every time unless named: never another run's trajectories
+        cfg.name = (
+            f"{re.sub(r'[^A-Za-z0-9_-]', '-', cfg.run_dir.name) or 'eval'}-{time.strftime('%Y%m%d-%H%M%S')}"
+        )
+    run_name = run_collect(cfg, kind="eval", new=resume is None)
     tasks = load_suite(cfg.suite)[: cfg.max_tasks]
     directory, metrics = finish(cfg, run_name, tasks)
     console.print(f"mean score {metrics.mean_score}   pass@1 {metrics.pass_at[1]}", highlight=False)

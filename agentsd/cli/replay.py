@@ -286,11 +286,13 @@ def versions(store: StoreUrl = None, config: ConfigFiles = None) -> None:
     import datetime as dt
 
     table = Table()
-    for col in ("version", "model", "checkpoint", "created"):
+    for col in ("version", "lineage", "parent", "weights", "model", "checkpoint", "created"):
         table.add_column(col, overflow="fold")
     for v in rows:
         created = dt.datetime.fromtimestamp(v.created_at).isoformat(timespec="seconds")
-        table.add_row(str(v.version), v.model, v.checkpoint_uri, created)
+        parent = "base" if v.parent is None else str(v.parent)
+        digest = v.weights_hash[:12] if v.weights_hash else "-"
+        table.add_row(str(v.version), v.lineage, parent, digest, v.model, v.checkpoint_uri, created)
     console.print(table if rows else "no published versions yet")
 
 
@@ -300,16 +302,23 @@ def _show_credit(st: ReplayStore, traj: Trajectory, model_name: str, html_out: P
 
     from agentsd.credit import render_html, render_terminal, token_credit
     from agentsd.modelcache import resolve_model
+    from agentsd.types import Termination
 
     path = resolve_model(model_name)
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    solved = st.select_for_training(task_ids=[traj.task_id], min_reward=1.0, limit=5)
+    # a trusted, graded success, as the trainer shows its teacher
+    solved = st.select_for_training(
+        task_ids=[traj.task_id], min_reward=1.0, terminations=[Termination.DONE], limit=5
+    )
     solved = [s for s in solved if s.id != traj.id]
     success = st.get(solved[0].id) if solved else None
     credits = token_credit(model, tokenizer, traj, st.load_tokens([traj.id])[traj.id], success=success)
     if not credits:
-        console.print(f"trajectory {traj.id} has no hindsight or no trainable tokens: nothing to learn")
+        console.print(
+            f"trajectory {traj.id} has no hindsight, no trainable tokens or sampling the loss cannot "
+            "reproduce (top_p < 1): nothing to learn"
+        )
         return
     console.print(render_terminal(credits))
     mean = sum(c.log_ratio for c in credits) / len(credits)

@@ -22,6 +22,10 @@ def train(
         Path | None,
         typer.Option("--until", help="With --wait: stop once this file exists and the store is dry."),
     ] = None,
+    fork: Annotated[
+        bool,
+        typer.Option("--fork", help="Start a new lineage of versions where the trainer would refuse."),
+    ] = False,
 ) -> None:
     """Train until max_steps (or until no untrained trajectory is left); a restart resumes."""
     from agentsd.config import TrainConfig, load_config
@@ -32,13 +36,17 @@ def train(
     cfg = load_config(TrainConfig, config or [], overrides or [])
     if store:
         cfg.store.url = store
+    if fork:
+        cfg.fork = True
     name = re.sub(r"[^A-Za-z0-9_-]", "-", cfg.run_dir.name) or "train"
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     with ReplayStore(cfg.store.url) as replay, open_tracker(cfg.tracking, cfg.run_dir, name) as tracker:
         tracker.log_params(cfg.model_dump(mode="json"))
         err_console.print(f"trainer [bold]{name}[/]: model {cfg.model.name}, store {cfg.store.url}")
         trainer = Trainer(cfg, replay, name=name, tracker=tracker)
-        err_console.print(f"starting at version {trainer.version}, step {trainer.step_count}")
+        err_console.print(
+            f"lineage {trainer.lineage}: starting at version {trainer.version}, step {trainer.step_count}"
+        )
         while cfg.max_steps is None or trainer.step_count < cfg.max_steps:  # a total: resumes count
             results = trainer.run(max_steps=1, wait=wait, stop=(lambda: until.exists()) if until else None)
             if not results:

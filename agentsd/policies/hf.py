@@ -127,7 +127,8 @@ class HFPolicy:
                 next_position = next_position + 1
         return [
             Completion(token_ids=tokens[i], logprobs=logprobs[i], finish_reason=finish[i] or "length",
-                       policy_version=self._version)
+                       policy_version=self._version, temperature=sampling.temperature,
+                       top_p=sampling.top_p)
             for i in range(n)
         ]  # fmt: skip
 
@@ -138,26 +139,32 @@ class HFPolicy:
     # ------------------------------------------------------------------ versions
 
     def load_version(self, version: PolicyVersion) -> None:
+        """Load `version`'s weights; on any error the model keeps its current weights and version
+        (every key and shape is checked before the first tensor is copied)."""
         kind = checkpoint_kind(version.checkpoint_uri)
+        where = f"policy version {version.version} ({version.checkpoint_uri})"
         try:
-            if kind == "full":
-                state = _read_weights(version.checkpoint_uri)
-            else:
-                state = self._merged_adapter(version.checkpoint_uri)
-            missing, unexpected = self.model.load_state_dict(
-                {k: v.to(self.dtype) for k, v in state.items()}, strict=False
+            state = (
+                _read_weights(version.checkpoint_uri)
+                if kind == "full"
+                else self._merged_adapter(version.checkpoint_uri)
             )
         except (OSError, RuntimeError, ValueError) as exc:
-            raise PolicyError(f"policy version {version.version} ({version.checkpoint_uri}): {exc}") from exc
-        tied = {
-            k for k in missing if "lm_head" in k and getattr(self.model.config, "tie_word_embeddings", False)
-        }
-        absent = sorted(set(missing) - tied)
-        if absent or unexpected:
+            raise PolicyError(f"{where}: {exc}") from exc
+        current = self.model.state_dict()
+        tie = getattr(self.model.config, "tie_word_embeddings", False)
+        tied = {k for k in current if k not in state and "lm_head" in k and tie}
+        absent = sorted(set(current) - set(state) - tied)
+        unexpected = sorted(set(state) - set(current))
+        reshaped = sorted(
+            k for k in set(state) & set(current) if tuple(state[k].shape) != tuple(current[k].shape)
+        )
+        if absent or unexpected or reshaped:
             raise PolicyError(
-                f"policy version {version.version} ({version.checkpoint_uri}) does not fit "
-                f"{self.model_name}: missing {absent[:5]}, unexpected {sorted(unexpected)[:5]}"
+                f"{where} does not fit {self.model_name}: missing {absent[:5]}, unexpected {unexpected[:5]}, "
+                f"other shapes {reshaped[:5]}"
             )
+        self.model.load_state_dict({k: v.to(self.dtype) for k, v in state.items()}, strict=False)
         if tied:
             self.model.tie_weights()
         self._version = version.version

@@ -144,7 +144,10 @@ class OpenAIPolicy:
                 "the server must support return_tokens_as_token_ids (vLLM)"
             ) from None
         finish = "length" if choice.get("finish_reason") == "length" else "stop"
-        return Completion(token_ids=tokens, logprobs=logprobs, finish_reason=finish, policy_version=version)
+        return Completion(
+            token_ids=tokens, logprobs=logprobs, finish_reason=finish, policy_version=version,
+            temperature=sampling.temperature, top_p=sampling.top_p,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ versions
 

@@ -51,6 +51,8 @@ class ScriptedPolicy:
                     logprobs=[0.0] * len(ids),
                     finish_reason="stop",
                     policy_version=self._version,
+                    temperature=sampling.temperature,
+                    top_p=sampling.top_p,
                 )
             )
         return out

@@ -49,6 +49,7 @@ class VLLMPolicy:
         self.seed = seed
         self.ignore_eos = ignore_eos  # benchmarks: generate exactly max_new_tokens
         self.lora: Any = None
+        self.weights_path = self.base_path  # the full weights the engine serves
         self._version = 0
         self.llm: Any = None
         self._start(self.base_path, enable_lora=self.config.enable_lora)
@@ -122,9 +123,11 @@ class VLLMPolicy:
                 float(step[token].logprob) for step, token in zip(sample.logprobs or [], tokens, strict=True)
             ]
             finish = "length" if sample.finish_reason == "length" else "stop"
-            completions.append(
-                Completion(token_ids=tokens, logprobs=logprobs, finish_reason=finish, policy_version=version)
-            )
+            completion = Completion(
+                token_ids=tokens, logprobs=logprobs, finish_reason=finish, policy_version=version,
+                temperature=sampling.temperature, top_p=sampling.top_p,
+            )  # fmt: skip
+            completions.append(completion)
         return completions
 
     def load_version(self, version: PolicyVersion) -> None:
@@ -141,8 +144,14 @@ class VLLMPolicy:
                 self._start(self.base_path, enable_lora=True)
             self.lora = LoRARequest(f"agentsd-v{version.version}", version.version, uri)
         else:
+            try:
+                self._start(uri, enable_lora=self.lora_enabled)
+            except Exception:
+                # the old engine is gone: bring the weights that were sampling back before failing
+                self._start(self.weights_path, enable_lora=self.lora_enabled)
+                raise
             self.lora = None
-            self._start(uri, enable_lora=self.lora_enabled)
+            self.weights_path = uri
         self._version = version.version
 
     def close(self) -> None:

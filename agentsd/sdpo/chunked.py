@@ -7,8 +7,9 @@ per-token scalars, and backward recomputes each chunk's logits with gradient ena
 grows with chunk x vocab, not tokens x vocab (docs/objective.md "Memory and speed").
 
 Per token it returns D_t (top-k + tail divergence of the student from the teacher, see
-divergence.py), log s_t(y_t) and log q_t(y_t), all at the sampling temperature; the first two carry
-gradient to the student's hidden states and output projection, the teacher's is a constant.
+divergence.py), log s_t(y_t) and log q_t(y_t), all at the token's sampling temperature (one for all,
+or one per row); the first two carry gradient to the student's hidden states and output projection,
+the teacher's is a constant.
 
 Not guaranteed: output projections with a bias (none of the supported models has one) and logit
 soft-capping; such heads need the unchunked path.
@@ -32,23 +33,36 @@ def chunked_head(
     *,
     k: int,
     alpha: float = 1.0,
-    temperature: float = 1.0,
+    temperature: Any = 1.0,
     chunk: int = DEFAULT_CHUNK,
 ) -> tuple[Any, Any, Any]:
     """(D [N], student log-prob of y [N], teacher log-prob of y [N]) for hidden states [N, H].
 
     `weight` [V, H] is the student's output projection (gradient flows to it and to `hidden`);
     `teacher_hidden` [N, H] and `teacher_weight` [V, H] are used without gradient. k = 0 skips D
-    (the sampled-token form needs only the log-probs)."""
+    (the sampled-token form needs only the log-probs). `temperature`: a float, or a tensor [N] of
+    each row's own."""
     if chunk <= 0:
         raise ValueError(f"chunk must be positive, got {chunk}")
+    if not isinstance(temperature, int | float):
+        if tuple(temperature.shape) != (hidden.shape[0],):
+            raise ValueError(
+                f"temperature: expected a float or {hidden.shape[0]} values, got {tuple(temperature.shape)}"
+            )
+        if not bool((temperature > 0).all()):
+            raise ValueError("temperature: every value must be positive (NaN: a temperature not recorded)")
     return _ChunkedHead.apply(
         hidden, weight, teacher_hidden, teacher_weight, tokens, k, alpha, temperature, chunk
     )
 
 
+def _rows(temperature: Any, part: slice) -> Any:
+    """One chunk's temperature, shaped to divide its [n, V] logits."""
+    return temperature if isinstance(temperature, int | float) else temperature[part, None]
+
+
 def _student_terms(
-    h: Any, w: Any, y: Any, support: Any | None, log_r: Any | None, alpha: float, temperature: float
+    h: Any, w: Any, y: Any, support: Any | None, log_r: Any | None, alpha: float, temperature: Any
 ) -> tuple[Any, Any]:
     """(D, log s(y)) of one chunk from its hidden rows, given the teacher's side already reduced to
     the support (`support` [n, k] indices, `log_r` [n, k+1] teacher log-probs with the tail bin)."""
@@ -63,7 +77,7 @@ def _student_terms(
 
 
 def _chunk_forward(
-    h: Any, w: Any, th: Any, tw: Any, y: Any, k: int, alpha: float, temperature: float
+    h: Any, w: Any, th: Any, tw: Any, y: Any, k: int, alpha: float, temperature: Any
 ) -> tuple[Any, Any, Any, Any, Any]:
     """One chunk without gradient: (D, log s(y), log q(y), support, log_r). Each side's log-softmax
     is computed once; the support and the teacher's log-probs on it are what backward needs of the
@@ -101,7 +115,7 @@ def _make_function() -> Any:
     class ChunkedHead(torch.autograd.Function):
         @staticmethod
         def forward(ctx: Any, hidden: Any, weight: Any, teacher_hidden: Any, teacher_weight: Any, tokens: Any,
-                    k: int, alpha: float, temperature: float, chunk: int) -> Any:  # fmt: skip
+                    k: int, alpha: float, temperature: Any, chunk: int) -> Any:  # fmt: skip
             n = hidden.shape[0]
             dtype = upcast(hidden[:0]).dtype
             divergence = torch.empty(n, dtype=dtype, device=hidden.device)
@@ -112,7 +126,7 @@ def _make_function() -> Any:
                 part = slice(start, start + chunk)
                 d, lp, tlp, support, log_r = _chunk_forward(
                     hidden[part], weight, teacher_hidden[part], teacher_weight, tokens[part], k, alpha,
-                    temperature,
+                    _rows(temperature, part),
                 )  # fmt: skip
                 divergence[part], logp[part], teacher_logp[part] = d, lp, tlp
                 supports.append(support)
@@ -139,7 +153,7 @@ def _make_function() -> Any:
                 h = hidden[part].detach().requires_grad_(True)
                 with torch.enable_grad():
                     d, lp = _student_terms(
-                        h, w, tokens[part], supports[index], log_rs[index], alpha, temperature
+                        h, w, tokens[part], supports[index], log_rs[index], alpha, _rows(temperature, part)
                     )
                     total = (d * gd).sum() + (lp * gl).sum()
                     g_h, g_w = torch.autograd.grad(total, [h, w])

@@ -53,6 +53,8 @@ def turn_row(trajectory_id: str, turn: Turn) -> dict[str, Any]:
         "idx": turn.index,
         "source": turn.source.value,
         "policy_version": turn.policy_version,
+        "temperature": turn.temperature,
+        "top_p": turn.top_p,
         "context_reset": turn.context_reset,
         "n_prompt": len(turn.prompt_ids),
         "n_completion": len(turn.completion_ids),
@@ -101,6 +103,8 @@ def turn_from_row(m: Any, where_traj: str) -> Turn:
             logprobs=logprobs.tolist(),
             loss_mask=mask.tolist() if mask is not None else None,
             policy_version=m["policy_version"],
+            temperature=m["temperature"],
+            top_p=m["top_p"],
             context_reset=bool(m["context_reset"]),
             tool_result=ToolResult.model_validate(tool_result) if tool_result is not None else None,
             **body,
@@ -125,6 +129,8 @@ def turn_tokens_from_row(m: Any) -> TurnTokens:
         trainable=trainable,
         policy_version=m["policy_version"],
         context_reset=bool(m["context_reset"]),
+        temperature=m["temperature"],
+        top_p=m["top_p"],
     )
 
 
@@ -188,4 +194,7 @@ def version_from_row(m: Any) -> PolicyVersion:
         checkpoint_uri=m["checkpoint_uri"],
         created_at=m["created_at"],
         meta=loads(m["meta"], f"policy version {m['version']} meta", dict),
+        lineage=m["lineage"] or "",
+        parent=m["parent"],
+        weights_hash=m["weights_hash"],
     )

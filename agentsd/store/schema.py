@@ -8,6 +8,7 @@ changes; a store written by a newer version is refused, never modified.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 from sqlalchemy import (
@@ -23,9 +24,11 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    select,
+    update,
 )
 
-STORE_SCHEMA_VERSION = 1
+STORE_SCHEMA_VERSION = 2
 """Layout version of the tables below."""
 
 metadata = MetaData()
@@ -82,6 +85,8 @@ turns = Table(
     Column("idx", Integer, primary_key=True, autoincrement=False),
     Column("source", String(16), nullable=False),
     Column("policy_version", Integer, nullable=False),
+    Column("temperature", Float),  # schema 2; NULL = not recorded
+    Column("top_p", Float),  # schema 2; NULL = not recorded
     Column("context_reset", Boolean, nullable=False),
     Column("n_prompt", Integer, nullable=False),
     Column("n_completion", Integer, nullable=False),
@@ -101,6 +106,20 @@ policy_versions = Table(
     Column("checkpoint_uri", Text, nullable=False),
     Column("created_at", Float, nullable=False),
     Column("meta", Text, nullable=False),
+    # schema 2: which trainer lineage published it, the version its weights started from, and the
+    # content hash of its weight files (NULL on versions published before schema 2)
+    Column("lineage", String(128)),
+    Column("parent", Integer),
+    Column("weights_hash", String(64)),
+)
+
+runs = Table(  # schema 2: the plan of every collect and eval run, checked when a run resumes
+    "runs",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("plan", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
 )
 
 consumed = Table(
@@ -113,5 +132,33 @@ consumed = Table(
 )
 
 Migration = Callable[[Connection], None]
-MIGRATIONS: dict[int, Migration] = {}
+
+
+def _to_2(conn: Connection) -> None:
+    """Per-turn sampling parameters, version lineage, run plans. Versions published before keep
+    their trainer's name (meta.trainer) as their lineage; nothing else is guessed: a turn's top_p
+    and a version's weights hash stay unknown."""
+    for table, column, kind in (
+        ("turns", "temperature", "FLOAT"),
+        ("turns", "top_p", "FLOAT"),
+        ("policy_versions", "lineage", "VARCHAR(128)"),
+        ("policy_versions", "parent", "INTEGER"),
+        ("policy_versions", "weights_hash", "VARCHAR(64)"),
+    ):
+        conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    runs.create(conn)
+    rows = conn.execute(select(policy_versions.c.version, policy_versions.c.meta)).all()
+    for version, meta in rows:
+        try:
+            trainer = json.loads(meta).get("trainer")
+        except (ValueError, AttributeError):
+            trainer = None
+        conn.execute(
+            update(policy_versions)
+            .where(policy_versions.c.version == version)
+            .values(lineage=str(trainer) if trainer else "legacy")
+        )
+
+
+MIGRATIONS: dict[int, Migration] = {1: _to_2}
 """from_version -> function that upgrades a store from that version to from_version + 1."""

@@ -38,6 +38,7 @@ from sqlalchemy import (
     func,
     insert,
     inspect,
+    or_,
     select,
     update,
 )
@@ -69,6 +70,7 @@ from agentsd.store.schema import (
     consumed,
     metadata,
     policy_versions,
+    runs,
     store_meta,
     tasks,
     trajectories,
@@ -584,6 +586,8 @@ class ReplayStore:
             turns.c.idx,
             turns.c.source,
             turns.c.policy_version,
+            turns.c.temperature,
+            turns.c.top_p,
             turns.c.context_reset,
             turns.c.n_prompt,
             turns.c.n_completion,
@@ -628,6 +632,7 @@ class ReplayStore:
         max_reward: float | None = None,
         not_consumed_by: str | None = None,
         terminations: Sequence[Termination] | None = None,
+        sampled_by: Sequence[tuple[str, int | None]] | None = None,
         limit: int | None = None,
         oldest_first: bool = True,
     ) -> list[TrajectorySummary]:
@@ -635,12 +640,13 @@ class ReplayStore:
 
         Staleness is judged on the newest turn (version_end): a trajectory is kept when
         current_version - version_end <= max_staleness; per-turn staleness is the trainer's to apply.
-        `terminations` keeps only trajectories that ended one of those ways.
+        `terminations` keeps only trajectories that ended one of those ways; `sampled_by` (see
+        ancestry) only those whose newest turn was sampled by the base model or by those lineages.
         """
         conds = self._training_conditions(
             current_version=current_version, max_staleness=max_staleness, min_version=min_version,
             task_ids=task_ids, min_reward=min_reward, max_reward=max_reward,
-            not_consumed_by=not_consumed_by, terminations=terminations,
+            not_consumed_by=not_consumed_by, terminations=terminations, sampled_by=sampled_by,
         )  # fmt: skip
         order = trajectories.c.finalized_at.asc() if oldest_first else trajectories.c.finalized_at.desc()
         query = select(*_SUMMARY_COLUMNS).where(and_(*conds)).order_by(order, trajectories.c.id)
@@ -668,6 +674,7 @@ class ReplayStore:
         max_reward: float | None = None,
         not_consumed_by: str | None = None,
         terminations: Sequence[Termination] | None = None,
+        sampled_by: Sequence[tuple[str, int | None]] | None = None,
         stale_only: bool = False,
     ) -> list[Any]:
         conds = [trajectories.c.status == TrajectoryStatus.FINALIZED.value]
@@ -688,6 +695,16 @@ class ReplayStore:
             conds.append(trajectories.c.reward <= max_reward)
         if terminations is not None:
             conds.append(trajectories.c.termination.in_([Termination(t).value for t in terminations]))
+        if sampled_by is not None:
+            # sampled by the base model (version 0) or by versions of these lineages
+            lines = [
+                and_(policy_versions.c.lineage == lineage, policy_versions.c.version <= upto)
+                if upto is not None
+                else policy_versions.c.lineage == lineage
+                for lineage, upto in sampled_by
+            ]
+            ours = select(policy_versions.c.version).where(or_(*lines))
+            conds.append(or_(trajectories.c.version_end == 0, trajectories.c.version_end.in_(ours)))
         if not_consumed_by is not None:
             conds.append(
                 ~exists().where(
@@ -733,16 +750,21 @@ class ReplayStore:
     # ------------------------------------------------------------------ policy versions
 
     def register_version(
-        self, version: int, *, model: str, checkpoint_uri: str, meta: dict[str, Any] | None = None
+        self,
+        version: int,
+        *,
+        model: str,
+        checkpoint_uri: str,
+        lineage: str,
+        parent: int | None,
+        weights_hash: str | None,
+        meta: dict[str, Any] | None = None,
     ) -> PolicyVersion:
-        """Record a published policy version; versions are unique and never rewritten."""
+        """Record a published policy version; a number is registered once and never rewritten."""
         entry = PolicyVersion(
-            version=version,
-            model=model,
-            checkpoint_uri=checkpoint_uri,
-            created_at=time.time(),
-            meta=meta or {},
-        )
+            version=version, model=model, checkpoint_uri=checkpoint_uri, created_at=time.time(),
+            meta=meta or {}, lineage=lineage, parent=parent, weights_hash=weights_hash,
+        )  # fmt: skip
         try:
             with self._tx(write=True) as conn:
                 conn.execute(
@@ -759,12 +781,59 @@ class ReplayStore:
             rows = conn.execute(select(policy_versions).order_by(policy_versions.c.version)).all()
         return [version_from_row(r._mapping) for r in rows]
 
-    def latest_version(self) -> PolicyVersion | None:
+    def get_version(self, version: int) -> PolicyVersion | None:
         with self._tx(write=False) as conn:
-            row = conn.execute(
-                select(policy_versions).order_by(policy_versions.c.version.desc()).limit(1)
-            ).first()
+            row = conn.execute(select(policy_versions).where(policy_versions.c.version == version)).first()
         return version_from_row(row._mapping) if row is not None else None
+
+    def latest_version(self, lineage: str | None = None) -> PolicyVersion | None:
+        """The newest version of `lineage` (None: of any lineage)."""
+        query = select(policy_versions)
+        if lineage is not None:
+            query = query.where(policy_versions.c.lineage == lineage)
+        with self._tx(write=False) as conn:
+            row = conn.execute(query.order_by(policy_versions.c.version.desc()).limit(1)).first()
+        return version_from_row(row._mapping) if row is not None else None
+
+    def ancestry(self, lineage: str, origin: int | None) -> list[tuple[str, int | None]]:
+        """The lineages whose versions a model of `lineage` descends from, as (lineage, newest
+        version that counts; None = all): its own, then the lineage of `origin` (the version its
+        weights started from; None = the base model) up to that version, and so on to the base."""
+        by_number = {v.version: v for v in self.versions()}
+        chain: list[tuple[str, int | None]] = [(lineage, None)]
+        seen = {lineage}
+        while origin is not None and origin in by_number:
+            parent = by_number[origin]
+            if parent.lineage in seen:
+                break  # a cycle only a hand-edited table can make
+            seen.add(parent.lineage)
+            chain.append((parent.lineage, origin))
+            own = [v for v in by_number.values() if v.lineage == parent.lineage]
+            origin = min(own, key=lambda v: v.version).parent if own else None
+        return chain
+
+    # ------------------------------------------------------------------ run plans
+
+    def run_plan(self, name: str) -> tuple[str, dict[str, Any]] | None:
+        """(kind, plan) of the collect or eval run `name`, None when no run has that name."""
+        with self._tx(write=False) as conn:
+            row = conn.execute(select(runs.c.kind, runs.c.plan).where(runs.c.name == name)).first()
+        if row is None:
+            return None
+        return row.kind, loads(row.plan, f"run {name} plan", dict)
+
+    def record_run(self, name: str, kind: str, plan: dict[str, Any]) -> bool:
+        """Record run `name`'s plan; False (nothing written) when a run of that name exists."""
+        try:
+            with self._tx(write=True) as conn:
+                conn.execute(
+                    insert(runs).values(name=name, kind=kind, plan=json.dumps(plan), created_at=time.time())
+                )
+        except StoreError as exc:
+            if isinstance(exc.__cause__, IntegrityError):
+                return False
+            raise
+        return True
 
 
 # ---------------------------------------------------------------------- helpers
