@@ -36,3 +36,7 @@ class TrajectoryStateError(StoreError):
 
 class ModelError(AgentsdError):
     """A model cannot be found, fetched or converted."""
+
+
+class LineageError(AgentsdError):
+    """Publishing would give a version number to other weights, or fork the store's lineage."""

@@ -65,7 +65,8 @@ def claim_run(store: ReplayStore, name: str, kind: RunKind, plan: dict[str, Any]
             "choose another name"
         )
     if recorded_kind != kind:
-        raise RunPlanError(f"run {name!r} is a {recorded_kind} run, not a {kind} run")
+        article = "an" if kind == "eval" else "a"
+        raise RunPlanError(f"run {name!r} is a {recorded_kind} run, not {article} {kind} run")
     changes = plan_changes(before, plan)
     if changes:
         raise RunPlanError(
@@ -88,10 +89,14 @@ def plan_changes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
         changes.append(f"tasks: {len(old_tasks)} -> {len(new_tasks)} tasks{where}")
     elif before.get("tasks_hash") != after.get("tasks_hash"):
         changes.append("tasks: the same ids with different content")
+    for key in sorted(set(before.get("settings", {})) & set(after.get("settings", {}))):
+        was, now = before["settings"][key], after["settings"][key]
+        if (was is None) != (now is None):  # e.g. a judge added or removed
+            changes.append(f"{key}: {'none' if was is None else 'set'} -> {'none' if now is None else 'set'}")
     old, new = _flat(before.get("settings", {})), _flat(after.get("settings", {}))
-    for key in sorted(set(old) | set(new)):
-        if old.get(key) != new.get(key):
-            changes.append(f"{key}: {old.get(key)!r} -> {new.get(key)!r}")
+    for key in sorted(set(old) & set(new)):  # a setting only one agentsd version knows is not compared
+        if old[key] != new[key]:
+            changes.append(f"{key}: {old[key]!r} -> {new[key]!r}")
     return changes
 
 

@@ -39,21 +39,23 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from agentsd.config import TrainConfig
-from agentsd.errors import ConfigError
+from agentsd.errors import ConfigError, LineageError, TrajectoryStateError
 from agentsd.hindsight import HindsightBuilder
 from agentsd.histograms import TrainingHistograms
+from agentsd.lineage import LineageView, lineage_view
 from agentsd.modelcache import resolve_model
 from agentsd.sdpo import AdvantageScale
 from agentsd.sdpo.teacher import Teacher
 from agentsd.sdpo_step import batch_loss, head_module, prepare
+from agentsd.sequences import TurnTokens
 from agentsd.store import ReplayStore
 from agentsd.tracking import NullTracker, Tracker
-from agentsd.types import Termination, Trajectory
+from agentsd.types import PolicyVersion, Termination, Trajectory
 from agentsd.weights import weights_hash
 
 CHECKPOINTS = "checkpoints"
@@ -236,7 +238,7 @@ class Trainer:
             if newest is None:
                 return 0, self.lineage, None, None, False
             if not fork:
-                raise ConfigError(
+                raise LineageError(
                     f"train: the store already has policy versions (newest {newest.version}, lineage "
                     f"{newest.lineage!r}) and {self.run_dir} has no checkpoint: this trainer would start "
                     f"from the base model and publish it as version {newest.version + 1}, which collectors "
@@ -251,9 +253,19 @@ class Trainer:
         if mine is None and (newest is None or newest.version < self.version):
             # killed between checkpoint and publish: the model holds exactly that version's weights
             return self.version, self.lineage, self.origin, self.version, True
+        if ours and newest is not None and newest.lineage == self.lineage:
+            # this lineage published past its checkpoint: a trainer killed between publishing and
+            # checkpointing, as trainers before schema 2 ordered them. Those versions' weights are
+            # lost; number on after them so that no number is reused, from the checkpoint's weights.
+            logging.getLogger("agentsd.trainer").warning(
+                "lineage %s published versions %d..%d after its last checkpoint (version %d); they stay "
+                "in the store, and training goes on from the checkpoint as version %d",
+                self.lineage, self.version + 1, newest.version, self.version, newest.version + 1,
+            )  # fmt: skip
+            return newest.version, self.lineage, self.origin, self.version, False
         if not fork:
             owner = f"lineage {mine.lineage!r}" if mine is not None else "nobody"
-            raise ConfigError(
+            raise LineageError(
                 f"train: the checkpoint in {self.run_dir} is version {self.version} of lineage "
                 f"{self.lineage!r}, but the store has moved on: version {self.version} belongs to "
                 f"{owner} and the newest is {newest.version if newest else 'none'} (lineage "
@@ -267,32 +279,52 @@ class Trainer:
 
     # ------------------------------------------------------------------ steps
 
-    def select(self) -> list[Trajectory]:
-        """The step's trajectories, chosen by rank 0 so that every rank shards the same list."""
+    def line(self) -> LineageView:
+        """This trainer's line of versions, as the store has it now."""
+        return lineage_view(self.store.versions(), self.store.ancestry(self.lineage, self.origin))
+
+    def reference_depth(self, view: LineageView) -> int:
+        """The depth of the weights in the model: what staleness is measured from."""
+        return view.depths().get(self.weights_version or 0, len(view.chain))
+
+    def select(self) -> tuple[LineageView, list[Trajectory]]:
+        """The line of versions and the step's trajectories, chosen by rank 0 so that every rank
+        shards the same list: sampled by the base model or this line, within K_max steps of it."""
         cfg = self.config
-        ids: list[str] = []
+        chosen: tuple[LineageView, list[str]] | None = None
         if self.rank == 0:
+            view = self.line()
             summaries = self.store.select_for_training(
-                current_version=self.version,
-                max_staleness=cfg.sdpo.max_staleness,
+                min_version=view.oldest_fresh(self.reference_depth(view), cfg.sdpo.max_staleness),
                 not_consumed_by=self.run_id,
                 terminations=cfg.train_on,
-                sampled_by=self.store.ancestry(self.lineage, self.origin),
+                sampled_by=view.ancestry,
                 limit=cfg.batch_trajectories,
             )
-            ids = [s.id for s in summaries]
-        return [self.store.get(i) for i in self._broadcast(ids)]
+            chosen = (view, [s.id for s in summaries])
+        view, ids = self._broadcast(chosen)
+        return view, [self.store.get(i) for i in ids]
 
-    def waiting_unused(self) -> dict[str, float]:
+    def waiting_unused(self, view: LineageView) -> dict[str, float]:
         """Trajectories this trainer has not trained on and will not: ended in a way `train_on`
         excludes (within the staleness bound), or already too stale. Gauges, logged every step."""
         cfg = self.config
-        mine = {"not_consumed_by": self.run_id, "sampled_by": self.store.ancestry(self.lineage, self.origin)}
-        fresh = {"current_version": self.version, "max_staleness": cfg.sdpo.max_staleness, **mine}
-        pending = self.store.count_for_training(**fresh)
-        trusted = self.store.count_for_training(**fresh, terminations=cfg.train_on)
-        stale = self.store.count_for_training(**fresh, stale_only=True)
+        oldest = view.oldest_fresh(self.reference_depth(view), cfg.sdpo.max_staleness)
+        mine = {"not_consumed_by": self.run_id, "sampled_by": view.ancestry}
+        pending = self.store.count_for_training(**mine, min_version=oldest)
+        trusted = self.store.count_for_training(**mine, min_version=oldest, terminations=cfg.train_on)
+        stale = self.store.count_for_training(**mine, stale_before=oldest)
         return {"dropped/untrusted_waiting": float(pending - trusted), "dropped/stale_waiting": float(stale)}
+
+    def in_steps(self, tokens: dict[str, list[TurnTokens]], view: LineageView) -> dict[str, list[TurnTokens]]:
+        """The turns with their versions as depths along this line, so that the loss measures
+        staleness in optimizer steps; a turn sampled off the line is made too stale to train on."""
+        depths = view.depths()
+        off_line = self.reference_depth(view) - self.config.sdpo.max_staleness - 1
+        return {
+            tid: [replace(t, policy_version=depths.get(t.policy_version, off_line)) for t in turns]
+            for tid, turns in tokens.items()
+        }
 
     def _successes(self, trajectories: list[Trajectory]) -> dict[str, Trajectory]:
         if not self.config.hindsight.use_success:
@@ -312,18 +344,19 @@ class Trainer:
 
     def step(self) -> StepResult | None:
         """One optimizer step on new trajectories; None when the store has none to train on."""
-        trajectories = self.select()
+        view, trajectories = self.select()
         if not trajectories:
             return None
+        reference = self.reference_depth(view)
         started = time.perf_counter()
         ids = [t.id for t in trajectories]
         mine = trajectories[self.rank :: self.world]  # this rank's data-parallel shard
-        tokens = self.store.load_tokens([t.id for t in mine])
+        tokens = self.in_steps(self.store.load_tokens([t.id for t in mine]), view)
         batch = prepare(mine, tokens, self.builder, self._successes(mine))
         cfg = self.config
         counted: list[float] = []
         out = batch_loss(
-            self.model, self.teacher, batch, cfg.sdpo, version=self.version,
+            self.model, self.teacher, batch, cfg.sdpo, version=reference,
             chunk=cfg.chunk_tokens,
             advantage_scale=self.advantage_scale,
             denominator=(lambda count: self._global_count(count, counted)) if self.world > 1 else None,
@@ -340,7 +373,7 @@ class Trainer:
         for trajectory_id, reason in batch.unreproducible.items():
             logging.getLogger("agentsd.trainer").warning("not training on %s: %s", trajectory_id, reason)
         if self.rank == 0:
-            metrics.update(self.waiting_unused())
+            metrics.update(self.waiting_unused(view))
         if out is not None:
             self.engine.backward(out.loss)
             metrics.update(out.metrics)
@@ -370,7 +403,8 @@ class Trainer:
         metrics["reward/mean"] = sum(rewards) / len(rewards) if rewards else 0.0
         ages = [time.time() - (t.finalized_at or time.time()) for t in trajectories]
         metrics["age_s/mean"], metrics["age_s/max"] = sum(ages) / len(ages), max(ages)
-        age_versions = [float(self.version - 1 - t.version_start) for t in trajectories]
+        depths = view.depths()  # age in optimizer steps along this line (off the line: as old as the base)
+        age_versions = [float(reference - depths.get(t.version_start, 0)) for t in trajectories]
         metrics["age_versions/mean"] = sum(age_versions) / len(age_versions)
         self.histograms.add(age_versions, ages, rewards)
         metrics.update(self.histograms.quantiles())
@@ -472,17 +506,39 @@ class Trainer:
         self.model.save_pretrained(tmp, safe_serialization=True)
         if self.config.lora is None:
             self.tokenizer.save_pretrained(tmp)
+        registered = self.store.get_version(self.version)
+        if registered is not None and registered.lineage == self.lineage:
+            shutil.rmtree(tmp)  # killed after registering, before marking: published already
+            return
+        newest = self.store.latest_version()
+        if registered is not None or (newest is not None and newest.version > self.version):
+            shutil.rmtree(tmp)
+            raise self._moved_on(registered or newest)
         if final.exists():  # a publish redone after a crash before its registration
             shutil.rmtree(final)
         tmp.rename(final)
-        if self.store.get_version(self.version) is None:
+        try:
             self.store.register_version(
                 self.version, model=self.config.model.name, checkpoint_uri=str(final.absolute()),
                 lineage=self.lineage, parent=self.parent, weights_hash=weights_hash(final),
                 meta={"trainer": self.name, "run_id": self.run_id, "step": self.step_count,
                       "lora": self.config.lora is not None},
             )  # fmt: skip
+        except TrajectoryStateError:  # another lineage registered this number a moment ago
+            raise self._moved_on(self.store.get_version(self.version)) from None
         self._prune_versions(versions)
+
+    def _moved_on(self, other: PolicyVersion | None) -> LineageError:
+        owner = (
+            f"version {other.version} of lineage {other.lineage!r}"
+            if other is not None
+            else "another lineage"
+        )
+        return LineageError(
+            f"train: {owner} was published into the store while this trainer (lineage {self.lineage!r}) "
+            f"trained version {self.version}; two lineages cannot publish into one store at once. Its "
+            f"checkpoint in {self.run_dir} is kept: restart with --fork to continue it as a new lineage"
+        )
 
     def _prune_versions(self, versions: Path) -> None:
         """Delete the files of all but the newest `keep_versions` versions: a collector loads the

@@ -32,7 +32,7 @@ def test_a_run_name_means_one_plan(tmp_path: Path) -> None:
             claim_run(store, "r", "collect", plan_of(config(), edited), new=False)
         with pytest.raises(RunPlanError, match=r"already exists .* --resume r"):
             claim_run(store, "r", "eval", plan_of(config(), tasks), new=True)
-        with pytest.raises(RunPlanError, match="is a collect run, not a eval run"):
+        with pytest.raises(RunPlanError, match="is a collect run, not an eval run"):
             claim_run(store, "r", "eval", plan_of(config(), tasks), new=False)
         # a run from before plans were recorded: its trajectories already claim the name
         store.begin(task_id="t0", policy_model="m", version=0, trajectory_id="old.000000.0")

@@ -18,6 +18,7 @@ from agentsd.errors import (
     StoreNotFoundError,
     TrajectoryStateError,
 )
+from agentsd.lineage import lineage_view
 from agentsd.sequences import NOT_SAMPLED, context_before, segments
 from agentsd.store import ReplayStore
 from agentsd.types import HindsightSignal, Termination, TrajectoryStatus, Turn, TurnSource
@@ -258,6 +259,17 @@ def test_ancestry_selects_what_a_lineage_sampled(store_url: str) -> None:
     assert chosen("a", None) == [0, 1, 2, 3]
     assert chosen("c", None) == [0, 5]
     assert store.count_for_training(sampled_by=store.ancestry("b", 2)) == 4
+    # staleness in steps along the line: b's version 4 is depth 3 (1, 2, then 4)
+    line = lineage_view(store.versions(), store.ancestry("b", 2))
+    assert line.chain == [1, 2, 4] and line.depths() == {0: 0, 1: 1, 2: 2, 4: 3}
+    assert [line.oldest_fresh(3, k) for k in (0, 1, 2, 3, 9)] == [4, 2, 1, 0, 0]
+    fork = lineage_view(store.versions(), store.ancestry("fresh", None))  # a fork of the base model
+    assert fork.chain == [] and fork.oldest_fresh(0, 0) == 0
+    # a trajectory that started on a sibling's version is not this line's, whatever it ended on
+    mixed = store.begin(task_id="t", policy_model="m", version=3)
+    store.append_turn(mixed, make_turn(0, random.Random(0), version=4))
+    store.finalize(mixed, termination=Termination.DONE, reward=0.0)
+    assert mixed not in {s.id for s in store.select_for_training(sampled_by=store.ancestry("b", 2))}
 
 
 def test_resume_continues_an_unfinished_trajectory_and_discard_removes_one(store_url: str) -> None:
@@ -328,6 +340,18 @@ def test_a_store_from_a_newer_schema_is_refused_and_left_untouched(tmp_path: Pat
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before
 
 
+def downgrade_to_schema_1(store_url: str) -> None:
+    """Back to schema 1, as an agentsd of that schema left the store."""
+    engine = create_engine(store_url)
+    with engine.begin() as conn:
+        added = {"turns": ["temperature", "top_p"], "policy_versions": ["lineage", "parent", "weights_hash"]}
+        for table, column in [(table, column) for table, columns in added.items() for column in columns]:
+            conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
+        conn.execute(text("DROP TABLE runs"))
+        conn.execute(text("UPDATE store_meta SET value = '1' WHERE key = 'schema_version'"))
+    engine.dispose()
+
+
 def test_a_schema_1_store_is_migrated_keeping_everything(store_url: str) -> None:
     """Schema 1 (no per-turn sampling, lineage or run plans): opening it adds them, keeps every row,
     and guesses nothing it cannot know (a turn's top_p, a version's weights hash)."""
@@ -335,13 +359,9 @@ def test_a_schema_1_store_is_migrated_keeping_everything(store_url: str) -> None
     tid = store.begin(task_id="t", policy_model="m", version=0, meta={"temperature": 0.7})
     store.append_turn(tid, make_turn(0, random.Random(1)))
     store.close()
+    downgrade_to_schema_1(store_url)
     engine = create_engine(store_url)
-    with engine.begin() as conn:  # back to schema 1, as an agentsd of that schema left it
-        added = {"turns": ["temperature", "top_p"], "policy_versions": ["lineage", "parent", "weights_hash"]}
-        for table, column in [(table, column) for table, columns in added.items() for column in columns]:
-            conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
-        conn.execute(text("DROP TABLE runs"))
-        conn.execute(text("UPDATE store_meta SET value = '1' WHERE key = 'schema_version'"))
+    with engine.begin() as conn:
         conn.execute(
             text("INSERT INTO policy_versions VALUES (1, 'm', '/v1', 0, :meta)"),
             {"meta": '{"trainer": "train"}'},
@@ -364,6 +384,23 @@ def test_a_schema_1_store_is_migrated_keeping_everything(store_url: str) -> None
     with engine.connect() as conn:
         assert conn.execute(text("SELECT value FROM store_meta WHERE key = 'schema_version'")).scalar() == "2"
     engine.dispose()
+
+
+def test_processes_opening_a_schema_1_store_at_once_migrate_it_once(store_url: str) -> None:
+    """`agentsd run` opens the store from the collector and the trainer at the same moment."""
+    import subprocess
+    import sys
+
+    store = ReplayStore(store_url)
+    store.close()
+    downgrade_to_schema_1(store_url)
+    opener = "import sys; from agentsd.store import ReplayStore; ReplayStore(sys.argv[1]).close()"
+    openers = [subprocess.Popen([sys.executable, "-c", opener, store_url], stderr=subprocess.PIPE, text=True)
+               for _ in range(6)]  # fmt: skip
+    for process in openers:
+        _, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err[-2000:]
+    assert ReplayStore(store_url).record_run("r", "collect", {})
 
 
 def test_missing_and_garbage_stores_give_one_clear_error(tmp_path: Path) -> None:

@@ -161,7 +161,7 @@ def test_a_number_names_one_set_of_weights_and_one_lineage_publishes_at_a_time(
     import shutil
 
     from agentsd.config import TrainConfig
-    from agentsd.errors import ConfigError
+    from agentsd.errors import LineageError
     from agentsd.trainer import Trainer
 
     shutil.copy(Path(collected.removeprefix("sqlite:///")), tmp_path / "r.db")
@@ -191,20 +191,29 @@ def test_a_number_names_one_set_of_weights_and_one_lineage_publishes_at_a_time(
         assert resumed.run_id == first.run_id and len(replay.consumed_by(first.run_id)) == 2
         assert resumed.step() is not None and replay.latest_version().parent == 1  # type: ignore[union-attr]
 
-        with pytest.raises(ConfigError, match=r"already has policy versions \(newest 2.*--fork"):
+        with pytest.raises(LineageError, match=r"already has policy versions \(newest 2.*--fork"):
             Trainer(config("b"), replay, name="b")
-        fork = Trainer(config("b", fork=True), replay, name="b")
+        # staleness counts steps along the line, not numbers: the fork's weights are the base model's,
+        # so what the base model sampled is fresh to it even with K_max 1 and the newest number 2
+        fork = Trainer(config("b", fork=True, sdpo={"max_staleness": 1}), replay, name="b")
         assert fork.lineage != first.lineage and fork.version == 2
-        assert fork.step() is not None
+        stepped = fork.step()
+        assert stepped is not None and stepped.metrics["staleness/max"] == 0
         v3 = replay.latest_version()
         assert v3 is not None and (v3.version, v3.lineage, v3.parent) == (3, fork.lineage, None)
         # the fork trains on what the base model sampled and on its own line, never on lineage a's
         ancestry = replay.ancestry(fork.lineage, fork.origin)
         assert ancestry == [(fork.lineage, None)]
 
-        with pytest.raises(ConfigError, match=r"version 2 of lineage .* the store has moved on"):
+        # the first lineage's trainer, still running, would now publish number 3: refused, not reused
+        with pytest.raises(LineageError, match=r"version 3 of lineage .* was published into the store while"):
+            resumed.step()
+        # its checkpoint (version 3, taken before the refused publish) is kept; a restart refuses
+        with pytest.raises(
+            LineageError, match=r"version 3 of lineage .* the store has moved on: version 3 belongs"
+        ):
             Trainer(config("a"), replay, name="a")
-        onward = Trainer(config("a", fork=True), replay, name="a")  # a's weights, as a new lineage
+        onward = Trainer(config("a", fork=True), replay, name="a")  # a's newest weights, as a new lineage
         assert (
             onward.version == 3 and onward.origin == 2 and onward.lineage not in (first.lineage, fork.lineage)
         )

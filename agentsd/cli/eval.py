@@ -31,6 +31,7 @@ def eval_(
     """Run the suite through the collect path, grade every run, write results and reports (MLflow too)."""
     from agentsd.config import EvalConfig, load_config
     from agentsd.errors import ConfigError
+    from agentsd.store import ReplayStore
 
     if compare is not None:
         _compare(compare, out)
@@ -45,6 +46,11 @@ def eval_(
     if resume is not None:
         if cfg.name is not None and cfg.name != resume:
             raise ConfigError(f"--resume {resume} and name={cfg.name} name two different eval runs")
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", resume):
+            raise ConfigError(f"--resume {resume!r}: a run name has only letters, digits, '_' and '-'")
+        with ReplayStore(cfg.store.url) as replay:
+            if replay.run_plan(resume) is None and not replay.list(id_prefix=f"{resume}.", limit=1):
+                raise ConfigError(f"--resume {resume}: no eval run of that name in {cfg.store.url}")
         cfg.name = resume
     elif cfg.name is None:  # a new run every time unless named: never another run's trajectories
         cfg.name = (

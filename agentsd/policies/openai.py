@@ -124,6 +124,11 @@ class OpenAIPolicy:
             "max_tokens": min(sampling.max_new_tokens, self.max_context - len(prompt)),
             "temperature": sampling.temperature,
             "top_p": sampling.top_p,
+            # vLLM extensions, set so that a model's generation_config cannot change the sampling the
+            # turn records (and the trainer reproduces)
+            "top_k": -1,
+            "min_p": 0.0,
+            "repetition_penalty": 1.0,
             "logprobs": 1,  # the sampled token's log-prob (and the top one)
             "stop": list(stop),
             "stop_token_ids": self.end_ids,

@@ -135,13 +135,15 @@ class VLLMPolicy:
         if checkpoint_kind(uri) == "lora":
             from vllm.lora.request import LoRARequest
 
-            if not self.lora_enabled:
-                rank = json.loads((Path(uri) / "adapter_config.json").read_text()).get("r", 0)
-                if rank > self.config.max_lora_rank:
-                    raise PolicyError(
-                        f"policy version {version.version}: LoRA rank {rank} > policy.max_lora_rank"
-                    )
+            rank = json.loads((Path(uri) / "adapter_config.json").read_text()).get("r", 0)
+            if rank > self.config.max_lora_rank:
+                raise PolicyError(
+                    f"policy version {version.version}: LoRA rank {rank} > policy.max_lora_rank"
+                )
+            if not self.lora_enabled or self.weights_path != self.base_path:
+                # adapters were trained on the base model, never on another version's full weights
                 self._start(self.base_path, enable_lora=True)
+                self.weights_path = self.base_path
             self.lora = LoRARequest(f"agentsd-v{version.version}", version.version, uri)
         else:
             try:

@@ -275,6 +275,14 @@ class ReplayStore:
 
     def _migrate(self, version: int) -> None:
         with self._tx(write=True) as conn:
+            # another process may be migrating the same store: one at a time, and only once
+            # (SQLite's BEGIN IMMEDIATE serialises writers already)
+            if self.dialect == "postgresql":
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7270517)")
+            current = conn.execute(
+                select(store_meta.c.value).where(store_meta.c.key == "schema_version")
+            ).scalar()
+            version = int(current) if current is not None and str(current).isdigit() else version
             while version < STORE_SCHEMA_VERSION:
                 step = MIGRATIONS.get(version)
                 if step is None:
@@ -641,7 +649,8 @@ class ReplayStore:
         Staleness is judged on the newest turn (version_end): a trajectory is kept when
         current_version - version_end <= max_staleness; per-turn staleness is the trainer's to apply.
         `terminations` keeps only trajectories that ended one of those ways; `sampled_by` (see
-        ancestry) only those whose newest turn was sampled by the base model or by those lineages.
+        ancestry) only those whose first and newest turns were sampled by the base model or by those
+        lineages (the trainer makes any turn in between sampled elsewhere too stale to train on).
         """
         conds = self._training_conditions(
             current_version=current_version, max_staleness=max_staleness, min_version=min_version,
@@ -676,6 +685,7 @@ class ReplayStore:
         terminations: Sequence[Termination] | None = None,
         sampled_by: Sequence[tuple[str, int | None]] | None = None,
         stale_only: bool = False,
+        stale_before: int | None = None,
     ) -> list[Any]:
         conds = [trajectories.c.status == TrajectoryStatus.FINALIZED.value]
         if max_staleness is not None:
@@ -687,6 +697,8 @@ class ReplayStore:
             )
         if min_version is not None:
             conds.append(trajectories.c.version_end >= min_version)
+        if stale_before is not None:
+            conds.append(trajectories.c.version_end < stale_before)
         if task_ids is not None:
             conds.append(trajectories.c.task_id.in_(list(task_ids)))
         if min_reward is not None:
@@ -704,7 +716,8 @@ class ReplayStore:
                 for lineage, upto in sampled_by
             ]
             ours = select(policy_versions.c.version).where(or_(*lines))
-            conds.append(or_(trajectories.c.version_end == 0, trajectories.c.version_end.in_(ours)))
+            for end in (trajectories.c.version_start, trajectories.c.version_end):
+                conds.append(or_(end == 0, end.in_(ours)))
         if not_consumed_by is not None:
             conds.append(
                 ~exists().where(
