@@ -113,9 +113,12 @@ class GUIEnv(TerminalEnv):
             detail = (result.stderr or result.stdout).strip()
             raise GuiError(("timed out; " if result.timed_out else "") + elide_middle(detail, 3000))
         try:
-            return json.loads(result.stdout)
-        except json.JSONDecodeError:
+            page = json.loads(result.stdout)
+        except (ValueError, RecursionError):
             raise GuiError(f"the driver printed no JSON: {elide_middle(result.stdout, 500)!r}") from None
+        if not isinstance(page, dict):
+            raise GuiError(f"the driver printed {type(page).__name__}, not a JSON object")
+        return page
 
     def _render(self, page: dict[str, Any]) -> str:
         return (

@@ -29,7 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from agentsd.envs.documents import DocumentError, cell_display, open_workbook, render
+from agentsd.envs.documents import DocumentError, cell_display, check_archive, open_workbook, render
+from agentsd.envs.limited import run_limited
 
 _NUMBER = re.compile(r"[-+]?\(?\$?\d[\d,]*(?:\.\d+)?\)?%?|[-+]?\.\d+")
 
@@ -161,8 +162,8 @@ def _json_path_equals(check: dict[str, Any], evidence: Evidence) -> CheckResult:
         return CheckResult(False, f"{path} does not exist")
     try:
         value: Any = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return CheckResult(False, f"{path} is not valid JSON ({exc})")
+    except (ValueError, RecursionError) as exc:  # also bad UTF-8, huge integers, deep nesting
+        return CheckResult(False, f"{path} is not valid JSON ({str(exc)[:200]})")
     where = str(check["json_path"])
     for part in re.findall(r"[^.\[\]]+|\[\d+\]", where):
         try:
@@ -174,7 +175,7 @@ def _json_path_equals(check: dict[str, Any], evidence: Evidence) -> CheckResult:
         equal = _close(float(value), float(expected), check)
     else:
         equal = value == expected
-    return CheckResult(equal, f"{path} {where} = {value!r} (expected {expected!r})")
+    return CheckResult(equal, f"{path} {where} = {repr(value)[:200]} (expected {expected!r})")
 
 
 def _cell_value(check: dict[str, Any], evidence: Evidence) -> CheckResult:
@@ -182,15 +183,12 @@ def _cell_value(check: dict[str, Any], evidence: Evidence) -> CheckResult:
     data = evidence.read_file(path)
     if data is None:
         return CheckResult(False, f"{path} does not exist")
-    try:
-        values, formulas = open_workbook(data, values=True), open_workbook(data, values=False)
-    except DocumentError as exc:
-        return CheckResult(False, f"{path}: {exc}")
-    sheet = str(check.get("sheet") or values.sheetnames[0])
-    if sheet not in values.sheetnames:
-        return CheckResult(False, f"{path} has no sheet {sheet!r} ({', '.join(values.sheetnames)})")
-    shown = cell_display(values[sheet][ref], formulas[sheet][ref])
-    actual = FormulaEvaluator(values[sheet], formulas[sheet]).value(ref)
+    sheet = str(check["sheet"]) if check.get("sheet") else None
+    # the agent wrote the workbook: it is unpacked, parsed and its formulas evaluated under limits
+    found = run_limited(read_cell, data, sheet, ref, error=CheckError, what=path)
+    if isinstance(found, str):
+        return CheckResult(False, f"{path} {found}")
+    sheet, shown, actual = found
     expected = check["value"]
     if isinstance(expected, int | float):
         number = actual if isinstance(actual, int | float) else parse_number(str(actual or ""))
@@ -198,6 +196,24 @@ def _cell_value(check: dict[str, Any], evidence: Evidence) -> CheckResult:
     else:
         met = str(actual).strip().lower() == str(expected).strip().lower()
     return CheckResult(met, f"{path} {sheet}!{ref} = {shown!r} -> {actual!r} (expected {expected!r})")
+
+
+def read_cell(data: bytes, sheet: str | None, ref: str) -> tuple[str, Any, Any] | str:
+    """(sheet, shown value, computed value) of one cell, or why the workbook has no such sheet.
+    Runs in the limited child (envs/limited.py)."""
+    ref = ref.replace("$", "")
+    if not re.fullmatch(r"[A-Z]{1,3}[1-9]\d{0,6}", ref):
+        raise CheckError(f"cell {ref!r} is not a cell reference like B7")
+    try:
+        check_archive(data)
+        values, formulas = open_workbook(data, values=True), open_workbook(data, values=False)
+    except DocumentError as exc:
+        raise CheckError(str(exc)) from None
+    name = sheet or values.sheetnames[0]
+    if name not in values.sheetnames:
+        return f"has no sheet {name!r} ({', '.join(values.sheetnames)})"
+    shown = cell_display(values[name][ref].value, formulas[name][ref].value)
+    return name, shown, FormulaEvaluator(values[name], formulas[name]).value(ref)
 
 
 class FormulaEvaluator:

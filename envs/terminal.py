@@ -164,9 +164,9 @@ class TerminalEnv(gym.Env[str, str]):
         workdir = shlex.quote(self.task.environment.workdir)
         script = _SHELL.format(state=SHELL_STATE, workdir=workdir)
         limit = self.task.environment.limits.command_timeout_s
-        return self.sandbox.exec(
-            ["bash", "-c", script, "bash", command], timeout=min(timeout or limit, limit)
-        )
+        if timeout is None or not 0 < timeout < limit:  # also what NaN and negative numbers get
+            timeout = limit
+        return self.sandbox.exec(["bash", "-c", script, "bash", command], timeout=timeout)
 
     def stop_agent(self) -> None:
         """Before grading: kill every process the agent left in the sandbox (SandboxError, with the

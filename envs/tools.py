@@ -17,11 +17,12 @@ templates with a `tools=` argument accept and `render_tools` prints for template
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
-_CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)
+OPEN, CLOSE = "<tool_call>", "</tool_call>"
+MAX_CALL_CHARS = 256_000  # a call's JSON; longer replies are refused, not parsed
+MAX_CALL_DEPTH = 32  # nesting of objects and arrays in a call (the tools need 2)
 _JSON_TYPES = {
     "string": str,
     "integer": int,
@@ -114,30 +115,39 @@ def render_tools(tools: tuple[ToolSpec, ...]) -> str:
 def parse_tool_call(text: str, tools: tuple[ToolSpec, ...]) -> ToolCall | ToolParseError:
     """The first tool call in an agent's reply, validated against the tools' parameters."""
     names = ", ".join(t.name for t in tools)
-    match = _CALL.search(text)
-    if match is None:
+    start = text.find(OPEN)
+    if start < 0:
         return ToolParseError(
             "No tool call found. Reply with exactly one call, e.g. "
             '<tool_call>{"name": "bash", "arguments": {"command": "ls"}}</tool_call>. '
             f"Available tools: {names}."
         )
-    body = match.group(1)
+    end = text.find(CLOSE, start)  # no closing tag: the call runs to the end of the reply
+    body = text[start + len(OPEN) : end if end >= 0 else len(text)].strip()
+    if len(body) > MAX_CALL_CHARS:
+        return ToolParseError(f"The tool call is {len(body)} characters long; the limit is {MAX_CALL_CHARS}.")
+    if _depth(body) > MAX_CALL_DEPTH:
+        return ToolParseError(f"The tool call nests objects or arrays deeper than {MAX_CALL_DEPTH} levels.")
     try:
-        data = json.loads(body)
+        data = json.loads(body, parse_constant=_not_json)
     except json.JSONDecodeError as exc:
         return ToolParseError(
             f"The tool call is not valid JSON ({exc.msg} at char {exc.pos}): {body[:200]!r}"
         )
+    except (ValueError, RecursionError) as exc:  # NaN/Infinity, integers past Python's digit limit
+        return ToolParseError(f"The tool call is not valid JSON ({str(exc)[:200]})")
     if not isinstance(data, dict) or not isinstance(data.get("name"), str):
         return ToolParseError('A tool call must be a JSON object with a "name" and an "arguments" object.')
     spec = next((t for t in tools if t.name == data["name"]), None)
     if spec is None:
-        return ToolParseError(f"Unknown tool {data['name']!r}. Available tools: {names}.")
+        return ToolParseError(f"Unknown tool {data['name'][:100]!r}. Available tools: {names}.")
     arguments = data.get("arguments", {})
     if isinstance(arguments, str):  # some models emit arguments as a JSON string
+        if _depth(arguments) > MAX_CALL_DEPTH:
+            return ToolParseError(f"The arguments of {spec.name} nest deeper than {MAX_CALL_DEPTH} levels.")
         try:
-            arguments = json.loads(arguments)
-        except json.JSONDecodeError:
+            arguments = json.loads(arguments, parse_constant=_not_json)
+        except (ValueError, RecursionError):
             return ToolParseError(f"The arguments of {spec.name} are a string that is not a JSON object.")
     if not isinstance(arguments, dict):
         return ToolParseError(f"The arguments of {spec.name} must be a JSON object.")
@@ -152,12 +162,53 @@ def parse_tool_call(text: str, tools: tuple[ToolSpec, ...]) -> ToolCall | ToolPa
             param.type in ("integer", "number") and isinstance(value, bool)
         ):
             return ToolParseError(
-                f"{spec.name}: argument {param.name!r} must be a {param.type}, got {value!r}"
+                f"{spec.name}: argument {param.name!r} must be a {param.type}, got {repr(value)[:200]}"
             )
+    for name, value in arguments.items():
+        problem = _unusable_text(value) if isinstance(value, str) else None
+        if problem:
+            return ToolParseError(f"{spec.name}: argument {str(name)[:50]!r} {problem}")
     unknown = sorted(set(arguments) - {p.name for p in spec.params})
     if unknown:
-        return ToolParseError(f"{spec.name} has no argument(s) {', '.join(unknown)}")
+        return ToolParseError(f"{spec.name} has no argument(s) {', '.join(unknown)[:200]}")
     return ToolCall(spec.name, arguments)
+
+
+def _unusable_text(value: str) -> str | None:
+    """Why a string argument cannot reach a command line or a file name, if it cannot."""
+    if "\x00" in value:
+        return "contains a NUL character"
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return "is not valid Unicode text (a lone surrogate)"
+    return None
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON number")
+
+
+def _depth(body: str) -> int:
+    """The deepest nesting of [ and { outside strings (a linear scan; json.loads recurses)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
 
 
 VIEW_FILE = ToolSpec(

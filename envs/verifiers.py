@@ -25,6 +25,7 @@ Python older than 3.11 in an image ignores PYTHONSAFEPATH (the working directory
 from __future__ import annotations
 
 import json
+import math
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -73,6 +74,7 @@ _RESET = (
 )
 _FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+)(?: - (.*))?$", re.MULTILINE)
 _ASSERT = re.compile(r"^E\s+(.*)$", re.MULTILINE)
+MAX_REWARD_FILE_BYTES = 1 << 20
 _COUNTS = re.compile(r"(\d+) (passed|failed|error|errors)")
 
 
@@ -181,14 +183,16 @@ def _harbor(task: Task, sandbox: Sandbox) -> Verdict:
         return failed
     feedback = test_feedback(output)
     try:
-        text = sandbox.read_file("/logs/verifier/reward.txt").decode().strip()
+        text = (
+            sandbox.read_file("/logs/verifier/reward.txt", max_bytes=MAX_REWARD_FILE_BYTES).decode().strip()
+        )
         return Verdict(_reward(text), feedback, output=output)
     except FileNotFoundError:
         pass
     except ValueError as exc:
         return Verdict(0.0, feedback, error=f"reward.txt: {exc}", output=output)
     try:
-        data = json.loads(sandbox.read_file("/logs/verifier/reward.json"))
+        raw = sandbox.read_file("/logs/verifier/reward.json", max_bytes=MAX_REWARD_FILE_BYTES)
     except FileNotFoundError:
         return Verdict(
             0.0,
@@ -196,21 +200,38 @@ def _harbor(task: Task, sandbox: Sandbox) -> Verdict:
             error="the verifier wrote no /logs/verifier/reward.txt or reward.json",
             output=output,
         )
-    except ValueError as exc:
-        return Verdict(0.0, feedback, error=f"reward.json is not JSON: {exc}", output=output)
+    parsed = reward_components(raw)
+    if isinstance(parsed, str):
+        return Verdict(0.0, feedback, error=f"reward.json: {parsed}", output=output)
+    reward, components = parsed
+    return Verdict(reward, feedback, components=components, output=output)
+
+
+def reward_components(raw: bytes) -> tuple[float, dict[str, float]] | str:
+    """(reward, components) of a reward.json, or what is wrong with it: a number, or an object of
+    finite numbers whose `reward` (else their mean) is in [0, 1]."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # not JSON, bad UTF-8, huge integers, deep nesting
+        return f"not JSON ({str(exc)[:200]})"
     if isinstance(data, int | float) and not isinstance(data, bool):
-        return Verdict(_reward(str(data)), feedback, output=output)
+        data = {"reward": data}
     if (
         not isinstance(data, dict)
         or not data
         or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in data.values())
     ):
-        return Verdict(
-            0.0, feedback, error=f"reward.json must map names to numbers, got {data!r}", output=output
-        )
-    components = {k: float(v) for k, v in data.items()}
+        return f"must map names to numbers, got {repr(data)[:200]}"
+    try:
+        components = {str(k): float(v) for k, v in data.items()}
+    except OverflowError:
+        return "a component is too large for a number"
+    if not all(math.isfinite(v) for v in components.values()):
+        return f"components must be finite numbers, got {repr(components)[:200]}"
     reward = components.get("reward", sum(components.values()) / len(components))
-    return Verdict(reward, feedback, components=components, output=output)
+    if not 0.0 <= reward <= 1.0:
+        return f"reward {reward} is outside [0, 1]"
+    return reward, components
 
 
 def _terminal_bench(task: Task, sandbox: Sandbox) -> Verdict:
@@ -219,7 +240,8 @@ def _terminal_bench(task: Task, sandbox: Sandbox) -> Verdict:
     output, _, failed = _run(task, sandbox, "bash /tests/run-tests.sh", env=env)
     if failed:
         return failed
-    counts = {kind.rstrip("s"): int(n) for n, kind in _COUNTS.findall(_last_summary(output))}
+    # digits past Python's int limit cannot be a real count: such a summary is no summary
+    counts = {kind.rstrip("s"): int(n) for n, kind in _COUNTS.findall(_last_summary(output)) if len(n) < 10}
     if not counts:
         return Verdict(0.0, bounded(output), error="run-tests.sh printed no pytest summary", output=output)
     passed, failures = counts.get("passed", 0), counts.get("failed", 0) + counts.get("error", 0)
