@@ -344,9 +344,12 @@ class Collector:
         return self._loadable_newer()
 
     def _loadable_newer(self) -> PolicyVersion | None:
-        """The newest version of the followed lineage if it is newer than the one sampling and not
-        waiting out a failed load."""
+        """The newest version of the followed lineage (`version_lag` steps behind it) if it is newer
+        than the one sampling and not waiting out a failed load."""
         latest = self.store.latest_version(self.config.lineage)
+        if latest is not None and self.config.version_lag:
+            line = [v for v in self.store.versions() if v.lineage == latest.lineage]
+            latest = line[-1 - self.config.version_lag] if len(line) > self.config.version_lag else None
         if latest is None or latest.version <= self.policy.version:
             return None
         failed = self._load_failures.get(latest.version)

@@ -210,6 +210,13 @@ class CollectConfig(_Cfg):
         description="Follow the versions of this trainer lineage only (`agentsd replay versions` lists "
         "them); None = the store's newest version, whichever lineage published it.",
     )
+    version_lag: int = Field(
+        default=0,
+        ge=0,
+        description="Sample with the version K steps behind the newest of its lineage (the base model "
+        "until K+1 versions exist): one machine reproducing a fleet whose rollouts arrive K versions "
+        "late, for staleness experiments.",
+    )
     judge: JudgeConfig | None = Field(
         default=None, description="The LLM judge of rubric criteria without a programmatic check."
     )
@@ -283,12 +290,29 @@ class SDPOConfig(_Cfg):
     )
     turn_weights: bool = Field(default=False, description="Optional per-turn weight g (position bias).")
     turn_weight_delta: float = Field(default=0.2, ge=0)
+    correction: Literal["full", "is_untruncated", "none"] = Field(
+        default="full",
+        description="Off-policy correction of the topk form. full: w = min(rho, C), the rejection mask "
+        "and K_max; is_untruncated: w = rho, no mask, no K_max (importance weighting unprotected); "
+        "none: w = 1, no mask, no K_max (staleness ignored). The last two exist to measure what the "
+        "protection buys.",
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> SDPOConfig:
         if self.rho_low >= self.rho_high:
             raise ValueError(f"rho_low ({self.rho_low}) must be below rho_high ({self.rho_high})")
+        if self.correction != "full" and self.form != "topk":
+            raise ValueError(
+                f"correction {self.correction!r} is defined for form topk; the sampled_token form's "
+                "own PPO ratio and clip are its correction"
+            )
         return self
+
+    @property
+    def staleness_bound(self) -> int | None:
+        """K_max, or None when the correction variant ignores staleness."""
+        return self.max_staleness if self.correction == "full" else None
 
 
 class HindsightConfig(_Cfg):

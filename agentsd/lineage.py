@@ -29,8 +29,11 @@ class LineageView:
         """Version number -> optimizer steps from the base model along this line (base: 0)."""
         return {BASE_VERSION: 0, **{number: i + 1 for i, number in enumerate(self.chain)}}
 
-    def oldest_fresh(self, reference: int, max_staleness: int) -> int:
-        """The lowest version number whose depth is within `max_staleness` of depth `reference`."""
+    def oldest_fresh(self, reference: int, max_staleness: int | None) -> int:
+        """The lowest version number whose depth is within `max_staleness` of depth `reference`
+        (None: no bound, the base model)."""
+        if max_staleness is None:
+            return BASE_VERSION
         lowest_depth = reference - max_staleness
         return BASE_VERSION if lowest_depth <= 0 else self.chain[min(lowest_depth, len(self.chain)) - 1]
 

@@ -295,7 +295,7 @@ class Trainer:
         if self.rank == 0:
             view = self.line()
             summaries = self.store.select_for_training(
-                min_version=view.oldest_fresh(self.reference_depth(view), cfg.sdpo.max_staleness),
+                min_version=view.oldest_fresh(self.reference_depth(view), cfg.sdpo.staleness_bound),
                 not_consumed_by=self.run_id,
                 terminations=cfg.train_on,
                 sampled_by=view.ancestry,
@@ -309,7 +309,7 @@ class Trainer:
         """Trajectories this trainer has not trained on and will not: ended in a way `train_on`
         excludes (within the staleness bound), or already too stale. Gauges, logged every step."""
         cfg = self.config
-        oldest = view.oldest_fresh(self.reference_depth(view), cfg.sdpo.max_staleness)
+        oldest = view.oldest_fresh(self.reference_depth(view), cfg.sdpo.staleness_bound)
         mine = {"not_consumed_by": self.run_id, "sampled_by": view.ancestry}
         pending = self.store.count_for_training(**mine, min_version=oldest)
         trusted = self.store.count_for_training(**mine, min_version=oldest, terminations=cfg.train_on)

@@ -321,6 +321,29 @@ def test_a_version_that_cannot_be_loaded_never_stops_collection(
         assert versions == {0, 3}
 
 
+def test_version_lag_samples_k_versions_behind_the_newest(
+    tmp_path: Path, tokenizer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend_config("local")
+    monkeypatch.setattr(collector_mod, "VERSION_POLL_S", 0.0)
+    cfg = collect_config(tmp_path, version_pickup="turn", concurrency=1, version_lag=2)
+    seen: list[tuple[int, int]] = []  # (newest published, version sampling) at every policy call
+    with ReplayStore(cfg.store.url) as store:
+
+        def publish_every_call(prompt: str) -> str:
+            newest = store.latest_version()
+            seen.append((newest.version if newest else 0, policy.version))
+            store.register_version((newest.version if newest else 0) + 1, model="scripted",
+                                   checkpoint_uri=str(tmp_path), lineage="t", parent=None,
+                                   weights_hash=None)  # fmt: skip
+            return solver(prompt)
+
+        policy = ScriptedPolicy(tokenizer, publish_every_call)
+        asyncio.run(Collector(cfg, policy, store, [make_task(i) for i in range(3)], run_name="lag").run())
+    assert all(sampling <= max(0, newest - 2) for newest, sampling in seen), seen
+    assert seen[-1][1] == seen[-1][0] - 2  # it does follow, two behind
+
+
 RESUMABLE = textwrap.dedent(
     """
     import asyncio, re, sys, time

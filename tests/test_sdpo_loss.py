@@ -367,3 +367,34 @@ def test_loss_from_chunked_terms_equals_the_loss_from_logits(form: str) -> None:
     torch.testing.assert_close(chunked.loss, full.loss, rtol=1e-9, atol=1e-12)
     for got, want in zip(grads, grads_full, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+
+
+def test_each_correction_variant_weights_tokens_exactly_as_defined() -> None:
+    """full: w = min(rho, C) on tokens within the rejection bounds and K_max; is_untruncated: w = rho on
+    every trainable token; none: w = 1 on every trainable token. Same tokens, same divergence."""
+    batch, student, teacher = make_batch(n=12, seed=9, versions=[5] * 6 + [0] * 6)  # half 5 versions old
+    current = torch.log_softmax(student.detach(), -1).gather(-1, batch.tokens[:, None]).squeeze(-1)
+    shifts = torch.tensor(
+        [0.0, 0.0, -3.0, 3.0, 0.5, -0.5, 0.0, 0.0, -3.0, 3.0, 0.5, -0.5], dtype=torch.float64
+    )
+    batch.behaviour_logp = current + shifts  # rho = exp(-shift): 1, 1, 20, 0.05, 0.61, 1.6, ...
+    rho = torch.exp(-shifts)
+    trainable = batch.mask.bool()
+    d = topk_tail_divergence(student, teacher, k=4)
+    expected = {
+        "full": (rho.clamp(max=2.0), trainable & (rho >= 0.1) & (rho <= 10.0) & (batch.versions >= 5 - 4)),
+        "is_untruncated": (rho, trainable),
+        "none": (torch.ones_like(rho), trainable),
+    }
+    for correction, (weight, used) in expected.items():
+        cfg = SDPOConfig(top_k=4, is_cap=2.0, max_staleness=4, correction=correction)  # type: ignore[arg-type]
+        out = sdpo_loss(batch, student, teacher, cfg, version=5)
+        assert torch.equal(out.used, used), correction
+        torch.testing.assert_close(out.numerator_weight, (weight * used).to(out.numerator_weight.dtype))
+        want = (weight * used * d).sum() / used.sum()
+        torch.testing.assert_close(out.loss, want.to(out.loss.dtype), rtol=1e-9, atol=1e-12)
+        assert out.metrics["fraction/truncated"] == pytest.approx(
+            float((rho[trainable] > 2.0).double().mean())
+        )
+    with pytest.raises(ValueError, match="defined for form topk"):
+        SDPOConfig(form="sampled_token", correction="none")

@@ -6,6 +6,8 @@ objective against the behaviour log-prob, which already carries the importance r
 applied a second time there. `denominator` lets gradient accumulation divide every micro-batch by
 the global batch's Σ m·M·K (then 1 x 8 and 8 x 1 accumulate the same gradient); given a function, it
 maps the local count to the divisor (data-parallel ranks: the all-reduced count / world size).
+`SDPOConfig.correction` selects the protection: `full` as above, `is_untruncated` (w = ρ, M = K = 1)
+and `none` (w = 1, M = K = 1), the unprotected baselines the staleness experiment compares against.
 
 Inputs are flattened over the batch: [N] per-token tensors and [N, V] logits at the positions that
 predict each token (the logits row t scores y_t). Positions with m_t = 0 may be present; they add
@@ -103,13 +105,17 @@ def sdpo_loss_from_terms(
     log s_t(y_t) with gradient, log q_t(y_t) without."""
     mask = batch.mask.bool()
     rho = behaviour_ratio(student_logp, batch.behaviour_logp)
-    weight = truncated_weight(rho, config.is_cap)
-    accepted = rejection_mask(rho, config.rho_low, config.rho_high)
-    if config.turn_level_mask:
-        turn_key = batch.trajectory_index * (1 << 32) + batch.turn_index
-        accepted = accepted & turn_rejection_mask(rho, turn_key, mask, config.rho_low, config.rho_high)
-    trajectory = batch.trajectory_index if config.staleness_drop == "trajectory" else None
-    fresh = staleness_keep(batch.versions, version, config.max_staleness, trajectory, mask)
+    if config.correction == "full":
+        weight = truncated_weight(rho, config.is_cap)
+        accepted = rejection_mask(rho, config.rho_low, config.rho_high)
+        if config.turn_level_mask:
+            turn_key = batch.trajectory_index * (1 << 32) + batch.turn_index
+            accepted = accepted & turn_rejection_mask(rho, turn_key, mask, config.rho_low, config.rho_high)
+        trajectory = batch.trajectory_index if config.staleness_drop == "trajectory" else None
+        fresh = staleness_keep(batch.versions, version, config.max_staleness, trajectory, mask)
+    else:  # the unprotected variants: every trainable token counts, at any ratio and any age
+        weight = rho if config.correction == "is_untruncated" else rho.new_ones(rho.shape)
+        accepted = fresh = mask.new_ones(mask.shape)
     used = mask & accepted & fresh
     decay = staleness_weight(batch.versions, version, config.staleness_decay, dtype=rho.dtype)
 
@@ -147,12 +153,12 @@ def sdpo_loss_from_terms(
     # Unused tokens enter as exact zeros: their terms may be inf or NaN (0·inf = NaN otherwise).
     numerator = (token_weight * per_token.masked_fill(~used, 0.0)).sum()
     loss = numerator / divide_by if divide_by > 0 else numerator * 0.0
-    metrics.update(_metrics(batch, rho, weight, accepted, fresh, used, kl, version))
+    metrics.update(_metrics(batch, rho, config.is_cap, accepted, fresh, used, kl, version))
     return SDPOLoss(loss=loss, per_token=per_token, used=used, numerator_weight=token_weight, metrics=metrics)
 
 
 def _metrics(
-    batch: TokenBatch, rho: Any, weight: Any, accepted: Any, fresh: Any, used: Any, kl: Any, version: int
+    batch: TokenBatch, rho: Any, cap: float, accepted: Any, fresh: Any, used: Any, kl: Any, version: int
 ) -> dict[str, float]:
     """SDPO.md "Metrics" that the loss alone knows, over the trainable tokens (m_t = 1)."""
     mask = batch.mask.bool()
@@ -168,7 +174,7 @@ def _metrics(
         "rho/mean": float(r.mean()),
         "rho/p99": float(r.quantile(0.99)) if n > 1 else float(r.max()),
         "rho/max": float(r.max()),
-        "fraction/truncated": float((weight[mask] < rho[mask]).double().mean()),
+        "fraction/truncated": float((rho[mask] > cap).double().mean()),  # truncated at C under `full`
         "fraction/rejected": float((~accepted[mask]).double().mean()),
         "fraction/stale_dropped": float((~fresh[mask]).double().mean()),
         "staleness/mean": float(staleness.mean()),
