@@ -193,9 +193,13 @@ class Trainer:
 
         self.rank = dist.get_rank() if dist.is_initialized() else 0
         self.world = dist.get_world_size() if dist.is_initialized() else 1
-        self.teacher = Teacher(self.config.teacher, self.model)
-        self.builder = HindsightBuilder(self.tokenizer, self.config.hindsight.budget_tokens)
-        self._resume()
+        try:
+            self.teacher = Teacher(self.config.teacher, self.model)
+            self.builder = HindsightBuilder(self.tokenizer, self.config.hindsight.budget_tokens)
+            self._resume()
+        except BaseException:  # a refused start must not keep the engine's memory alive
+            self.close()
+            raise
 
     def _resume(self) -> None:
         """Load the last checkpoint, if any, and take this trainer's place in the store's lineage."""
@@ -570,6 +574,19 @@ class Trainer:
             return
         for old in sorted(directory.glob("step*"))[: -self.config.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
+
+    def close(self) -> None:
+        """Release the engine's memory (weights, optimizer states, gradients): DeepSpeed keeps them
+        reachable until destroyed, so a process that makes several trainers must close each."""
+        destroy = getattr(self.engine, "destroy", None)
+        if callable(destroy):
+            destroy()
+
+    def __enter__(self) -> Trainer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def run(
         self,

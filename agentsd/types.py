@@ -100,6 +100,10 @@ class Environment(_Model):
     )
 
 
+GRADING_DIRS = ["/tests", "/logs", "/solution"]
+"""Writable directories the verifiers and oracle runs use (empty while the agent works)."""
+
+
 class Verifier(_Model):
     """How a task is graded. `kind` selects which of the other fields are used."""
 

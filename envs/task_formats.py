@@ -23,12 +23,12 @@ from typing import Any
 
 import yaml
 
+from agentsd.envs.learnable import SUITES as LEARN_SUITES
+from agentsd.envs.learnable import learn_suite
 from agentsd.errors import AgentsdError
-from agentsd.types import Environment, Family, Limits, Task, Verifier, World
+from agentsd.types import GRADING_DIRS, Environment, Family, Limits, Task, Verifier, World
 
 SUITES_DIR = Path(__file__).parent / "suites"
-GRADING_DIRS = ["/tests", "/logs", "/solution"]
-"""Writable directories the verifiers and oracle runs use (empty while the agent works)."""
 FALLBACK_IMAGE = {
     Family.TERMINAL: "agentsd/terminal:latest",
     Family.SWE: "agentsd/swe:latest",
@@ -309,18 +309,21 @@ def load_task_dir(task_dir: Path) -> Task:
 
 def suite_names() -> list[str]:
     shipped = sorted(p.name for p in SUITES_DIR.iterdir() if p.is_dir()) if SUITES_DIR.is_dir() else []
-    return [*shipped, "miniwob"]
+    return [*shipped, "miniwob", *LEARN_SUITES]
 
 
 def load_suite(name_or_path: str | Path) -> list[Task]:
     """A shipped suite by name (see suite_names()) or every task directory under a path.
 
-    `miniwob` is the MiniWoB++ suite of the installed `miniwob` package (envs/miniwob.py).
+    `miniwob` is the MiniWoB++ suite of the installed `miniwob` package (envs/miniwob.py); `learn`,
+    `learn-train` and `learn-heldout` are generated (envs/learnable.py).
     """
     if str(name_or_path) == "miniwob":
         from agentsd.envs.miniwob import load_miniwob
 
         return load_miniwob()
+    if str(name_or_path) in LEARN_SUITES:  # generated from a seed (envs/learnable.py)
+        return learn_suite(str(name_or_path))
     root = SUITES_DIR / str(name_or_path)
     if not root.is_dir():
         root = Path(name_or_path)

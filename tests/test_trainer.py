@@ -123,8 +123,8 @@ def test_a_published_version_loads_into_the_hf_policy(collected: str, tmp_path: 
     )  # fmt: skip
     tracker = MemoryTracker()
     with ReplayStore(cfg.store.url) as replay:
-        trainer = Trainer(cfg, replay, name="t", tracker=tracker)
-        [result] = trainer.run(max_steps=1)
+        with Trainer(cfg, replay, name="t", tracker=tracker) as trainer:
+            [result] = trainer.run(max_steps=1)
         assert result.version == 1 and result.metrics["tokens/used"] > 0 and result.metrics["loss"] > 0
         assert result.metrics["rho/mean"] == pytest.approx(1.0, abs=0.05)  # sampled by these weights
         version = replay.latest_version()
@@ -183,6 +183,7 @@ def test_a_number_names_one_set_of_weights_and_one_lineage_publishes_at_a_time(
         with pytest.raises(KeyboardInterrupt):
             first.step()
         monkeypatch.undo()
+        first.close()  # each trainer holds GBs until its engine is destroyed
         assert replay.versions() == [] and replay.consumed_by(first.run_id) == set()
         resumed = Trainer(config("a"), replay, name="a")  # republishes the checkpoint, same number
         [v1] = replay.versions()
@@ -199,6 +200,7 @@ def test_a_number_names_one_set_of_weights_and_one_lineage_publishes_at_a_time(
         assert fork.lineage != first.lineage and fork.version == 2
         stepped = fork.step()
         assert stepped is not None and stepped.metrics["staleness/max"] == 0
+        fork.close()
         v3 = replay.latest_version()
         assert v3 is not None and (v3.version, v3.lineage, v3.parent) == (3, fork.lineage, None)
         # the fork trains on what the base model sampled and on its own line, never on lineage a's
@@ -208,6 +210,7 @@ def test_a_number_names_one_set_of_weights_and_one_lineage_publishes_at_a_time(
         # the first lineage's trainer, still running, would now publish number 3: refused, not reused
         with pytest.raises(LineageError, match=r"version 3 of lineage .* was published into the store while"):
             resumed.step()
+        resumed.close()
         # its checkpoint (version 3, taken before the refused publish) is kept; a restart refuses
         with pytest.raises(
             LineageError, match=r"version 3 of lineage .* the store has moved on: version 3 belongs"
@@ -218,6 +221,7 @@ def test_a_number_names_one_set_of_weights_and_one_lineage_publishes_at_a_time(
             onward.version == 3 and onward.origin == 2 and onward.lineage not in (first.lineage, fork.lineage)
         )
         assert replay.ancestry(onward.lineage, onward.origin) == [(onward.lineage, None), (first.lineage, 2)]
+        onward.close()
 
 
 def test_agentsd_run_collects_and_trains_at_once(tmp_path: Path) -> None:
@@ -312,12 +316,13 @@ def test_lora_trains_an_adapter_that_the_policy_merges(collected: str, tmp_path:
         [result] = trainer.run(max_steps=1)
         assert result.metrics["tokens/used"] > 0
         version = replay.latest_version()
+        # the EMA teacher moved halfway toward the trained adapter: a second adapter, not a second model
+        moved = [k for k, v in trainer.teacher.weights.items() if not torch_equal(v, teacher_before[k])]
+        trainer.close()
+    assert moved and all("lora_" in k for k in moved)
     assert version is not None and version.meta["lora"] is True
     published = Path(version.checkpoint_uri)
     assert (published / "adapter_config.json").is_file() and not (published / "model.safetensors").exists()
-    # the EMA teacher moved halfway toward the trained adapter: a second adapter, not a second model
-    moved = [k for k, v in trainer.teacher.weights.items() if not torch_equal(v, teacher_before[k])]
-    assert moved and all("lora_" in k for k in moved)
     policy = HFPolicy(ModelConfig(), seed=0)
     before = {k: v.clone() for k, v in policy.model.state_dict().items()}
     policy.load_version(version)
@@ -349,8 +354,8 @@ def test_zero3_trains_with_the_live_teacher_and_publishes_whole_weights(
         ema = TrainConfig.model_validate({**settings, "teacher": {"mode": "ema"}})
         with pytest.raises(ConfigError, match="ZeRO-3 partitions the weights"):
             Trainer(ema, replay, name="refused")
-        trainer = Trainer(TrainConfig.model_validate(settings), replay, name="z3")
-        [result] = trainer.run(max_steps=1)
+        with Trainer(TrainConfig.model_validate(settings), replay, name="z3") as trainer:
+            [result] = trainer.run(max_steps=1)
         assert result.metrics["tokens/used"] > 0 and result.metrics["loss"] > 0
         assert result.metrics["rho/mean"] == pytest.approx(1.0, abs=0.05)  # the gathered head is the policy's
         version = replay.latest_version()

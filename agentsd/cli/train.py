@@ -62,4 +62,5 @@ def train(
             )
         if trainer.step_count % cfg.histogram_every:  # the distributions of the last steps too
             trainer.log_histograms()
+        trainer.close()
     console.print(f"trained to version {trainer.version} ({trainer.step_count} steps)", highlight=False)

@@ -1,0 +1,225 @@
+"""The learnable suite: hundreds of short shell tasks generated from a seed, split train / held-out.
+
+Built for measuring learning on one CPU machine: tasks a small model can come to solve, where the
+environment's own answers teach. Every task asks for one small result in the workspace (a word, a
+count, a sum, a file name, a fixed line, a file), and its verifier, on failure, says what was
+expected ("answer.txt holds '12'; it should hold exactly: 14"), which is what the hindsight teacher
+reads. A reply without a valid tool call gets the parser's format observation, so the tool-call
+protocol is learnable too. The tasks run through the same sandboxes, environments, collector and
+verifiers as every other terminal suite (script verifiers, isolated as every verifier is).
+
+Suites: `learn` (all), `learn-train` and `learn-heldout` (a task is held out when the hash of its id
+says so: about one in five, the same split for every seed and count). Generation is deterministic:
+the same seed and count give the same tasks, byte for byte.
+
+Not guaranteed: difficulty calibration; the tasks are meant to be easy for a capable agent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import shlex
+from collections.abc import Callable
+
+from agentsd.types import GRADING_DIRS, Environment, Family, Task, Verifier, World
+
+DEFAULT_SEED = 0
+DEFAULT_COUNT = 400
+HELDOUT_EVERY = 5  # one task in five (by id hash) is held out
+ANSWER = "answer.txt"
+_WORD_LIST = (
+    "amber anchor apple arrow autumn badge bamboo banner barrel basket beacon berry birch blossom bonnet "
+    "breeze bridge bronze bucket butter cabin cactus camel candle canyon carbon carpet castle cedar "
+    "cherry chimney cinder citrus clover cobalt comet copper coral cotton crayon crystal dagger daisy "
+    "delta desert dolphin dragon ember falcon feather fern fiddle flint forest fossil garnet ginger "
+    "glacier granite harbor hazel helmet honey island ivory jacket jasmine jungle kettle kiwi ladder "
+    "lagoon lantern lemon lily linen lotus magnet maple marble meadow melon meteor mint mirror "
+    "monsoon mosaic nectar needle nickel oasis olive onyx orbit orchid otter paddle panda pebble "
+    "pepper pillow pine planet plum prism pumpkin quartz quill rabbit raven ribbon river rocket "
+    "saddle saffron salmon sapphire scarlet shadow silver sparrow spruce stone summit sunset thistle "
+    "thunder tiger timber topaz tulip tundra velvet violet walnut willow winter zephyr"
+)
+WORDS = tuple(_WORD_LIST.split())
+KEYS = ("port", "workers", "timeout", "retries", "level", "cache", "threads", "limit")
+
+
+def _check(expected: str, what: str) -> str:
+    """A verifier script: answer.txt (whitespace around it ignored) must be `expected`; on failure it
+    prints what it found and what was expected."""
+    want = shlex.quote(expected)
+    trim = 'tr -d "\\r" | sed -e "s/^[[:space:]]*//" -e "s/[[:space:]]*$//"'
+    missing = f"there is no {ANSWER} in the working directory; it should hold {what}: "
+    return (
+        f'got="$(cat {ANSWER} 2>/dev/null | {trim})"\n'
+        f'[ -f {ANSWER} ] || {{ echo "{missing}"{want}; exit 1; }}\n'
+        f'[ "$got" = {want} ] && exit 0\n'
+        f"echo \"{ANSWER} holds '$got'; it should hold {what}: \"{want}\n"
+        "exit 1\n"
+    )
+
+
+def _solution(command: str) -> dict[str, object]:
+    return {"files": {"solve.sh": f"#!/bin/bash\ncd /workspace\n{command}\n"}, "entry": "solve.sh"}
+
+
+def _write_word(rng: random.Random) -> tuple[str, dict[str, str], str, str]:
+    word = rng.choice(WORDS)
+    return (f"Write the word {word} into {ANSWER}.", {}, _check(word, "exactly"), f"echo {word} > {ANSWER}")
+
+
+def _copy_file(rng: random.Random) -> tuple[str, dict[str, str], str, str]:
+    name, word = rng.choice(WORDS), rng.choice(WORDS)
+    path = f"data/{name}.txt"
+    return (
+        f"Copy the text of {path} into {ANSWER}.",
+        {path: word + "\n"},
+        _check(word, f"the text of {path}"),
+        f"cp {path} {ANSWER}",
+    )
+
+
+def _count_lines(rng: random.Random) -> tuple[str, dict[str, str], str, str]:
+    name, n = rng.choice(WORDS), rng.randint(2, 40)
+    path = f"data/{name}.txt"
+    lines = "".join(rng.choice(WORDS) + "\n" for _ in range(n))
+    return (
+        f"Write the number of lines in {path} into {ANSWER}.",
+        {path: lines},
+        _check(str(n), f"the number of lines in {path}"),
+        f"wc -l < {path} > {ANSWER}",
+    )
+
+
+def _sum_numbers(rng: random.Random) -> tuple[str, dict[str, str], str, str]:
+    numbers = [rng.randint(1, 99) for _ in range(rng.randint(2, 8))]
+    path = "data/numbers.txt"
+    return (
+        f"Write the sum of the numbers in {path} (one per line) into {ANSWER}.",
+        {path: "".join(f"{x}\n" for x in numbers)},
+        _check(str(sum(numbers)), f"the sum of the numbers in {path}"),
+        f"awk '{{s += $1}} END {{print s}}' {path} > {ANSWER}",
+    )
+
+
+def _find_file(rng: random.Random) -> tuple[str, dict[str, str], str, str]:
+    names = rng.sample(WORDS, 4)
+    key = rng.choice([w for w in WORDS if w not in names])
+    holder = rng.choice(names)
+    others = [w for w in WORDS if w != key]
+    files = {
+        f"data/{n}.txt": " ".join([*rng.sample(others, 5), *([key] if n == holder else [])]) + "\n"
+        for n in names
+    }
+    return (
+        f"One file in data/ contains the word {key}. Write that file's name (for example {names[0]}.txt) "
+        f"into {ANSWER}.",
+        files,
+        _check(f"{holder}.txt", f"the name of the file in data/ that contains {key}"),
+        f"grep -lw {key} data/*.txt | xargs -n1 basename > {ANSWER}",
+    )
+
+
+def _fix_line(rng: random.Random) -> tuple[str, dict[str, str], str, str]:
+    keys = rng.sample(KEYS, 4)
+    values = {k: str(rng.randint(1, 9000)) for k in keys}
+    key, new = rng.choice(keys), str(rng.randint(1, 9000))
+    while new == values[key]:
+        new = str(rng.randint(1, 9000))
+    before = "".join(f"{k}={v}\n" for k, v in values.items())
+    after = "".join(f"{k}={new if k == key else v}\n" for k, v in values.items())
+    expected = shlex.quote(after)
+    script = (
+        f"want={expected}\n"
+        "got=\"$(cat app.conf 2>/dev/null)\"$'\\n'\n"
+        '[ "$got" = "$want" ] && exit 0\n'
+        f'echo "app.conf should read (only {key} changed):"; printf "%s" "$want"\n'
+        'echo "it reads:"; cat app.conf 2>/dev/null || echo "(no app.conf)"\n'
+        "exit 1\n"
+    )
+    return (
+        f"In app.conf, set {key} to {new}; leave the other lines as they are.",
+        {"app.conf": before},
+        script,
+        f"sed -i 's/^{key}=.*/{key}={new}/' app.conf",
+    )
+
+
+def _uppercase(rng: random.Random) -> tuple[str, dict[str, str], str, str]:
+    name, words = rng.choice(WORDS), " ".join(rng.sample(WORDS, 3))
+    path = f"data/{name}.txt"
+    return (
+        f"Write the text of {path} in upper case into {ANSWER}.",
+        {path: words + "\n"},
+        _check(words.upper(), f"the text of {path} in upper case"),
+        f"tr a-z A-Z < {path} > {ANSWER}",
+    )
+
+
+def _make_file(rng: random.Random) -> tuple[str, dict[str, str], str, str]:
+    directory, name, word = rng.choice(WORDS), rng.choice(WORDS), rng.choice(WORDS)
+    path = f"{directory}/{name}.txt"
+    script = (
+        f'[ -f {path} ] || {{ echo "there is no file {path}"; exit 1; }}\n'
+        f'[ "$(cat {path})" = {word} ] && exit 0\n'
+        f"echo \"{path} holds '$(cat {path})'; it should hold exactly: {word}\"\n"
+        "exit 1\n"
+    )
+    return (
+        f"Create the directory {directory} with a file {name}.txt in it that holds the word {word}.",
+        {},
+        script,
+        f"mkdir -p {directory} && echo {word} > {path}",
+    )
+
+
+KINDS: dict[str, Callable[[random.Random], tuple[str, dict[str, str], str, str]]] = {
+    "write-word": _write_word,
+    "copy-file": _copy_file,
+    "count-lines": _count_lines,
+    "sum-numbers": _sum_numbers,
+    "find-file": _find_file,
+    "fix-line": _fix_line,
+    "uppercase": _uppercase,
+    "make-file": _make_file,
+}
+
+
+def is_heldout(task_id: str) -> bool:
+    return int(hashlib.sha256(task_id.encode()).hexdigest()[:8], 16) % HELDOUT_EVERY == 0
+
+
+def generate(seed: int = DEFAULT_SEED, count: int = DEFAULT_COUNT) -> list[Task]:
+    """`count` tasks, kinds in turn, each drawn from its own generator seeded by (seed, index)."""
+    tasks = []
+    kinds = list(KINDS.items())
+    for index in range(count):
+        kind, make = kinds[index % len(kinds)]
+        rng = random.Random(f"{seed}:{index}")
+        instruction, files, script, solution = make(rng)
+        task_id = f"learn-{seed}-{index:04d}-{kind}"
+        tasks.append(
+            Task(
+                id=task_id,
+                family=Family.TERMINAL,
+                instruction=instruction + " Then submit.",
+                world=World(files=files),
+                environment=Environment(scratch_dirs=list(GRADING_DIRS)),
+                verifier=Verifier(kind="script", script=script, timeout_s=60.0),
+                reference=_solution(solution),
+                meta={"suite": "learn", "kind": kind, "split": "heldout" if is_heldout(task_id) else "train"},
+            )
+        )
+    return tasks
+
+
+def learn_suite(name: str) -> list[Task]:
+    """`learn`, `learn-train` or `learn-heldout`."""
+    tasks = generate()
+    if name == "learn":
+        return tasks
+    split = name.removeprefix("learn-")
+    return [t for t in tasks if t.meta["split"] == split]
+
+
+SUITES = ("learn", "learn-train", "learn-heldout")
