@@ -8,7 +8,8 @@ default model with gradient checkpointing, at several sequence lengths:
 - trl: TRL's SDPO top-k loss path (trl.experimental.sdpo): full logits from the model's forward for
   student and teacher, then `compute_topk_self_distillation_loss`; runs in the benchmark venv
   (scripts/setup_bench.sh) with the same torch and transformers;
-- naive: full logits and the exact full-vocabulary reverse KL (the reference the tests pin to).
+- naive: full logits and the exact full-vocabulary reverse KL (the reference the tests pin to);
+- agentsd_rows: agentsd with one temperature per row, as the trainer runs it (per-turn sampling).
 
 The student sequence has T tokens, the last 3/4 of them agent tokens (trained); the teacher sees a
 256-token hindsight context before the same tokens. tokens/s counts the student's T per step. MFU is
@@ -68,7 +69,12 @@ def _data(model: Any, tokens: int) -> tuple[Any, Any, Any]:
     return student, teacher, trained
 
 
-def _step_agentsd(model: Any, student: Any, teacher: Any, trained: Any) -> None:
+def _step_agentsd_rows(model: Any, student: Any, teacher: Any, trained: Any) -> None:
+    """The trainer's path: one sampling temperature per row (turns sampled at different ones)."""
+    _step_agentsd(model, student, teacher, trained, per_row=True)
+
+
+def _step_agentsd(model: Any, student: Any, teacher: Any, trained: Any, per_row: bool = False) -> None:
     import torch
 
     from agentsd.config import SDPOConfig
@@ -79,8 +85,9 @@ def _step_agentsd(model: Any, student: Any, teacher: Any, trained: Any) -> None:
         teacher_rows = decoder(input_ids=teacher).last_hidden_state[0][trained - 1 + HINDSIGHT_TOKENS]
     rows = decoder(input_ids=student).last_hidden_state[0][trained - 1]
     y = student[0, trained]
+    temperature: Any = torch.full((len(trained),), 0.9) if per_row else 0.9
     divergence, logp, teacher_logp = chunked_head(
-        rows, weight, teacher_rows, weight.detach(), y, k=TOP_K, chunk=1024
+        rows, weight, teacher_rows, weight.detach(), y, k=TOP_K, temperature=temperature, chunk=1024
     )
     n = len(trained)
     batch = TokenBatch(
@@ -119,7 +126,7 @@ def _step_trl(model: Any, student: Any, teacher: Any, trained: Any) -> None:
     per_token.mean().backward()
 
 
-STEPS = {"agentsd": _step_agentsd, "naive": _step_naive, "trl": _step_trl}
+STEPS = {"agentsd": _step_agentsd, "agentsd_rows": _step_agentsd_rows, "naive": _step_naive, "trl": _step_trl}
 
 
 def worker(path: str, model_path: str, tokens: int, iters: int) -> dict[str, Any]:

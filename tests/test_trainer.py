@@ -153,18 +153,34 @@ def test_a_published_version_loads_into_the_hf_policy(collected: str, tmp_path: 
 
 
 def test_a_number_names_one_set_of_weights_and_one_lineage_publishes_at_a_time(
-    collected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    collected: str, tmp_path: Path
 ) -> None:
     """Killed between checkpoint and publish, a trainer republishes the checkpoint's weights under the
     same number; a fresh trainer on a store with versions refuses to fork it unless told; a forked
-    lineage numbers after the newest; the old lineage, now behind, refuses to publish beside it."""
+    lineage numbers after the newest; the old lineage, now behind, refuses to publish beside it.
+
+    Run in its own process: it makes six trainers, and DeepSpeed keeps an engine's optimizer state
+    alive after a step even when the engine is destroyed (this process would hold GBs after)."""
     import shutil
 
+    shutil.copy(Path(collected.removeprefix("sqlite:///")), tmp_path / "r.db")
+    script = (
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import test_trainer; "
+        f"test_trainer.lineage_scenario({str(tmp_path)!r})"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=1200,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
+    assert "LINEAGE SCENARIO OK" in done.stdout
+
+
+def lineage_scenario(tmp: str) -> None:
+    """The body of the test above, in a process of its own."""
     from agentsd.config import TrainConfig
     from agentsd.errors import LineageError
     from agentsd.trainer import Trainer
 
-    shutil.copy(Path(collected.removeprefix("sqlite:///")), tmp_path / "r.db")
+    tmp_path = Path(tmp)
 
     def config(run_dir: str, **extra: object) -> TrainConfig:
         return TrainConfig.model_validate(
@@ -179,11 +195,14 @@ def test_a_number_names_one_set_of_weights_and_one_lineage_publishes_at_a_time(
         def killed(self: Trainer) -> None:
             raise KeyboardInterrupt("killed between checkpoint and publish")
 
-        monkeypatch.setattr(Trainer, "_publish", killed)
-        with pytest.raises(KeyboardInterrupt):
-            first.step()
-        monkeypatch.undo()
-        first.close()  # each trainer holds GBs until its engine is destroyed
+        publish = Trainer._publish
+        Trainer._publish = killed  # type: ignore[method-assign]
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                first.step()
+        finally:
+            Trainer._publish = publish  # type: ignore[method-assign]
+        first.close()
         assert replay.versions() == [] and replay.consumed_by(first.run_id) == set()
         resumed = Trainer(config("a"), replay, name="a")  # republishes the checkpoint, same number
         [v1] = replay.versions()
@@ -222,6 +241,7 @@ def test_a_number_names_one_set_of_weights_and_one_lineage_publishes_at_a_time(
         )
         assert replay.ancestry(onward.lineage, onward.origin) == [(onward.lineage, None), (first.lineage, 2)]
         onward.close()
+    print("LINEAGE SCENARIO OK")
 
 
 def test_agentsd_run_collects_and_trains_at_once(tmp_path: Path) -> None:
