@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import multiprocessing
 import resource
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -56,7 +58,8 @@ def run_limited(
     context = _forkserver()
     receiver, sender = context.Pipe(duplex=False)
     child = context.Process(target=_child, args=(sender, limits, fn, args, error), daemon=True)
-    child.start()
+    with _main_not_reimported():
+        child.start()
     sender.close()
     try:
         if not receiver.poll(limits.wall_s):
@@ -74,6 +77,25 @@ def run_limited(
     if kind == "ok":
         return payload
     raise error(payload if kind == "error" else f"{what}: {payload}")
+
+
+@contextmanager
+def _main_not_reimported() -> Iterator[None]:
+    """Start children without re-running the parent's __main__ in them (multiprocessing does, by
+    path or name): the child's function lives in an importable module, and a __main__ that is not a
+    file (stdin, a notebook, an embedding interpreter) would make every child fail to start."""
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved = {name: main.__dict__[name] for name in ("__file__", "__spec__") if name in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
 
 
 def _death(what: str, code: int | None, limits: Limits) -> str:

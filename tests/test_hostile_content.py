@@ -317,3 +317,14 @@ def test_the_fence_has_a_code_the_agent_cannot_know_and_replies_must_be_one_verd
     assert parse_reply(own, ["named"]) == {"named": (False, "no Delaware")}
     twice = '{"verdicts": [{"id": "named", "met": true}, {"id": "named", "met": false}]}'
     assert "contradicting verdicts" in str(parse_reply(twice, ["named"])["named"])
+
+
+def test_documents_are_parsed_whatever_the_main_program_is(tmp_path: Path) -> None:
+    """The parsing child must not re-run the parent's __main__: from stdin (not a file) it could not."""
+    code = 'from agentsd.envs.documents import build, render; print(render("a.xlsx", build("a.xlsx", "x,y")))'
+    script = tmp_path / "main.py"
+    script.write_text(code)
+    for argv, stdin in (([sys.executable, "-"], code), ([sys.executable, "-c", code], None),
+                        ([sys.executable, str(script)], None)):  # fmt: skip
+        done = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and "x\ty" in done.stdout, done.stderr[-2000:]
