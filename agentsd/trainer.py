@@ -47,7 +47,7 @@ from agentsd.config import TrainConfig
 from agentsd.errors import ConfigError, LineageError, TrajectoryStateError
 from agentsd.hindsight import HindsightBuilder
 from agentsd.histograms import TrainingHistograms
-from agentsd.lineage import LineageView, lineage_view
+from agentsd.lineage import LineageView, ancestry, lineage_view
 from agentsd.modelcache import resolve_model
 from agentsd.sdpo import AdvantageScale
 from agentsd.sdpo.teacher import Teacher
@@ -285,11 +285,12 @@ class Trainer:
 
     def line(self) -> LineageView:
         """This trainer's line of versions, as the store has it now."""
-        return lineage_view(self.store.versions(), self.store.ancestry(self.lineage, self.origin))
+        versions = self.store.versions()
+        return lineage_view(versions, ancestry(versions, self.lineage, self.origin))
 
     def reference_depth(self, view: LineageView) -> int:
         """The depth of the weights in the model: what staleness is measured from."""
-        return view.depths().get(self.weights_version or 0, len(view.chain))
+        return view.depths.get(self.weights_version or 0, len(view.chain))
 
     def select(self) -> tuple[LineageView, list[Trajectory]]:
         """The line of versions and the step's trajectories, chosen by rank 0 so that every rank
@@ -323,7 +324,7 @@ class Trainer:
     def in_steps(self, tokens: dict[str, list[TurnTokens]], view: LineageView) -> dict[str, list[TurnTokens]]:
         """The turns with their versions as depths along this line, so that the loss measures
         staleness in optimizer steps; a turn sampled off the line is made too stale to train on."""
-        depths = view.depths()
+        depths = view.depths
         off_line = self.reference_depth(view) - self.config.sdpo.max_staleness - 1
         return {
             tid: [replace(t, policy_version=depths.get(t.policy_version, off_line)) for t in turns]
@@ -407,7 +408,7 @@ class Trainer:
         metrics["reward/mean"] = sum(rewards) / len(rewards) if rewards else 0.0
         ages = [time.time() - (t.finalized_at or time.time()) for t in trajectories]
         metrics["age_s/mean"], metrics["age_s/max"] = sum(ages) / len(ages), max(ages)
-        depths = view.depths()  # age in optimizer steps along this line (off the line: as old as the base)
+        depths = view.depths  # age in optimizer steps along this line (off the line: as old as the base)
         age_versions = [float(reference - depths.get(t.version_start, 0)) for t in trajectories]
         metrics["age_versions/mean"] = sum(age_versions) / len(age_versions)
         self.histograms.add(age_versions, ages, rewards)

@@ -210,7 +210,7 @@ def test_training_queries_filter_by_termination_and_count_what_they_leave_out(st
     assert {inv[r.id] for r in chosen} == {"solved", "cut"}
     assert store.count_for_training(**fresh, terminations=trusted) == 2
     assert store.count_for_training(**fresh) == 4  # solved, crashed, cut and the interrupted run
-    assert store.count_for_training(**fresh, stale_only=True) == 1
+    assert store.count_for_training(stale_before=6 - 2) == 1  # the one older than K_max
     assert [inv[r.id] for r in store.select_for_training(terminations=[Termination.ENV_ERROR])] == ["crashed"]
 
 
@@ -261,7 +261,7 @@ def test_ancestry_selects_what_a_lineage_sampled(store_url: str) -> None:
     assert store.count_for_training(sampled_by=store.ancestry("b", 2)) == 4
     # staleness in steps along the line: b's version 4 is depth 3 (1, 2, then 4)
     line = lineage_view(store.versions(), store.ancestry("b", 2))
-    assert line.chain == [1, 2, 4] and line.depths() == {0: 0, 1: 1, 2: 2, 4: 3}
+    assert line.chain == [1, 2, 4] and line.depths == {0: 0, 1: 1, 2: 2, 4: 3}
     assert [line.oldest_fresh(3, k) for k in (0, 1, 2, 3, 9)] == [4, 2, 1, 0, 0]
     fork = lineage_view(store.versions(), store.ancestry("fresh", None))  # a fork of the base model
     assert fork.chain == [] and fork.oldest_fresh(0, 0) == 0

@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from sqlalchemy import (
     Connection,
@@ -52,6 +52,7 @@ from agentsd.errors import (
     StoreNotFoundError,
     TrajectoryStateError,
 )
+from agentsd.lineage import ancestry
 from agentsd.liveness import writer_alive, writer_identity
 from agentsd.sequences import TurnTokens
 from agentsd.store.rows import (
@@ -90,6 +91,28 @@ from agentsd.types import (
 )
 
 _SUMMARY_COLUMNS = [trajectories.c[name] for name in TrajectorySummary.model_fields]
+
+
+class TrainingFilters(TypedDict, total=False):
+    """What select_for_training and count_for_training filter on; each given filter must hold.
+
+    Staleness is judged on the newest turn (version_end): current_version - version_end <=
+    max_staleness, or version_end >= min_version; stale_before keeps the ones below a version
+    instead (per-turn staleness is the trainer's to apply). `terminations` keeps trajectories that
+    ended one of those ways; `sampled_by` (agentsd.lineage.ancestry) those whose first and newest
+    turns were sampled by the base model or by those lineages (the trainer makes any turn in between
+    sampled elsewhere too stale to train on)."""
+
+    current_version: int
+    max_staleness: int
+    min_version: int
+    stale_before: int
+    task_ids: Sequence[str]
+    min_reward: float
+    max_reward: float
+    not_consumed_by: str
+    terminations: Sequence[Termination]
+    sampled_by: Sequence[tuple[str, int | None]]
 
 
 def sqlite_url(path: str | Path) -> str:
@@ -630,33 +653,10 @@ class ReplayStore:
     # ------------------------------------------------------------------ training queries
 
     def select_for_training(
-        self,
-        *,
-        current_version: int | None = None,
-        max_staleness: int | None = None,
-        min_version: int | None = None,
-        task_ids: Sequence[str] | None = None,
-        min_reward: float | None = None,
-        max_reward: float | None = None,
-        not_consumed_by: str | None = None,
-        terminations: Sequence[Termination] | None = None,
-        sampled_by: Sequence[tuple[str, int | None]] | None = None,
-        limit: int | None = None,
-        oldest_first: bool = True,
+        self, *, limit: int | None = None, oldest_first: bool = True, **filters: Unpack[TrainingFilters]
     ) -> list[TrajectorySummary]:
-        """Finalized trajectories matching every given filter.
-
-        Staleness is judged on the newest turn (version_end): a trajectory is kept when
-        current_version - version_end <= max_staleness; per-turn staleness is the trainer's to apply.
-        `terminations` keeps only trajectories that ended one of those ways; `sampled_by` (see
-        ancestry) only those whose first and newest turns were sampled by the base model or by those
-        lineages (the trainer makes any turn in between sampled elsewhere too stale to train on).
-        """
-        conds = self._training_conditions(
-            current_version=current_version, max_staleness=max_staleness, min_version=min_version,
-            task_ids=task_ids, min_reward=min_reward, max_reward=max_reward,
-            not_consumed_by=not_consumed_by, terminations=terminations, sampled_by=sampled_by,
-        )  # fmt: skip
+        """Finalized trajectories matching every given filter (see TrainingFilters), oldest first."""
+        conds = self._training_conditions(**filters)
         order = trajectories.c.finalized_at.asc() if oldest_first else trajectories.c.finalized_at.desc()
         query = select(*_SUMMARY_COLUMNS).where(and_(*conds)).order_by(order, trajectories.c.id)
         if limit is not None:
@@ -664,7 +664,7 @@ class ReplayStore:
         with self._tx(write=False) as conn:
             return [summary_from_row(row._mapping) for row in conn.execute(query)]
 
-    def count_for_training(self, **filters: Any) -> int:
+    def count_for_training(self, **filters: Unpack[TrainingFilters]) -> int:
         """How many finalized trajectories select_for_training(**filters) would return (no limit)."""
         conds = self._training_conditions(**filters)
         with self._tx(write=False) as conn:
@@ -672,29 +672,17 @@ class ReplayStore:
                 conn.execute(select(func.count()).select_from(trajectories).where(and_(*conds))).scalar_one()
             )
 
-    def _training_conditions(
-        self,
-        *,
-        current_version: int | None = None,
-        max_staleness: int | None = None,
-        min_version: int | None = None,
-        task_ids: Sequence[str] | None = None,
-        min_reward: float | None = None,
-        max_reward: float | None = None,
-        not_consumed_by: str | None = None,
-        terminations: Sequence[Termination] | None = None,
-        sampled_by: Sequence[tuple[str, int | None]] | None = None,
-        stale_only: bool = False,
-        stale_before: int | None = None,
-    ) -> list[Any]:
+    def _training_conditions(self, **filters: Unpack[TrainingFilters]) -> list[Any]:
+        current_version, max_staleness = filters.get("current_version"), filters.get("max_staleness")
+        min_version, stale_before = filters.get("min_version"), filters.get("stale_before")
+        task_ids, terminations = filters.get("task_ids"), filters.get("terminations")
+        min_reward, max_reward = filters.get("min_reward"), filters.get("max_reward")
+        sampled_by, not_consumed_by = filters.get("sampled_by"), filters.get("not_consumed_by")
         conds = [trajectories.c.status == TrajectoryStatus.FINALIZED.value]
         if max_staleness is not None:
             if current_version is None:
                 raise ValueError("select_for_training: max_staleness needs current_version")
-            oldest = current_version - max_staleness
-            conds.append(
-                trajectories.c.version_end < oldest if stale_only else trajectories.c.version_end >= oldest
-            )
+            conds.append(trajectories.c.version_end >= current_version - max_staleness)
         if min_version is not None:
             conds.append(trajectories.c.version_end >= min_version)
         if stale_before is not None:
@@ -809,21 +797,8 @@ class ReplayStore:
         return version_from_row(row._mapping) if row is not None else None
 
     def ancestry(self, lineage: str, origin: int | None) -> list[tuple[str, int | None]]:
-        """The lineages whose versions a model of `lineage` descends from, as (lineage, newest
-        version that counts; None = all): its own, then the lineage of `origin` (the version its
-        weights started from; None = the base model) up to that version, and so on to the base."""
-        by_number = {v.version: v for v in self.versions()}
-        chain: list[tuple[str, int | None]] = [(lineage, None)]
-        seen = {lineage}
-        while origin is not None and origin in by_number:
-            parent = by_number[origin]
-            if parent.lineage in seen:
-                break  # a cycle only a hand-edited table can make
-            seen.add(parent.lineage)
-            chain.append((parent.lineage, origin))
-            own = [v for v in by_number.values() if v.lineage == parent.lineage]
-            origin = min(own, key=lambda v: v.version).parent if own else None
-        return chain
+        """The lineages a model of `lineage` descends from (agentsd.lineage.ancestry)."""
+        return ancestry(self.versions(), lineage, origin)
 
     # ------------------------------------------------------------------ run plans
 
