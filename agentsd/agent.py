@@ -36,6 +36,21 @@ SYSTEM_PROMPT = (
     "think briefly, then act with exactly one tool call per reply. Observations of your actions come "
     "back as tool messages. When the task is done, call submit."
 )
+# One worked example of the tool-call protocol (`collect.demonstration`), shown between the system
+# prompt and the task: a shell command, then submit. Small models follow the format from an example
+# far more often than from the description alone (SmolLM2-135M at temperature 0.7: 20 replies in 24
+# with a tool call against none in 24).
+DEMONSTRATION = (
+    ("user", "Save the name of this machine's operating system kernel in kernel.txt. Then submit."),
+    (
+        "assistant",
+        '<tool_call>\n{"name": "bash", "arguments": {"command": "uname -s > kernel.txt"}}\n</tool_call>',
+    ),
+    ("observation", "[exit code 0]"),
+    ("assistant", '<tool_call>\n{"name": "submit", "arguments": {}}\n</tool_call>'),
+    ("observation", "Submitted. Reward: 1"),
+)
+DEMONSTRATION_TOOLS = ("bash", "submit")
 STOP_STRINGS = ("</tool_call>",)
 COMPACTED_OBSERVATION_CHARS = 600
 KEEP_RECENT_TURNS = 2
@@ -67,8 +82,11 @@ class EpisodeResult:
 class ChatFormat:
     """How one model's chat template frames the agent's conversation, as token-id pieces."""
 
-    def __init__(self, tokenizer: Any, system_prompt: str = SYSTEM_PROMPT) -> None:
+    def __init__(
+        self, tokenizer: Any, system_prompt: str = SYSTEM_PROMPT, *, demonstration: bool = False
+    ) -> None:
         self.tokenizer = tokenizer
+        self.demonstration = demonstration
         # where things sit in the token ids, for the hindsight builder (agentsd.hindsight): the
         # task text's first index in a segment's first prompt, and how many ids end a first prompt
         # and an observation delta (the message close and the next reply header)
@@ -108,14 +126,16 @@ class ChatFormat:
     def first_prompt(self, observation: str, tools: Sequence[ToolSpec]) -> list[int]:
         """System prompt with the tools, then the task's first observation, then the reply header."""
         schemas = [t.schema() for t in tools]
-        messages = [{"role": "system", "content": _CONTENT}, {"role": "user", "content": _CONTENT}]
+        plain = [{"role": "system", "content": _CONTENT}, {"role": "user", "content": _CONTENT}]
         system, text = self.system_prompt, ""
-        try:
-            text = self._render(messages, generation_prompt=True, tools=schemas)
-            native = all(t.name in text for t in tools)
+        try:  # native tool support is judged without the demonstration, which names tools itself
+            native = all(t.name in self._render(plain, generation_prompt=True, tools=schemas) for t in tools)
         except Exception:  # a template that rejects `tools`: the schemas go into the system prompt
             native = False
-        if not native:
+        messages = [plain[0], *self._demonstration(tools), plain[1]]
+        if native:
+            text = self._render(messages, generation_prompt=True, tools=schemas)
+        else:
             system = f"{system}\n\n{render_tools(tuple(tools))}"
             text = self._render(messages, generation_prompt=True)
         head, middle, tail = text.split(_CONTENT)
@@ -127,6 +147,18 @@ class ChatFormat:
             "observation_suffix": len(self.encode(self.obs_after)),
         }
         return before_task + self.encode(observation, literal=True) + suffix
+
+    def _demonstration(self, tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
+        if not self.demonstration:
+            return []
+        names = {t.name for t in tools}
+        if not set(DEMONSTRATION_TOOLS) <= names:
+            raise ValueError(
+                f"collect.demonstration shows the {' and '.join(DEMONSTRATION_TOOLS)} tools; this task's "
+                f"tools are {', '.join(sorted(names))}: turn the demonstration off for this suite"
+            )
+        role = {"observation": self.observation_role}
+        return [{"role": role.get(r, r), "content": text} for r, text in DEMONSTRATION]
 
     def observation_delta(self, completion: Sequence[int], observation: str) -> list[int]:
         """The ids after a completion: the end of the reply (unless the model sampled it), the

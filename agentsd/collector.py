@@ -26,16 +26,14 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from agentsd.agent import STOP_STRINGS, AgentLoop, ChatFormat, EpisodeLimits, EpisodeResult
 from agentsd.config import CollectConfig, SamplingConfig
-from agentsd.policies.base import Policy, PolicyError
+from agentsd.policies.base import Policy, load_checked
 from agentsd.store import ReplayStore
 from agentsd.tracking import NullTracker, Tracker
 from agentsd.types import Completion, Family, PolicyVersion, Task, Termination, TrajectoryStatus, Turn
-from agentsd.weights import weights_hash
 
 VERSION_POLL_S = 5.0
 LOAD_RETRY_S = (30.0, 600.0)  # a version that failed to load is retried after 30 s, doubling to 10 min
@@ -166,7 +164,7 @@ class Collector:
         self.make_env = make_env or self._default_env
         self.on_episode = on_episode
         self.judge = judge  # agentsd.eval.judge.Judge for rubric tasks' judge criteria, or None
-        self.fmt = ChatFormat(policy.tokenizer)
+        self.fmt = ChatFormat(policy.tokenizer, demonstration=config.demonstration)
         max_context = min(
             config.model.max_context, int(getattr(policy, "max_context", config.model.max_context))
         )
@@ -364,16 +362,7 @@ class Collector:
         counted in collect/version_load_failures."""
         log = logging.getLogger("agentsd.collector")
         try:
-            if not Path(version.checkpoint_uri).exists():
-                raise PolicyError(f"{version.checkpoint_uri} is gone from disk (pruned by the trainer?)")
-            if version.weights_hash is not None:
-                actual = weights_hash(version.checkpoint_uri)
-                if actual != version.weights_hash:
-                    raise PolicyError(
-                        f"the weights in {version.checkpoint_uri} hash to {actual[:12]}, the store "
-                        f"records {version.weights_hash[:12]} for version {version.version}"
-                    )
-            self.policy.load_version(version)
+            load_checked(self.policy, version)
         except Exception as exc:  # a bad version must never stop collection
             count = self._load_failures.get(version.version, (0, 0.0))[0] + 1
             delay = min(LOAD_RETRY_S[0] * 2 ** (count - 1), LOAD_RETRY_S[1])

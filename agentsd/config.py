@@ -202,6 +202,11 @@ class CollectConfig(_Cfg):
         description="Grade the final state when max_turns, episode_timeout_s or the context ends an "
         "episode (its termination stays turns/timeout/context); false: such episodes score 0 ungraded.",
     )
+    demonstration: bool = Field(
+        default=False,
+        description="Show one worked example of the tool-call protocol (a bash command, then submit) "
+        "before the task: small models follow the format far more often. Terminal and SWE tools only.",
+    )
     version_pickup: Literal["turn", "episode"] = Field(
         default="episode", description="When a collector switches to a newly published policy version."
     )
@@ -235,12 +240,23 @@ class EvalConfig(CollectConfig):
     )
     shuffle: bool = False
     k: list[int] = Field(default_factory=lambda: [1], description="pass@k and pass^k for these k.")
+    version: int | None = Field(
+        default=None,
+        ge=0,
+        description="Evaluate this policy version, published in `versions_store` (its weights are "
+        "hash-checked), instead of the base model; 0 = the base model.",
+    )
+    versions_store: StoreConfig | None = Field(
+        default=None, description="The store whose trainer published `version` (the training store)."
+    )
 
     @model_validator(mode="after")
     def _ks(self) -> EvalConfig:
         bad = [k for k in self.k if k < 1 or k > self.repeats]
         if bad:
             raise ValueError(f"k {bad}: each k must be between 1 and repeats ({self.repeats})")
+        if self.version and self.versions_store is None:
+            raise ValueError("version: set versions_store.url to the store that published it")
         return self
 
 
@@ -417,11 +433,70 @@ class RunConfig(_Cfg):
         return self
 
 
+class ArmConfig(_Cfg):
+    """One arm of a staleness experiment: how late its rollouts arrive and how the loss corrects."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="Directory and MLflow run name.")
+    version_lag: int = Field(default=0, ge=0, description="collect.version_lag of this arm (K).")
+    correction: Literal["full", "is_untruncated", "none"] = Field(
+        default="full", description="sdpo.correction of this arm."
+    )
+
+
+class ExperimentConfig(_Cfg):
+    """`scripts/experiments/staleness.py`: arms x seeds of lock-step collect/train rounds on one
+    model, each arm's versions evaluated on a held-out suite through the eval path."""
+
+    name: str = Field(default="staleness", pattern=r"^[A-Za-z0-9_-]+$", description="MLflow experiment.")
+    work_dir: Path = Field(
+        default=Path("runs/experiments/staleness"), description="Stores, checkpoints, per-arm records."
+    )
+    report_dir: Path = Field(default=Path("docs/results"), description="Where the report is written.")
+    seeds: list[int] = Field(default_factory=lambda: [0, 1], min_length=1)
+    steps: int = Field(default=12, gt=0, description="Optimizer steps per arm (one collect round each).")
+    eval_every: int = Field(
+        default=6, gt=0, description="Held-out evaluation every N steps (and at the end)."
+    )
+    heldout_suite: str = Field(default="learn-heldout", min_length=1)
+    eval_tasks: int | None = Field(default=24, gt=0, description="The held-out suite's first N tasks.")
+    base: bool = Field(default=True, description="Evaluate the base model (step 0 of every arm).")
+    model: ModelConfig = Field(
+        default_factory=ModelConfig, description="The one model of every arm (collect, train, eval)."
+    )
+    collect: CollectConfig = Field(
+        default_factory=lambda: CollectConfig(suite="learn-train"),
+        description="Rollout settings; a round runs train.batch_trajectories episodes of this suite.",
+    )
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    arms: list[ArmConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _arms(self) -> ExperimentConfig:
+        names = [arm.name for arm in self.arms]
+        if len(set(names)) != len(names) or "base" in names:
+            raise ValueError(f"arms: names must be unique and not 'base', got {names}")
+        for arm in self.arms:
+            if arm.correction == "full" and arm.version_lag > self.train.sdpo.max_staleness:
+                raise ValueError(
+                    f"arms.{arm.name}: version_lag {arm.version_lag} > train.sdpo.max_staleness "
+                    f"{self.train.sdpo.max_staleness}: `full` would drop every trajectory as stale"
+                )
+            keep = self.train.keep_versions
+            if keep is not None and keep <= arm.version_lag:
+                raise ValueError(
+                    f"arms.{arm.name}: train.keep_versions {keep} must exceed version_lag "
+                    f"{arm.version_lag}, or the version to sample with is pruned before it is used"
+                )
+        return self
+
+
 CONFIG_KINDS: dict[str, type[_Cfg]] = {
     "collect": CollectConfig,
     "train": TrainConfig,
     "run": RunConfig,
     "eval": EvalConfig,
+    "experiments": ExperimentConfig,
 }
 
 # ---------------------------------------------------------------------------- loading

@@ -24,7 +24,10 @@ from agentsd.store import ReplayStore
 from agentsd.types import Task
 
 RunKind = Literal["collect", "eval"]
-_EPISODE_SETTINGS = ("model", "sampling", "max_turns", "episode_timeout_s", "grade_on_truncation", "judge")
+_EPISODE_SETTINGS = (
+    "model", "sampling", "max_turns", "episode_timeout_s", "grade_on_truncation", "judge", "version",
+    "demonstration",
+)  # fmt: skip
 
 
 class RunPlanError(AgentsdError):

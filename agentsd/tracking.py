@@ -86,20 +86,34 @@ class MlflowTracker:
     """One MLflow run, driven through MlflowClient (no global mlflow state is touched)."""
 
     def __init__(
-        self, tracking_uri: str, experiment: str, run_name: str, artifact_root: Path | None = None
+        self,
+        tracking_uri: str,
+        experiment: str,
+        run_name: str,
+        artifact_root: Path | None = None,
+        *,
+        run_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> None:
+        """A new run of `experiment`, or with `run_id` that run again (resumed: RUNNING once more)."""
         from mlflow.tracking import MlflowClient
 
         self._client = MlflowClient(tracking_uri=tracking_uri)
+        self.tracking_uri = tracking_uri
+        self._closed = False
+        if run_id is not None:
+            self.run_id = run_id
+            self._client.update_run(run_id, status="RUNNING")
+            return
         found = self._client.get_experiment_by_name(experiment)
         if found is not None:
             experiment_id = found.experiment_id
         else:
             location = artifact_root.absolute().as_uri() if artifact_root is not None else None
             experiment_id = self._client.create_experiment(experiment, artifact_location=location)
-        self.tracking_uri = tracking_uri
-        self.run_id: str = self._client.create_run(experiment_id, run_name=run_name).info.run_id
-        self._closed = False
+        self.run_id = self._client.create_run(
+            experiment_id, run_name=run_name, tags=dict(tags or {})
+        ).info.run_id
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param

@@ -60,7 +60,13 @@ def _check(expected: str, what: str) -> str:
 
 
 def _solution(command: str) -> dict[str, object]:
-    return {"files": {"solve.sh": f"#!/bin/bash\ncd /workspace\n{command}\n"}, "entry": "solve.sh"}
+    """The reference: a script for the oracle, and the one tool call that solves the task (what a
+    learning experiment scores the policy's log-prob of)."""
+    return {
+        "files": {"solve.sh": f"#!/bin/bash\ncd /workspace\n{command}\n"},
+        "entry": "solve.sh",
+        "action": {"name": "bash", "arguments": {"command": command}},
+    }
 
 
 def _write_word(rng: random.Random) -> tuple[str, dict[str, str], str, str]:

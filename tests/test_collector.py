@@ -574,3 +574,31 @@ def test_hindsight_teacher_view_maps_every_student_token(tmp_path: Path, tokeniz
     bare = failed.model_copy(update={"hindsight": [], "reward": None, "turns": failed.turns[-1:]})
     assert builder.build(bare).empty
     assert teacher_view(segment, builder.build(bare), layout) is None
+
+
+def test_the_demonstration_sits_between_the_tools_and_the_task(tmp_path: Path, tokenizer: Any) -> None:
+    """`collect.demonstration`: one worked example after the system prompt (tools still described),
+    before the task; the hindsight layout still points at the task; a suite without bash is refused."""
+    from agentsd.envs.tools import BASH, SUBMIT, ToolSpec
+
+    plain, shown = ChatFormat(tokenizer), ChatFormat(tokenizer, demonstration=True)
+    without = tokenizer.decode(plain.first_prompt("TASK TEXT", (BASH, SUBMIT)))
+    ids = shown.first_prompt("TASK TEXT", (BASH, SUBMIT))
+    text = tokenizer.decode(ids)
+    assert "uname -s > kernel.txt" in text and "uname" not in without
+    assert "Run a shell command" in text  # the demonstration does not push the tool schemas out
+    assert text.index("Run a shell command") < text.index("uname -s") < text.index("TASK TEXT")
+    assert tokenizer.decode(ids[shown.layout["task_start"] :]).startswith("TASK TEXT")
+    with pytest.raises(ValueError, match="demonstration"):
+        shown.first_prompt("TASK", (ToolSpec("click", "Click an element.", ()), SUBMIT))
+
+    def solver(prompt: str) -> str:
+        return tool_call("submit")
+
+    cfg = collect_config(tmp_path, demonstration=True)
+    with ReplayStore(cfg.store.url) as store:  # the collector passes it through to the prompt
+        asyncio.run(
+            Collector(cfg, ScriptedPolicy(tokenizer, solver), store, [make_task(0)], run_name="d").run()
+        )
+        first = store.get(trajectory_id("d", 0, 0)).turns[0]
+    assert "uname -s > kernel.txt" in tokenizer.decode(first.prompt_ids)

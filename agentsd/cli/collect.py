@@ -11,7 +11,8 @@ import typer
 from agentsd.cli.common import ConfigFiles, StoreUrl, console, err_console
 
 if TYPE_CHECKING:
-    from agentsd.config import CollectConfig
+    from agentsd.config import CollectConfig, EvalConfig
+    from agentsd.policies import Policy
     from agentsd.runs import RunKind
 
 
@@ -36,6 +37,7 @@ def run_collect(cfg: CollectConfig, *, kind: RunKind = "collect", new: bool = Fa
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from agentsd.collector import Collector, CollectStats
+    from agentsd.config import EvalConfig
     from agentsd.envs.task_formats import load_suite
     from agentsd.policies import make_policy
     from agentsd.runs import claim_run, plan_of
@@ -49,6 +51,8 @@ def run_collect(cfg: CollectConfig, *, kind: RunKind = "collect", new: bool = Fa
         claim_run(replay, run_name, kind, plan_of(cfg, tasks), new=new)
     err_console.print(f"loading the policy ({cfg.policy.backend}, model {cfg.model.name})")
     policy = make_policy(cfg.policy, cfg.model, seed=cfg.seed)
+    if isinstance(cfg, EvalConfig) and cfg.version:
+        load_published(policy, cfg)
     judge = None
     if cfg.judge is not None:
         from agentsd.eval.judge import make_judge
@@ -86,3 +90,19 @@ def run_collect(cfg: CollectConfig, *, kind: RunKind = "collect", new: bool = Fa
         highlight=False,
     )
     return run_name
+
+
+def load_published(policy: Policy, cfg: EvalConfig) -> None:
+    """Switch an eval's policy to the version `cfg.version` of `cfg.versions_store`, hash-checked;
+    ConfigError when that store has no such version, PolicyError when its weights do not load."""
+    from agentsd.errors import ConfigError
+    from agentsd.policies.base import load_checked
+    from agentsd.store import ReplayStore
+
+    assert cfg.version is not None and cfg.versions_store is not None  # EvalConfig's validator
+    with ReplayStore(cfg.versions_store.url) as versions:
+        published = versions.get_version(cfg.version)
+    if published is None:
+        raise ConfigError(f"version: {cfg.versions_store.url} has published no version {cfg.version}")
+    load_checked(policy, published)
+    err_console.print(f"evaluating policy version {cfg.version} ({published.checkpoint_uri})")

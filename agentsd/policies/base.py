@@ -23,6 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 from agentsd.config import SamplingConfig
 from agentsd.errors import AgentsdError
 from agentsd.types import Completion, PolicyVersion
+from agentsd.weights import weights_hash
 
 
 class PolicyError(AgentsdError):
@@ -54,6 +55,21 @@ class Policy(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def load_checked(policy: Policy, version: PolicyVersion) -> None:
+    """Switch `policy` to `version` after checking its files are there and hash to what the store
+    recorded; PolicyError otherwise (the policy keeps its current weights)."""
+    if not Path(version.checkpoint_uri).exists():
+        raise PolicyError(f"{version.checkpoint_uri} is gone from disk (pruned by the trainer?)")
+    if version.weights_hash is not None:
+        actual = weights_hash(version.checkpoint_uri)
+        if actual != version.weights_hash:
+            raise PolicyError(
+                f"the weights in {version.checkpoint_uri} hash to {actual[:12]}, the store "
+                f"records {version.weights_hash[:12]} for version {version.version}"
+            )
+    policy.load_version(version)
 
 
 def checkpoint_kind(uri: str) -> str:

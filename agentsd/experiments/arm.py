@@ -1,0 +1,345 @@
+"""One arm x seed of a staleness experiment, run to its end or resumed where it stopped.
+
+Lock-step rounds reproduce a fleet whose rollouts arrive K versions late on one machine: round r
+runs `train.batch_trajectories` episodes of the training suite (the seed's task order, the next B
+tasks) with the version K = `version_lag` behind the newest (`collect.version_lag`), then the
+trainer makes one optimizer step on exactly those trajectories. Every `eval_every` steps and at
+the end, the newest version runs the held-out suite through the eval path (`agentsd eval`'s
+rollouts, grading and results), and KL(student || base) is measured on those rollouts.
+
+Records under `<work_dir>/<arm>-s<seed>/`: `rounds.jsonl` (rollout validity, reward, the versions
+that sampled), `steps.jsonl` (the trainer's step metrics), `evals/stepNNN.json` (held-out results)
+and `done.json`. A restart resumes: the trainer from its checkpoint, a round's collect run from its
+plan, evaluations already written are not rerun. The arm named `base` only evaluates the base
+model (its step 0, shared by every arm of the seed).
+
+Not guaranteed: a step's record when the process died between the trainer's checkpoint and the
+record's write (its metrics reached MLflow); bitwise-equal reruns (threads, sampling).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+from agentsd.cli.collect import run_collect
+from agentsd.collector import Collector
+from agentsd.config import ArmConfig, EvalConfig, ExperimentConfig, StoreConfig, TrackingConfig
+from agentsd.envs.task_formats import load_suite
+from agentsd.errors import AgentsdError
+from agentsd.eval.report import read_results
+from agentsd.eval.runner import finish
+from agentsd.experiments.measure import (
+    first_prompts,
+    kl_to_base,
+    reference_logprob,
+    run_trajectory_ids,
+    turn_validity,
+)
+from agentsd.store import ReplayStore
+from agentsd.tracking import MlflowTracker, NullTracker, Tracker, default_tracking_uri
+
+EXPERIMENT_FILE = "experiment.json"
+BASE_ARM = ArmConfig(name="base")
+
+
+class ExperimentError(AgentsdError):
+    """An experiment that cannot go on as configured (its records say why)."""
+
+
+def arm_dir(exp: ExperimentConfig, arm: str, seed: int) -> Path:
+    return exp.work_dir / f"{arm}-s{seed}"
+
+
+def eval_steps(exp: ExperimentConfig) -> list[int]:
+    """The steps after which an arm's newest version is evaluated (0 is the base arm's)."""
+    return sorted({*range(exp.eval_every, exp.steps + 1, exp.eval_every), exp.steps})
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _append(path: Path, record: dict[str, Any]) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+class ArmRun:
+    """The rounds, steps and evaluations of one arm and seed."""
+
+    def __init__(self, exp: ExperimentConfig, arm: ArmConfig, seed: int, tracker: Tracker) -> None:
+        self.exp, self.arm, self.seed, self.tracker = exp, arm, seed, tracker
+        self.root = arm_dir(exp, arm.name, seed)
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "evals").mkdir(exist_ok=True)
+        self.store_url = f"sqlite:///{(self.root / 'replay.db').absolute()}"
+        self.collect = exp.collect.model_copy(
+            update={
+                "run_dir": self.root / "collect",
+                "store": StoreConfig(url=self.store_url),
+                "model": exp.model,
+                "seed": seed,
+                "shuffle": False,
+                "repeats": 1,
+                "concurrency": exp.train.batch_trajectories,
+                "version_lag": arm.version_lag,
+                "lineage": None,
+                "tracking": TrackingConfig(enabled=False),
+            }
+        )
+        self.train = exp.train.model_copy(
+            update={
+                "run_dir": self.root / "train",
+                "store": StoreConfig(url=self.store_url),
+                "model": exp.model,
+                "sdpo": exp.train.sdpo.model_copy(update={"correction": arm.correction}),
+                "tracking": TrackingConfig(enabled=False),
+                "fork": False,
+            }
+        )
+        tasks = load_suite(exp.collect.suite)
+        random.Random(seed).shuffle(tasks)
+        self.train_tasks = tasks
+        self._base_model: Any = None  # HFPolicy of the base model, for KL and reference log-probs
+        self._probe: Any = None  # HFPolicy loaded with the version being measured
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self) -> None:
+        if self.arm.name == BASE_ARM.name:
+            self.evaluate(0, version=0)
+        else:
+            self.train_and_evaluate()
+        (self.root / "done.json").write_text(json.dumps({"arm": self.arm.name, "seed": self.seed}))
+
+    def train_and_evaluate(self) -> None:
+        import torch
+
+        from agentsd.policies import make_policy
+        from agentsd.trainer import Trainer
+
+        torch.manual_seed(self.seed)  # the adapter's initialisation
+        batch = self.exp.train.batch_trajectories
+        policy = make_policy(self.collect.policy, self.exp.model, seed=self.seed)
+        with ReplayStore(self.store_url) as store:
+            trainer = Trainer(self.train, store, name=f"{self.arm.name}-s{self.seed}", tracker=self.tracker)
+            with trainer:
+                self._evaluate_due(trainer.step_count, store)
+                while trainer.step_count < self.exp.steps:
+                    round_ = trainer.step_count
+                    start = round_ * batch % len(self.train_tasks)
+                    tasks = (self.train_tasks * 2)[start : start + batch]
+                    newest = trainer.version
+                    name = f"r{round_:03d}"
+                    collector = Collector(self.collect, policy, store, tasks, run_name=name)
+                    asyncio.run(collector.run())
+                    self._record_round(store, round_, name, newest)
+                    result = trainer.step()
+                    if result is None:
+                        raise ExperimentError(
+                            f"{self.root}: round {round_} left nothing to train on (every episode "
+                            "failed or was filtered out); see the store with `agentsd replay ls`"
+                        )
+                    _append(self.root / "steps.jsonl", {"step": result.step, "version": result.version,
+                                                        "trajectories": result.trajectories,
+                                                        **result.metrics})  # fmt: skip
+                    self._evaluate_due(trainer.step_count, store)
+        policy.close()
+
+    def _record_round(self, store: ReplayStore, round_: int, run_name: str, newest: int) -> None:
+        ids = run_trajectory_ids(store, run_name)
+        validity = turn_validity(store, ids)
+        trajectories = [store.get(i, with_turns=False) for i in ids]
+        versions = [v for i in ids for v in {t.policy_version for t in store.get(i).turns}]
+        record = {
+            "round": round_,
+            "newest_version": newest,
+            "version_lag": self.arm.version_lag,
+            "turn_versions": sorted(set(versions)),
+            "valid_turns": sum(v for v, _ in validity.values()),
+            "turns": sum(n for _, n in validity.values()),
+            "mean_reward": sum(t.reward or 0.0 for t in trajectories) / max(len(trajectories), 1),
+            "trajectories": len(trajectories),
+        }
+        _append(self.root / "rounds.jsonl", record)
+        self.tracker.log_metrics(
+            {
+                "rollout/valid_tool_calls": record["valid_turns"] / max(record["turns"], 1),
+                "rollout/mean_reward": record["mean_reward"],
+                "rollout/behaviour_version": float(max(versions, default=0)),
+            },
+            step=round_,
+        )
+
+    # ------------------------------------------------------------------ held-out evaluation
+
+    def _evaluate_due(self, step: int, store: ReplayStore) -> None:
+        for due in eval_steps(self.exp):
+            if due <= step and not self._eval_path(due).exists():
+                published = store.latest_version()
+                if due != step or published is None:
+                    raise ExperimentError(
+                        f"{self.root}: the evaluation after step {due} is missing and its version is "
+                        "no longer the newest; delete this arm's directory to rerun it"
+                    )
+                self.evaluate(due, version=published.version)
+
+    def _eval_path(self, step: int) -> Path:
+        return self.root / "evals" / f"step{step:03d}.json"
+
+    def evaluate(self, step: int, *, version: int) -> None:
+        name = f"step{step:03d}"
+        cfg = EvalConfig(
+            **self.collect.model_dump(
+                exclude={
+                    "run_dir",
+                    "store",
+                    "suite",
+                    "max_tasks",
+                    "version_lag",
+                    "concurrency",
+                    "name",
+                    "shuffle",
+                    "lineage",
+                }
+            ),
+            run_dir=self.root / "eval",
+            store=StoreConfig(url=f"sqlite:///{(self.root / 'eval.db').absolute()}"),
+            suite=self.exp.heldout_suite,
+            max_tasks=self.exp.eval_tasks,
+            concurrency=8,
+            name=name,
+            version=version,
+            versions_store=StoreConfig(url=self.store_url) if version else None,
+        )
+        run_collect(cfg, kind="eval")
+        tasks = load_suite(cfg.suite)[: cfg.max_tasks]
+        directory, metrics = finish(cfg, name, tasks)
+        records = read_results(directory)
+        by_id = {r["trajectory_id"]: r for r in records}
+        actions = {t.id: t.reference.get("action") for t in tasks}
+        with ReplayStore(cfg.store.url) as eval_store:
+            ids = run_trajectory_ids(eval_store, name)
+            validity = turn_validity(eval_store, ids)
+            student = self._student(version)
+            base = self._base()
+            kl = (
+                kl_to_base(student.model, base.model, eval_store, ids) if version else dict.fromkeys(ids, 0.0)
+            )
+            prompts = first_prompts(eval_store, ids)
+        reference = {
+            i: reference_logprob(student.model, student.tokenizer, prompts[i], action)
+            for i in ids
+            if i in prompts and i in by_id and (action := actions.get(by_id[i]["task_id"]))
+        }
+        rows = [
+            {
+                "task_id": by_id[i]["task_id"] if i in by_id else None,
+                "score": by_id[i]["score"] if i in by_id else None,
+                "valid_turns": validity[i][0],
+                "turns": validity[i][1],
+                "kl_to_base": kl.get(i),
+                "reference_logprob": reference.get(i),
+            }
+            for i in ids
+        ]
+        valid, turns = sum(r["valid_turns"] for r in rows), sum(r["turns"] for r in rows)
+        summary = {
+            "mean_reward": metrics.mean_score.value,
+            "pass@1": metrics.pass_at[1].value,
+            "valid_tool_calls": valid / turns if turns else 0.0,
+            "kl_to_base": _mean_of(kl.values()),
+            "reference_logprob": _mean_of(reference.values()),
+        }
+        result = {"arm": self.arm.name, "seed": self.seed, "step": step, "version": version,
+                  **summary, "trajectories": rows}  # fmt: skip
+        self._eval_path(step).write_text(json.dumps(result, indent=1))
+        self.tracker.log_metrics(
+            {f"heldout/{k.replace('@', '_at_')}": float(v) for k, v in summary.items()}, step=step
+        )
+
+    def _base(self) -> Any:
+        from agentsd.policies.hf import HFPolicy
+
+        if self._base_model is None:
+            self._base_model = HFPolicy(self.exp.model)
+        return self._base_model
+
+    def _student(self, version: int) -> Any:
+        """A model holding published `version` (the base model itself for 0), hash-checked."""
+        from agentsd.policies.base import load_checked
+        from agentsd.policies.hf import HFPolicy
+
+        if not version:
+            return self._base()
+        if self._probe is None:
+            self._probe = HFPolicy(self.exp.model)
+        with ReplayStore(self.store_url) as store:
+            published = store.get_version(version)
+        if published is None:
+            raise ExperimentError(f"{self.root}: version {version} is not in {self.store_url}")
+        load_checked(self._probe, published)
+        return self._probe
+
+
+def _mean_of(values: Any) -> float:
+    found = [float(v) for v in values if v is not None]
+    return sum(found) / len(found) if found else float("nan")
+
+
+def open_arm_tracker(exp: ExperimentConfig, root: Path, name: str, parent_run: str | None) -> Tracker:
+    """The arm's MLflow run, a child of the experiment's run; resumed when the arm restarts."""
+    if not exp.tracking.enabled:
+        return NullTracker()
+    uri = exp.tracking.uri or default_tracking_uri(exp.work_dir)
+    run_file = root / "mlflow_run.txt"
+    tags = {"mlflow.parentRunId": parent_run} if parent_run else {}
+    known = run_file.read_text().strip() if run_file.exists() else None
+    tracker = MlflowTracker(uri, exp.name, name, exp.work_dir / "mlartifacts", run_id=known, tags=tags)
+    run_file.write_text(tracker.run_id)
+    return tracker
+
+
+def load_experiment(work_dir: Path) -> ExperimentConfig:
+    path = work_dir / EXPERIMENT_FILE
+    try:
+        return ExperimentConfig.model_validate_json(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ExperimentError(f"{path}: not a readable experiment ({exc})") from exc
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run one arm x seed of an experiment (the runner's worker).")
+    parser.add_argument("--work-dir", type=Path, required=True)
+    parser.add_argument("--arm", required=True)
+    parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--parent-run", default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    exp = load_experiment(args.work_dir)
+    arms = {a.name: a for a in exp.arms} | {BASE_ARM.name: BASE_ARM}
+    if args.arm not in arms or args.seed not in exp.seeds:
+        raise ExperimentError(f"--arm {args.arm} --seed {args.seed}: not an arm and seed of {args.work_dir}")
+    root = arm_dir(exp, args.arm, args.seed)
+    root.mkdir(parents=True, exist_ok=True)
+    tracker = open_arm_tracker(exp, root, root.name, args.parent_run)
+    try:
+        ArmRun(exp, arms[args.arm], args.seed, tracker).run()
+    except BaseException:
+        tracker.close("FAILED")
+        raise
+    tracker.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""What a learning experiment measures on stored trajectories: tool-call validity and KL to the base.
+
+`turn_validity` reads the agent turns of a run's trajectories: a turn is valid when the environment
+parsed a tool call from it (its recorded action has no `parse_error`). `kl_to_base` re-scores the
+agent tokens of a run's trajectories under two models and averages KL(student || base) over them,
+exactly, over the whole vocabulary, at temperature 1 (the models' own distributions, not the
+sampling temperature's).
+
+`reference_logprob` scores a task's reference tool call (`task.reference["action"]`, rendered as
+the tool-call protocol writes it) after the exact first prompt an episode's policy saw: the mean
+log-prob per token a model gives the right action, a continuous measure of learning that moves
+before sampled rewards do.
+
+Not guaranteed: that the trajectories were sampled by the student (the experiment runner measures
+KL on the student's own held-out rollouts, so it is an on-policy estimate there, and only there).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from agentsd.sequences import segments
+from agentsd.store import ReplayStore
+from agentsd.types import TrajectoryStatus, TurnSource
+
+
+def run_trajectory_ids(store: ReplayStore, run_name: str) -> list[str]:
+    """The finalized trajectories of collect (or eval) run `run_name`, oldest first."""
+    return [
+        s.id
+        for s in store.list(id_prefix=f"{run_name}.", limit=None, newest_first=False)
+        if s.status is TrajectoryStatus.FINALIZED
+    ]
+
+
+def turn_validity(store: ReplayStore, trajectory_ids: list[str]) -> dict[str, tuple[int, int]]:
+    """Per trajectory: (agent turns whose reply parsed as a tool call, agent turns)."""
+    out: dict[str, tuple[int, int]] = {}
+    for trajectory_id in trajectory_ids:
+        turns = [t for t in store.get(trajectory_id).turns if t.source is TurnSource.AGENT]
+        valid = sum(1 for t in turns if t.action is not None and "parse_error" not in t.action)
+        out[trajectory_id] = (valid, len(turns))
+    return out
+
+
+def kl_to_base(student: Any, base: Any, store: ReplayStore, trajectory_ids: list[str]) -> dict[str, float]:
+    """Per trajectory: mean over its agent tokens of KL(student || base), both causal LMs (torch
+    modules taking input_ids); trajectories without agent tokens are left out."""
+    import torch
+
+    out: dict[str, float] = {}
+    tokens = store.load_tokens(trajectory_ids)
+    with torch.inference_mode():
+        for trajectory_id in trajectory_ids:
+            total, count = 0.0, 0
+            for segment in segments(tokens.get(trajectory_id, [])):
+                # position t's token was predicted at t - 1
+                scored = torch.from_numpy(segment.loss_mask[1:].copy()).nonzero().squeeze(1)
+                if scored.numel() == 0:
+                    continue
+                ids = torch.from_numpy(segment.input_ids.astype("int64"))[None]
+                student_logp = student(input_ids=ids).logits[0, scored].float().log_softmax(-1)
+                base_logp = base(input_ids=ids).logits[0, scored].float().log_softmax(-1)
+                per_token = (student_logp.exp() * (student_logp - base_logp)).sum(-1)
+                total += float(per_token.sum())
+                count += int(scored.numel())
+            if count:
+                out[trajectory_id] = total / count
+    return out
+
+
+def action_text(action: dict[str, Any]) -> str:
+    """A tool call as the protocol writes it (the system prompt's example)."""
+    return f"<tool_call>\n{json.dumps(action)}\n</tool_call>"
+
+
+def first_prompts(store: ReplayStore, trajectory_ids: list[str]) -> dict[str, list[int]]:
+    """Per trajectory: the token ids its policy saw before its first reply."""
+    tokens = store.load_tokens(trajectory_ids)
+    return {i: turns[0].prompt_ids.tolist() for i, turns in tokens.items() if turns}
+
+
+def reference_logprob(model: Any, tokenizer: Any, prompt_ids: list[int], action: dict[str, Any]) -> float:
+    """Mean log-prob per token of the reference action's tokens after `prompt_ids` (temperature 1)."""
+    import torch
+
+    target = tokenizer(action_text(action), add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    ids = torch.tensor([[*prompt_ids, *target]], dtype=torch.long)
+    with torch.inference_mode():
+        logp = model(input_ids=ids).logits[0, len(prompt_ids) - 1 : -1].float().log_softmax(-1)
+    return float(logp.gather(1, torch.tensor(target)[:, None]).mean())

@@ -1,0 +1,401 @@
+"""The staleness experiment's report: learning curves with bootstrap bands, tables, a results JSON.
+
+Reads what the arms recorded (agentsd.experiments.arm) and writes `<report_dir>/<name>.md`,
+`<name>.json` and `<name>_*.png`. Every interval is a 95% percentile bootstrap over held-out tasks
+(each task's value averaged over the seeds that have it); a difference between two arms is
+bootstrapped over the tasks both have, paired. Statements about the targets are computed from the
+intervals, never written by hand.
+
+Not guaranteed: meaningful intervals from a handful of tasks or seeds (the table says how many);
+seed-to-seed variance beyond what resampling tasks shows.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agentsd.config import ExperimentConfig
+from agentsd.eval.metrics import Estimate, bootstrap
+from agentsd.experiments.arm import BASE_ARM, arm_dir, eval_steps, read_jsonl
+
+HELDOUT = ("mean_reward", "valid_tool_calls", "reference_logprob", "kl_to_base")
+COMPARED = HELDOUT[:3]  # the measures of an agent getting better; KL only says how far it moved
+STEP_METRICS = ("rho/p99", "rho/max", "fraction/truncated", "fraction/rejected", "staleness/mean", "loss")
+LABELS = {
+    "mean_reward": "held-out mean reward",
+    "valid_tool_calls": "valid tool-call rate (per turn)",
+    "kl_to_base": "KL(student || base) per token",
+    "reference_logprob": "log-prob of the reference action (per token)",
+}
+
+
+@dataclass
+class ArmRecords:
+    """What one arm x seed left on disk."""
+
+    evals: dict[int, dict[str, Any]] = field(default_factory=dict)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    done: bool = False
+
+
+def load_records(exp: ExperimentConfig) -> dict[str, dict[int, ArmRecords]]:
+    """arm -> seed -> records, for the base arm and every configured arm (missing seeds left out)."""
+    out: dict[str, dict[int, ArmRecords]] = {}
+    names = ([BASE_ARM.name] if exp.base else []) + [a.name for a in exp.arms]
+    for name in names:
+        for seed in exp.seeds:
+            root = arm_dir(exp, name, seed)
+            if not root.exists():
+                continue
+            rec = ArmRecords(done=(root / "done.json").exists())
+            for path in sorted((root / "evals").glob("step*.json")):
+                data = json.loads(path.read_text())
+                rec.evals[int(data["step"])] = data
+            rec.steps = read_jsonl(root / "steps.jsonl")
+            rec.rounds = read_jsonl(root / "rounds.jsonl")
+            out.setdefault(name, {})[seed] = rec
+    return out
+
+
+def _task_values(evaluation: dict[str, Any], metric: str) -> dict[str, float]:
+    """Per held-out task: the metric of its trajectory (validity: valid turns / turns)."""
+    out: dict[str, float] = {}
+    for row in evaluation["trajectories"]:
+        task = row["task_id"]
+        if task is None:
+            continue
+        if metric == "mean_reward":
+            value = row["score"]
+        elif metric == "valid_tool_calls":
+            value = row["valid_turns"] / row["turns"] if row["turns"] else None
+        else:
+            value = row.get(metric)
+        if value is not None:
+            out[task] = float(value)
+    return out
+
+
+def _per_task(evaluations: list[dict[str, Any]], metric: str) -> dict[str, float]:
+    """Each task's metric averaged over the evaluations (seeds) that have it."""
+    sums: dict[str, list[float]] = {}
+    for evaluation in evaluations:
+        for task, value in _task_values(evaluation, metric).items():
+            sums.setdefault(task, []).append(value)
+    return {task: sum(v) / len(v) for task, v in sums.items()}
+
+
+class Curves:
+    """Held-out evaluations by arm and step, each seed's step 0 being the base model's."""
+
+    def __init__(self, exp: ExperimentConfig, records: dict[str, dict[int, ArmRecords]]) -> None:
+        self.exp, self.records = exp, records
+        base = records.get(BASE_ARM.name, {})
+        self.base_by_seed = {seed: rec.evals[0] for seed, rec in base.items() if 0 in rec.evals}
+
+    def evaluations(self, arm: str, step: int) -> list[dict[str, Any]]:
+        if step == 0:
+            seeds = self.records.get(arm, {}).keys() if arm != BASE_ARM.name else self.base_by_seed.keys()
+            return [self.base_by_seed[s] for s in seeds if s in self.base_by_seed]
+        return [rec.evals[step] for rec in self.records.get(arm, {}).values() if step in rec.evals]
+
+    def estimate(self, arm: str, step: int, metric: str) -> Estimate | None:
+        values = _per_task(self.evaluations(arm, step), metric)
+        return bootstrap(list(values.values())) if values else None
+
+    def difference(self, arm: str, other: str, step: int, other_step: int, metric: str) -> Estimate | None:
+        mine = _per_task(self.evaluations(arm, step), metric)
+        theirs = _per_task(self.evaluations(other, other_step), metric)
+        common = sorted(set(mine) & set(theirs))
+        return bootstrap([mine[t] - theirs[t] for t in common]) if common else None
+
+    def last_step(self, arm: str) -> int | None:
+        steps = [s for s in [0, *eval_steps(self.exp)] if self.evaluations(arm, s)]
+        return max(steps) if steps else None
+
+
+def _mean(values: list[float]) -> float:
+    clean = [v for v in values if not math.isnan(v)]
+    return sum(clean) / len(clean) if clean else float("nan")
+
+
+def seed_table(exp: ExperimentConfig, records: dict[str, dict[int, ArmRecords]]) -> list[dict[str, Any]]:
+    """Arm x seed: the final held-out numbers and the step metrics over the arm's run."""
+    rows = []
+    for arm, seeds in records.items():
+        for seed, rec in sorted(seeds.items()):
+            final = rec.evals[max(rec.evals)] if rec.evals else None
+            steps = rec.steps
+            rows.append(
+                {
+                    "arm": arm,
+                    "seed": seed,
+                    "done": rec.done,
+                    "steps": len(steps),
+                    "eval_step": final["step"] if final else None,
+                    **{m: (final.get(m) if final else None) for m in ("mean_reward", "pass@1", *HELDOUT[1:])},
+                    "rho_p99_max": max((s.get("rho/p99", float("nan")) for s in steps), default=None),
+                    "rho_max": max((s.get("rho/max", float("nan")) for s in steps), default=None),
+                    "truncated": _mean([s.get("fraction/truncated", float("nan")) for s in steps])
+                    if steps
+                    else None,
+                    "rejected": _mean([s.get("fraction/rejected", float("nan")) for s in steps])
+                    if steps
+                    else None,
+                    "staleness": _mean([s.get("staleness/mean", float("nan")) for s in steps])
+                    if steps
+                    else None,
+                    "rollout_valid": _rollout_validity(rec.rounds),
+                }
+            )
+    return rows
+
+
+def _rollout_validity(rounds: list[dict[str, Any]]) -> float | None:
+    turns = sum(r["turns"] for r in rounds)
+    return sum(r["valid_turns"] for r in rounds) / turns if turns else None
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _plot(
+    exp: ExperimentConfig, curves: Curves, records: dict[str, dict[int, ArmRecords]], out: Path
+) -> list[Path]:
+    from agentsd.eval.report import _pyplot
+
+    plt = _pyplot()
+    arms = [a.name for a in exp.arms]
+    paths = []
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4), dpi=100)
+    try:
+        for ax, metric in zip(axes, HELDOUT, strict=True):
+            for arm in arms:
+                points = [(s, curves.estimate(arm, s, metric)) for s in [0, *eval_steps(exp)]]
+                points = [(s, e) for s, e in points if e is not None]
+                if not points:
+                    continue
+                xs = [s for s, _ in points]
+                ax.plot(xs, [e.value for _, e in points], marker="o", label=arm)
+                ax.fill_between(xs, [e.low for _, e in points], [e.high for _, e in points], alpha=0.15)
+            ax.set_xlabel("optimizer step")
+            ax.set_title(LABELS[metric])
+        axes[0].legend(fontsize=8)
+        fig.tight_layout()
+        paths.append(out / f"{exp.name}_heldout.png")
+        fig.savefig(paths[-1])
+    finally:
+        plt.close(fig)
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4), dpi=100)
+    try:
+        for ax, metric in zip(axes, ("rho/p99", "fraction/truncated", "fraction/rejected"), strict=False):
+            for arm in arms:
+                by_step: dict[int, list[float]] = {}
+                for rec in records.get(arm, {}).values():
+                    for s in rec.steps:
+                        if metric in s:
+                            by_step.setdefault(int(s["step"]), []).append(float(s[metric]))
+                if by_step:
+                    xs = sorted(by_step)
+                    ax.plot(xs, [_mean(by_step[x]) for x in xs], label=arm)
+            ax.set_xlabel("optimizer step")
+            ax.set_title(f"{metric} (mean over seeds)")
+            if metric.startswith("rho"):
+                ax.set_yscale("log")
+        ax = axes[3]
+        for arm in arms:
+            by_round: dict[int, list[float]] = {}
+            for rec in records.get(arm, {}).values():
+                for r in rec.rounds:
+                    if r["turns"]:
+                        by_round.setdefault(int(r["round"]), []).append(r["valid_turns"] / r["turns"])
+            if by_round:
+                xs = sorted(by_round)
+                ax.plot(xs, [_mean(by_round[x]) for x in xs], label=arm)
+        ax.set_xlabel("collect round")
+        ax.set_title("valid tool-call rate of the training rollouts")
+        axes[0].legend(fontsize=8)
+        fig.tight_layout()
+        paths.append(out / f"{exp.name}_steps.png")
+        fig.savefig(paths[-1])
+    finally:
+        plt.close(fig)
+    return paths
+
+
+def reference_arm(exp: ExperimentConfig) -> str | None:
+    """The arm the stale ones are compared with: no lag, full correction."""
+    return next((a.name for a in exp.arms if a.version_lag == 0 and a.correction == "full"), None)
+
+
+def write_report(exp: ExperimentConfig, *, command: str, commit: str, wall_s: float) -> list[Path]:
+    """Write the markdown report, the results JSON and the plots; returns their paths."""
+    records = load_records(exp)
+    curves = Curves(exp, records)
+    out = exp.report_dir
+    out.mkdir(parents=True, exist_ok=True)
+    plots = _plot(exp, curves, records, out)
+    reference = reference_arm(exp)
+    final: dict[str, dict[str, Any]] = {}
+    for arm in [BASE_ARM.name, *[a.name for a in exp.arms]]:
+        step = 0 if arm == BASE_ARM.name else curves.last_step(arm)
+        if step is None:
+            continue
+        entry: dict[str, Any] = {"step": step}
+        for metric in HELDOUT:
+            entry[metric] = _as_dict(curves.estimate(arm, step, metric))
+            if arm != BASE_ARM.name:
+                entry[f"{metric}_minus_base"] = _as_dict(
+                    curves.difference(arm, BASE_ARM.name, step, 0, metric)
+                )
+                if reference and arm != reference and curves.last_step(reference) is not None:
+                    ref_step = curves.last_step(reference) or 0
+                    entry[f"{metric}_minus_{reference}"] = _as_dict(
+                        curves.difference(arm, reference, step, ref_step, metric)
+                    )
+        final[arm] = entry
+    table = seed_table(exp, records)
+    results = {
+        "experiment": exp.model_dump(mode="json"),
+        "command": command,
+        "commit": commit,
+        "wall_s": wall_s,
+        "final": final,
+        "by_arm_and_seed": table,
+        "curves": {
+            arm: {
+                str(s): {m: _as_dict(curves.estimate(arm, s, m)) for m in HELDOUT}
+                for s in [0, *eval_steps(exp)]
+                if curves.evaluations(arm, s)
+            }
+            for arm in [a.name for a in exp.arms]
+        },
+    }
+    json_path = out / f"{exp.name}.json"
+    json_path.write_text(json.dumps(results, indent=1, default=str))
+    md_path = out / f"{exp.name}.md"
+    md_path.write_text(_markdown(exp, curves, final, table, reference, plots, command, commit, wall_s))
+    return [md_path, json_path, *plots]
+
+
+def _as_dict(e: Estimate | None) -> dict[str, float] | None:
+    if e is None or math.isnan(e.value):
+        return None
+    return {"value": e.value, "low": e.low, "high": e.high, "tasks": e.tasks}
+
+
+def _interval(d: dict[str, float] | None) -> str:
+    return "-" if d is None else f"{d['value']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+
+
+def _verdict(d: dict[str, float] | None) -> str:
+    if d is None:
+        return "not measured"
+    if d["low"] > 0:
+        return "above zero"
+    if d["high"] < 0:
+        return "below zero"
+    return "interval includes zero"
+
+
+def _markdown(
+    exp: ExperimentConfig,
+    curves: Curves,
+    final: dict[str, dict[str, Any]],
+    table: list[dict[str, Any]],
+    reference: str | None,
+    plots: list[Path],
+    command: str,
+    commit: str,
+    wall_s: float,
+) -> str:
+    t = exp.train
+    lines = [
+        f"# Staleness experiment `{exp.name}`",
+        "",
+        "Generated by the experiment runner; every number below is computed from the arms' records.",
+        "",
+        f"- command: `{command}`",
+        f"- commit: `{commit}`",
+        f"- wall time: {wall_s / 60:.1f} min",
+        f"- model `{exp.model.name}`; "
+        + (f"LoRA rank {t.lora.rank}" if t.lora else "full fine-tune")
+        + f", lr {t.effective_lr:g}, {t.batch_trajectories} trajectories per step, {exp.steps} steps, "
+        f"teacher `{t.teacher.mode}`, K_max {t.sdpo.max_staleness}",
+        f"- rollouts: suite `{exp.collect.suite}`, temperature {exp.collect.sampling.temperature}, "
+        f"{exp.collect.max_turns} turns, {exp.collect.sampling.max_new_tokens} tokens per turn",
+        f"- held-out: `{exp.heldout_suite}`, first {exp.eval_tasks} tasks, after steps "
+        f"{', '.join(map(str, eval_steps(exp)))}; seeds {', '.join(map(str, exp.seeds))}",
+        "- arms: " + "; ".join(f"`{a.name}` (K={a.version_lag}, {a.correction})" for a in exp.arms),
+        "",
+        "Intervals: 95% bootstrap over held-out tasks (each task averaged over seeds); differences are "
+        "paired by task.",
+        "",
+        "## Final held-out results",
+        "",
+        "| arm | step | mean reward | valid tool-call rate | reference log-prob | KL to base | reward - base "
+        "| validity - base | log-prob - base |"
+        + (f" reward - {reference} | validity - {reference} | log-prob - {reference} |" if reference else ""),
+        "|---|---|---|---|---|---|---|---|---|" + ("---|---|---|" if reference else ""),
+    ]
+    for arm, entry in final.items():
+        row = [arm, str(entry["step"])]
+        row += [_interval(entry.get(m)) for m in HELDOUT]
+        row += [_interval(entry.get(f"{m}_minus_base")) for m in COMPARED]
+        if reference:
+            row += [_interval(entry.get(f"{m}_minus_{reference}")) for m in COMPARED]
+        lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "## Against the targets", ""]
+    if reference and reference in final:
+        for metric in COMPARED:
+            d = final[reference].get(f"{metric}_minus_base")
+            lines.append(f"- `{reference}` minus base, {LABELS[metric]}: {_interval(d)}: {_verdict(d)}.")
+        ref_final = final[reference]
+        for arm in [a for a in exp.arms if a.name != reference]:
+            if arm.name not in final:
+                continue
+            for metric in COMPARED:
+                d = final[arm.name].get(f"{metric}_minus_{reference}")
+                lines.append(
+                    f"- `{arm.name}` minus `{reference}`, {LABELS[metric]}: {_interval(d)}: {_verdict(d)}."
+                )
+            kl, ref_kl = final[arm.name].get("kl_to_base"), ref_final.get("kl_to_base")
+            if kl and ref_kl:
+                lines.append(
+                    f"- `{arm.name}` KL to base {kl['value']:.4f} vs `{reference}` {ref_kl['value']:.4f}."
+                )
+    else:
+        lines.append("- no arm with K=0 and `full` finished: nothing to compare against.")
+    lines += [
+        "",
+        "## By arm and seed",
+        "",
+        "Final held-out numbers; rho p99 and max are the largest over the arm's steps; truncated, "
+        "rejected and staleness are means over its steps; rollout validity is over its training rollouts.",
+        "",
+        "| arm | seed | steps | eval step | mean reward | pass@1 | valid tool calls | reference log-prob | "
+        "KL to base | rho p99 | rho max | truncated | rejected | staleness | rollout validity |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in table:
+        cells = [r["arm"], str(r["seed"]), str(r["steps"]), _fmt(r["eval_step"])]
+        cells += [_fmt(r[k]) for k in ("mean_reward", "pass@1", "valid_tool_calls", "reference_logprob")]
+        cells += [_fmt(r["kl_to_base"], 4), _fmt(r["rho_p99_max"], 2), _fmt(r["rho_max"], 2)]
+        cells += [_fmt(r[k]) for k in ("truncated", "rejected")] + [
+            _fmt(r["staleness"], 2),
+            _fmt(r["rollout_valid"]),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "## Curves", ""]
+    lines += [f"![{p.stem}]({p.name})" for p in plots]
+    lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,158 @@
+"""The staleness experiment runner (scripts/experiments/staleness.py) on a tiny budget: the real
+default model, local sandboxes, two arms, a run killed mid-arm and resumed, `version_lag` checked
+against the store, the report files written. The learning result itself is never asserted here:
+it lives in docs/results/ with the command and commit that produced it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agentsd.config import ExperimentConfig, load_config
+from agentsd.errors import ConfigError
+from agentsd.experiments.arm import ExperimentError, arm_dir, eval_steps
+from agentsd.experiments.staleness import main, record_experiment
+from agentsd.store import ReplayStore
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = {
+    "name": "smoke",
+    "seeds": [0],
+    "steps": 3,
+    "eval_every": 2,
+    "eval_tasks": 2,
+    "collect": {
+        "suite": "learn-train",
+        "max_turns": 1,
+        "demonstration": True,
+        "sampling": {"temperature": 0.7, "max_new_tokens": 24},
+    },
+    "train": {
+        "batch_trajectories": 2,
+        "lora": {"rank": 4, "alpha": 8},
+        "lr": 1.0e-4,
+        "keep_versions": 3,
+        "sdpo": {"max_staleness": 2},
+        "hindsight": {"budget_tokens": 512},
+    },
+    "arms": [
+        {"name": "k0-full", "version_lag": 0, "correction": "full"},
+        {"name": "k1-none", "version_lag": 1, "correction": "none"},
+    ],
+}
+
+
+def _config(tmp_path: Path) -> Path:
+    data = {**SMOKE, "work_dir": str(tmp_path / "work"), "report_dir": str(tmp_path / "report")}
+    path = tmp_path / "smoke.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_an_arm_whose_lag_full_correction_would_drop_everything_is_refused(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    with pytest.raises(ConfigError, match=r"k3-full.*max_staleness"):
+        load_config(ExperimentConfig, [config], ["arms=[{name: k3-full, version_lag: 3}]"])
+    with pytest.raises(ConfigError, match="keep_versions"):
+        load_config(ExperimentConfig, [config], ["train.keep_versions=1"])
+    with pytest.raises(ConfigError, match="unique"):
+        load_config(ExperimentConfig, [config], ["arms=[{name: base}]"])
+
+
+def test_a_work_dir_keeps_the_experiment_it_was_started_with(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    record_experiment(load_config(ExperimentConfig, [config]))
+    record_experiment(load_config(ExperimentConfig, [config], ["report_dir=elsewhere"]))  # not a setting
+    with pytest.raises(ExperimentError, match=r"other settings.*steps"):
+        record_experiment(load_config(ExperimentConfig, [config], ["steps=5"]))
+    assert main(["-c", str(config), "steps=5"]) == 2
+
+
+def _wait_for(path: Path, lines: int, process: subprocess.Popen[bytes], timeout_s: float = 900) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if path.exists() and len(path.read_text().splitlines()) >= lines:
+            return
+        assert process.poll() is None, f"the runner exited early ({process.returncode})"
+        time.sleep(0.5)
+    raise AssertionError(f"{path} never reached {lines} lines")
+
+
+@pytest.mark.slow
+def test_the_runner_runs_arms_survives_a_kill_and_writes_the_report(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    exp = load_config(ExperimentConfig, [config])
+    script = ROOT / "scripts" / "experiments" / "staleness.py"
+    runner = subprocess.Popen(
+        [sys.executable, str(script), "-c", str(config)], cwd=ROOT, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:  # killed, worker and all, once the first trained arm has made one step
+        _wait_for(arm_dir(exp, "k0-full", 0) / "steps.jsonl", 1, runner)
+    finally:
+        os.killpg(runner.pid, signal.SIGKILL)
+        runner.wait()
+    assert not (arm_dir(exp, "k0-full", 0) / "done.json").exists()
+
+    assert main(["-c", str(config)]) == 0  # resumes where it stopped
+
+    for arm in ("base", "k0-full", "k1-none"):
+        assert (arm_dir(exp, arm, 0) / "done.json").exists(), arm
+    for arm, lag in (("k0-full", 0), ("k1-none", 1)):
+        root = arm_dir(exp, arm, 0)
+        steps = [json.loads(line)["step"] for line in (root / "steps.jsonl").read_text().splitlines()]
+        assert steps == [1, 2, 3], (arm, steps)  # every step once, none lost to the kill
+        assert sorted(p.name for p in (root / "evals").glob("*.json")) == [
+            f"step{s:03d}.json" for s in eval_steps(exp)
+        ]
+        with ReplayStore(f"sqlite:///{root / 'replay.db'}") as store:  # the lag, from the store itself
+            for round_ in range(exp.steps):
+                turns = [
+                    turn
+                    for summary in store.list(id_prefix=f"r{round_:03d}.", limit=None)
+                    for turn in store.get(summary.id).turns
+                ]
+                assert turns, (arm, round_)
+                # round r runs while the trainer's newest version is r
+                assert {t.policy_version for t in turns} == {max(0, round_ - lag)}, (arm, round_)
+        evaluation = json.loads((root / "evals" / f"step{exp.steps:03d}.json").read_text())
+        assert evaluation["version"] == exp.steps and len(evaluation["trajectories"]) == 2
+        assert evaluation["kl_to_base"] > 0  # a trained version differs from the base model
+
+    report = tmp_path / "report"
+    results = json.loads((report / "smoke.json").read_text())
+    assert {(r["arm"], r["seed"]) for r in results["by_arm_and_seed"]} == {
+        ("base", 0), ("k0-full", 0), ("k1-none", 0),
+    }  # fmt: skip
+    assert results["commit"] and results["command"].startswith("python scripts/experiments/staleness.py")
+    markdown = (report / "smoke.md").read_text()
+    assert "k1-none" in markdown and "## By arm and seed" in markdown
+    for plot in ("smoke_heldout.png", "smoke_steps.png"):
+        assert (report / plot).stat().st_size > 1000
+        assert f"]({plot})" in markdown
+
+
+def test_an_eval_of_a_version_the_store_never_published_is_refused(tmp_path: Path) -> None:
+    from agentsd.cli.collect import run_collect
+    from agentsd.config import EvalConfig
+
+    with pytest.raises(ConfigError, match="versions_store"):
+        load_config(EvalConfig, [], ["version=3"])
+    training = f"sqlite:///{tmp_path / 'train.db'}"
+    with ReplayStore(training):
+        pass
+    cfg = EvalConfig(
+        suite="learn-heldout", max_tasks=1, run_dir=tmp_path / "eval", name="v3",
+        store={"url": f"sqlite:///{tmp_path / 'eval.db'}"}, version=3, versions_store={"url": training},
+        tracking={"enabled": False},
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="published no version 3"):
+        run_collect(cfg, kind="eval")
