@@ -379,8 +379,10 @@ def _markdown(
         "",
         "## By arm and seed",
         "",
-        "Final held-out numbers; rho p99 and max are the largest over the arm's steps; truncated, "
-        "rejected and staleness are means over its steps; rollout validity is over its training rollouts.",
+        "Final held-out numbers; rho p99 and max are the largest over the arm's steps; truncated "
+        "(tokens with rho > C, truncated under `full` only), rejected (tokens the mask rejected; only "
+        "`full` has the mask) and staleness are means over its steps; rollout validity is over "
+        "its training rollouts.",
         "",
         "| arm | seed | steps | eval step | mean reward | pass@1 | valid tool calls | reference log-prob | "
         "KL to base | rho p99 | rho max | truncated | rejected | staleness | rollout validity |",

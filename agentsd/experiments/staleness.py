@@ -5,7 +5,9 @@ validates the experiment, records it in its work directory (a rerun with other s
 refused: change `work_dir`), opens the parent MLflow run, runs the base evaluation and each arm x
 seed as a worker process (seed-major, so an interrupted experiment has every arm at the same seeds),
 skips those already done, resumes the one that stopped, and writes the report
-(agentsd.experiments.report). Workers run one at a time: one machine, one experiment.
+(agentsd.experiments.report) with the command and commit of the run's first start
+(`provenance.json` in the work directory), whichever invocation writes it. Workers run one at a
+time: one machine, one experiment.
 
 Not guaranteed: identical numbers on a rerun (sampling and threads); a report from workers that
 failed (the report is written from what exists, and the command exits non-zero).
@@ -14,6 +16,7 @@ failed (the report is written from what exists, and the command exits non-zero).
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import subprocess
 import sys
@@ -122,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     started = time.monotonic()
+    provenance = exp.work_dir / "provenance.json"
+    if not provenance.exists() and not args.report_only:  # the code and command that made the records
+        provenance.write_text(json.dumps({"command": command, "commit": commit_of(Path.cwd())}))
+    recorded = json.loads(provenance.read_text()) if provenance.exists() else {}
     failed: list[str] = []
     parent = open_parent(exp) if not args.report_only else NullTracker()
     parent_id = getattr(parent, "run_id", None)
@@ -138,7 +145,12 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     break  # the next ones would likely fail the same way; a rerun resumes here
         wall_s = add_wall_time(exp, 0.0 if args.report_only else time.monotonic() - started)
-        written = write_report(exp, command=command, commit=commit_of(Path.cwd()), wall_s=wall_s)
+        written = write_report(
+            exp,
+            command=recorded.get("command", command),
+            commit=recorded.get("commit", commit_of(Path.cwd())),
+            wall_s=wall_s,
+        )
         for path in written:
             parent.log_artifact(path, "report")
     except BaseException:
