@@ -96,19 +96,20 @@ def plan_changes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
         was, now = before["settings"][key], after["settings"][key]
         if (was is None) != (now is None):  # e.g. a judge added or removed
             changes.append(f"{key}: {'none' if was is None else 'set'} -> {'none' if now is None else 'set'}")
-    old, new = _flat(before.get("settings", {})), _flat(after.get("settings", {}))
+    old, new = flatten(before.get("settings", {})), flatten(after.get("settings", {}))
     for key in sorted(set(old) & set(new)):  # a setting only one agentsd version knows is not compared
         if old[key] != new[key]:
             changes.append(f"{key}: {old[key]!r} -> {new[key]!r}")
     return changes
 
 
-def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings -> {"a.b.c": value}, values kept as they are."""
     if not isinstance(data, dict):
         return {prefix: data}
     out: dict[str, Any] = {}
     for key, value in data.items():
-        out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
     return out
 
 

@@ -157,9 +157,9 @@ class ArmRun:
 
     def _record_round(self, store: ReplayStore, round_: int, run_name: str, newest: int) -> None:
         ids = run_trajectory_ids(store, run_name)
-        validity = turn_validity(store, ids)
-        trajectories = [store.get(i, with_turns=False) for i in ids]
-        versions = [v for i in ids for v in {t.policy_version for t in store.get(i).turns}]
+        trajectories = [store.get(i) for i in ids]
+        validity = turn_validity(trajectories)
+        versions = [turn.policy_version for t in trajectories for turn in t.turns]
         record = {
             "round": round_,
             "newest_version": newest,
@@ -229,13 +229,11 @@ class ArmRun:
         actions = {t.id: t.reference.get("action") for t in tasks}
         with ReplayStore(cfg.store.url) as eval_store:
             ids = run_trajectory_ids(eval_store, name)
-            validity = turn_validity(eval_store, ids)
-            student = self._student(version)
-            base = self._base()
-            kl = (
-                kl_to_base(student.model, base.model, eval_store, ids) if version else dict.fromkeys(ids, 0.0)
-            )
-            prompts = first_prompts(eval_store, ids)
+            validity = turn_validity([eval_store.get(i) for i in ids])
+            tokens = eval_store.load_tokens(ids)
+        student = self._student(version)
+        kl = kl_to_base(student.model, self._base().model, tokens) if version else dict.fromkeys(ids, 0.0)
+        prompts = first_prompts(tokens)
         reference = {
             i: reference_logprob(student.model, student.tokenizer, prompts[i], action)
             for i in ids

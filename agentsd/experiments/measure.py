@@ -20,9 +20,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from agentsd.sequences import segments
+from agentsd.sequences import TurnTokens, segments
 from agentsd.store import ReplayStore
-from agentsd.types import TrajectoryStatus, TurnSource
+from agentsd.types import Trajectory, TrajectoryStatus, TurnSource
 
 
 def run_trajectory_ids(store: ReplayStore, run_name: str) -> list[str]:
@@ -34,27 +34,27 @@ def run_trajectory_ids(store: ReplayStore, run_name: str) -> list[str]:
     ]
 
 
-def turn_validity(store: ReplayStore, trajectory_ids: list[str]) -> dict[str, tuple[int, int]]:
+def turn_validity(trajectories: list[Trajectory]) -> dict[str, tuple[int, int]]:
     """Per trajectory: (agent turns whose reply parsed as a tool call, agent turns)."""
     out: dict[str, tuple[int, int]] = {}
-    for trajectory_id in trajectory_ids:
-        turns = [t for t in store.get(trajectory_id).turns if t.source is TurnSource.AGENT]
+    for trajectory in trajectories:
+        turns = [t for t in trajectory.turns if t.source is TurnSource.AGENT]
         valid = sum(1 for t in turns if t.action is not None and "parse_error" not in t.action)
-        out[trajectory_id] = (valid, len(turns))
+        out[trajectory.id] = (valid, len(turns))
     return out
 
 
-def kl_to_base(student: Any, base: Any, store: ReplayStore, trajectory_ids: list[str]) -> dict[str, float]:
-    """Per trajectory: mean over its agent tokens of KL(student || base), both causal LMs (torch
-    modules taking input_ids); trajectories without agent tokens are left out."""
+def kl_to_base(student: Any, base: Any, tokens: dict[str, list[TurnTokens]]) -> dict[str, float]:
+    """Per trajectory (`tokens`: ReplayStore.load_tokens): mean over its agent tokens of
+    KL(student || base), both causal LMs (torch modules taking input_ids); trajectories without
+    agent tokens are left out."""
     import torch
 
     out: dict[str, float] = {}
-    tokens = store.load_tokens(trajectory_ids)
     with torch.inference_mode():
-        for trajectory_id in trajectory_ids:
+        for trajectory_id, turns in tokens.items():
             total, count = 0.0, 0
-            for segment in segments(tokens.get(trajectory_id, [])):
+            for segment in segments(turns):
                 # position t's token was predicted at t - 1
                 scored = torch.from_numpy(segment.loss_mask[1:].copy()).nonzero().squeeze(1)
                 if scored.numel() == 0:
@@ -75,9 +75,8 @@ def action_text(action: dict[str, Any]) -> str:
     return f"<tool_call>\n{json.dumps(action)}\n</tool_call>"
 
 
-def first_prompts(store: ReplayStore, trajectory_ids: list[str]) -> dict[str, list[int]]:
+def first_prompts(tokens: dict[str, list[TurnTokens]]) -> dict[str, list[int]]:
     """Per trajectory: the token ids its policy saw before its first reply."""
-    tokens = store.load_tokens(trajectory_ids)
     return {i: turns[0].prompt_ids.tolist() for i, turns in tokens.items() if turns}
 
 

@@ -199,28 +199,22 @@ def _plot(
     try:
         for ax, metric in zip(axes, ("rho/p99", "fraction/truncated", "fraction/rejected"), strict=False):
             for arm in arms:
-                by_step: dict[int, list[float]] = {}
-                for rec in records.get(arm, {}).values():
-                    for s in rec.steps:
-                        if metric in s:
-                            by_step.setdefault(int(s["step"]), []).append(float(s[metric]))
-                if by_step:
-                    xs = sorted(by_step)
-                    ax.plot(xs, [_mean(by_step[x]) for x in xs], label=arm)
+                points = [
+                    (s["step"], s[metric])
+                    for rec in records.get(arm, {}).values()
+                    for s in rec.steps
+                    if metric in s
+                ]
+                _plot_seed_mean(ax, arm, points)
             ax.set_xlabel("optimizer step")
             ax.set_title(f"{metric} (mean over seeds)")
             if metric.startswith("rho"):
                 ax.set_yscale("log")
         ax = axes[3]
         for arm in arms:
-            by_round: dict[int, list[float]] = {}
-            for rec in records.get(arm, {}).values():
-                for r in rec.rounds:
-                    if r["turns"]:
-                        by_round.setdefault(int(r["round"]), []).append(r["valid_turns"] / r["turns"])
-            if by_round:
-                xs = sorted(by_round)
-                ax.plot(xs, [_mean(by_round[x]) for x in xs], label=arm)
+            points = [(r["round"], r["valid_turns"] / r["turns"]) for rec in records.get(arm, {}).values()
+                      for r in rec.rounds if r["turns"]]  # fmt: skip
+            _plot_seed_mean(ax, arm, points)
         ax.set_xlabel("collect round")
         ax.set_title("valid tool-call rate of the training rollouts")
         axes[0].legend(fontsize=8)
@@ -230,6 +224,16 @@ def _plot(
     finally:
         plt.close(fig)
     return paths
+
+
+def _plot_seed_mean(ax: Any, arm: str, points: list[tuple[int, float]]) -> None:
+    """One line per arm: at each x, the mean of the seeds' values there."""
+    by_x: dict[int, list[float]] = {}
+    for x, value in points:
+        by_x.setdefault(int(x), []).append(float(value))
+    if by_x:
+        xs = sorted(by_x)
+        ax.plot(xs, [_mean(by_x[x]) for x in xs], label=arm)
 
 
 def reference_arm(exp: ExperimentConfig) -> str | None:

@@ -22,12 +22,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from agentsd.config import ExperimentConfig, load_config
 from agentsd.errors import AgentsdError
 from agentsd.experiments.arm import BASE_ARM, EXPERIMENT_FILE, ExperimentError, arm_dir, load_experiment
 from agentsd.experiments.report import write_report
+from agentsd.runs import flatten
 from agentsd.tracking import MlflowTracker, NullTracker, Tracker, default_tracking_uri
 
 
@@ -40,22 +40,13 @@ def jobs(exp: ExperimentConfig) -> list[tuple[str, int]]:
     return out
 
 
-def _flat(data: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(data, dict):
-        return {prefix: data}
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
-    return out
-
-
 def record_experiment(exp: ExperimentConfig) -> None:
     """Write the experiment into its work directory, or check it matches the one there."""
     exp.work_dir.mkdir(parents=True, exist_ok=True)
     path = exp.work_dir / EXPERIMENT_FILE
     if path.exists():
-        before = _flat(load_experiment(exp.work_dir).model_dump(mode="json", exclude={"report_dir"}))
-        after = _flat(exp.model_dump(mode="json", exclude={"report_dir"}))
+        before = flatten(load_experiment(exp.work_dir).model_dump(mode="json", exclude={"report_dir"}))
+        after = flatten(exp.model_dump(mode="json", exclude={"report_dir"}))
         changes = [f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in sorted(set(before) | set(after))
                    if before.get(k) != after.get(k)]  # fmt: skip
         if changes:
