@@ -198,12 +198,7 @@ def start(spec: dict[str, Any]) -> dict[str, Any]:
         if spec.get("init_js"):
             with CDP() as cdp:
                 cdp.evaluate(spec["init_js"])
-    # the app's window gets the keyboard, as a user's click would give it
-    try:
-        window = xdotool(state, "search", "--sync", "--onlyvisible", "--limit", "1", "--name", ".+")
-        xdotool(state, "windowactivate", "--sync", window.splitlines()[0])
-    except (DriverError, IndexError, subprocess.TimeoutExpired):
-        pass
+    give_keyboard(state, spec["kind"])
     if spec["kind"] == "desktop":
         desktop_settled(state)
         time.sleep(0.5)  # a toolkit still busy drawing its first frame can drop the first input
@@ -212,6 +207,27 @@ def start(spec: dict[str, Any]) -> dict[str, Any]:
         xdotool(state, "key", "shift")
     time.sleep(state["settle_s"])
     return observe()
+
+
+def give_keyboard(state: dict[str, Any], kind: str, timeout: float = 10.0) -> None:
+    """The app's window gets the keyboard, as a user's click would give it, and the first
+    observation waits until it has it: the focus is part of what the agent sees, so a reset must
+    not show it on one run and not on the next. Best effort after `timeout` (the app still works;
+    the first key may then go nowhere)."""
+
+    def focused() -> bool:
+        try:
+            window = xdotool(state, "search", "--onlyvisible", "--limit", "1", "--name", ".+").splitlines()[0]
+            xdotool(state, "windowactivate", window)  # no --sync: the check below is the wait
+            if kind == "desktop":
+                return xdotool(state, "getactivewindow") == window
+            with CDP() as cdp:
+                return bool(cdp.evaluate("document.hasFocus()"))
+        except (DriverError, IndexError, OSError, subprocess.TimeoutExpired):
+            return False
+
+    with contextlib.suppress(DriverError):
+        wait_for("the window's keyboard focus", focused, timeout)
 
 
 def page_ready() -> bool:
