@@ -182,10 +182,23 @@ class CollectConfig(_Cfg):
         "with the same name resumes it. None = the run_dir's name.",
     )
     suite: str = Field(
-        default="terminal", min_length=1, description="A shipped suite name or a task directory."
+        default="terminal",
+        min_length=1,
+        description="A shipped suite name, a task directory (or a directory of them), or "
+        "store:SELECTOR: tasks imported into `tasks_store` whose id matches the glob SELECTOR (or "
+        "whose hash starts with it).",
     )
     max_tasks: int | None = Field(default=None, gt=0, description="Only the suite's first N tasks.")
     store: StoreConfig = Field(default_factory=StoreConfig)
+    tasks_store: StoreConfig | None = Field(
+        default=None, description="Where a store:SELECTOR suite is read (default: `store`)."
+    )
+
+    @property
+    def tasks_url(self) -> str:
+        """The store a store:SELECTOR suite is read from."""
+        return (self.tasks_store or self.store).url
+
     model: ModelConfig = Field(default_factory=ModelConfig)
     policy: PolicyConfig = Field(default_factory=HFPolicyConfig)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
@@ -252,6 +265,8 @@ class EvalConfig(CollectConfig):
 
     @model_validator(mode="after")
     def _ks(self) -> EvalConfig:
+        if "store" not in self.model_fields_set:  # the eval store moves with run_dir
+            self.store = StoreConfig(url=f"sqlite:///{self.run_dir / 'eval.db'}")
         bad = [k for k in self.k if k < 1 or k > self.repeats]
         if bad:
             raise ValueError(f"k {bad}: each k must be between 1 and repeats ({self.repeats})")

@@ -112,6 +112,9 @@ class Verifier(_Model):
     files: dict[str, str] = Field(
         default_factory=dict, description="Test files (relative path -> text), uploaded only to grade."
     )
+    blobs: dict[str, str] = Field(
+        default_factory=dict, description="Binary test files: relative path -> base64 of the bytes."
+    )
     fail_to_pass: list[str] = Field(default_factory=list)
     pass_to_pass: list[str] = Field(default_factory=list)
     test_patch: str | None = None
@@ -235,6 +238,8 @@ class Task(_Model):
             del data["world"]["app"]
         if not data["world"]["blobs"]:
             del data["world"]["blobs"]
+        if not data["verifier"]["blobs"]:
+            del data["verifier"]["blobs"]
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:32]
 

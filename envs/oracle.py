@@ -6,6 +6,7 @@ and in `agentsd tasks verify`.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from typing import Any
@@ -22,7 +23,7 @@ def tool_call(name: str, **arguments: Any) -> str:
 def has_reference(task: Task) -> bool:
     if task.family is Family.RUBRIC:
         return bool(task.reference.get("gold_files") or task.reference.get("gold_response"))
-    return bool(task.reference.get("files") or task.reference.get("actions"))
+    return bool(task.reference.get("files") or task.reference.get("blobs") or task.reference.get("actions"))
 
 
 def _run_gold(env: TerminalEnv, task: Task) -> tuple[float, dict[str, Any]]:
@@ -49,12 +50,14 @@ def run_reference(env: TerminalEnv, task: Task) -> tuple[float, dict[str, Any]]:
         return _run_gold(env, task)
     if task.reference.get("actions"):
         return _run_actions(env, task)
-    if not task.reference.get("files"):
+    if not has_reference(task):
         raise ValueError(f"task {task.id} has no reference solution")
     env.reset(options={"task": task})
     assert env.sandbox is not None
-    for rel, text in task.reference["files"].items():
+    for rel, text in task.reference.get("files", {}).items():
         env.sandbox.write_file(f"/solution/{rel}", text.encode(), mode=0o755)
+    for rel, encoded in task.reference.get("blobs", {}).items():
+        env.sandbox.write_file(f"/solution/{rel}", base64.b64decode(encoded), mode=0o644)
     _, _, _, _, ran = env.step(
         tool_call("bash", command=f"bash /solution/{task.reference.get('entry', 'solve.sh')}")
     )

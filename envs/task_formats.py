@@ -2,24 +2,35 @@
 
 Harbor:          instruction.md, task.toml, environment/Dockerfile (+ build context), tests/test.sh
                  (+ files), solution/solve.sh (optional).
-Terminal-Bench:  task.yaml, Dockerfile (+ context), run-tests.sh, tests/, solution.sh (optional).
+Terminal-Bench:  task.yaml, Dockerfile (+ context), run-tests.sh (optional: the harness's default
+                 runner, pytest on tests/test_outputs.py), tests/, solution.sh (optional).
 
 No image registry is reachable here, so a task's Dockerfile is not built: it is read. WORKDIR,
-ENV, COPY/ADD of build-context files and RUN lines become the task's World (files laid into the
-sandbox, a setup script run before the first turn) on the family's local image, and the Task's meta
-records the upstream base image and that the fallback was used. A Dockerfile feature that cannot be
-carried over this way (COPY --from, ADD of a URL) is an error naming the file and the line.
+ENV, ARG, SHELL, COPY/ADD of build-context files and RUN lines become the task's World (files laid
+into the sandbox, then one setup step per RUN that stops at the first failure, naming its line) on
+the family's local image; the Task's meta records the upstream base image, that the fallback was
+used, and the instructions read without effect (ENTRYPOINT, CMD, USER...). Files that are not UTF-8
+are carried as bytes (World.blobs, Verifier.blobs, reference blobs). A Dockerfile feature that cannot
+be carried over this way (COPY --from, ADD of a URL, a source outside the context), sidecar services
+and multi-step tasks are errors naming the file and the line.
 
-A missing or malformed file raises TaskFormatError naming the file and the field.
+A missing or malformed file raises TaskFormatError naming the file and the field; a directory of
+tasks loads past a bad one (`read_suite`, `load_task_dirs` return the problems beside the tasks).
+
+Not guaranteed: RUN steps run in the sandbox without network (package installs fail and fail the
+setup), and only the task's workdir and scratch directories are writable to them.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import logging
 import shlex
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -28,6 +39,7 @@ from agentsd.envs.learnable import learn_suite
 from agentsd.errors import AgentsdError
 from agentsd.types import GRADING_DIRS, Environment, Family, Limits, Task, Verifier, World
 
+log = logging.getLogger("agentsd.tasks")
 SUITES_DIR = Path(__file__).parent / "suites"
 FALLBACK_IMAGE = {
     Family.TERMINAL: "agentsd/terminal:latest",
@@ -53,11 +65,41 @@ def _read_text(path: Path) -> str:
         raise TaskFormatError(f"{path}: not UTF-8 text") from None
 
 
-def _tree(root: Path) -> dict[str, str]:
-    """Every file under root as relative path -> text."""
+def _read_content(path: Path) -> str | bytes:
+    """A task file's content: text when it is UTF-8, else its bytes (binary files are ordinary task
+    content: images, archives, compiled fixtures)."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise TaskFormatError(f"{path}: missing (required)") from None
+    except OSError as exc:
+        raise TaskFormatError(f"{path}: unreadable ({exc.strerror or exc})") from None
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        return data
+
+
+def _tree(root: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """Every file under root as (relative path -> text, relative path -> base64 of binary bytes)."""
     if not root.is_dir():
         raise TaskFormatError(f"{root}: missing directory (required)")
-    return {str(p.relative_to(root)): _read_text(p) for p in sorted(root.rglob("*")) if p.is_file()}
+    texts: dict[str, str] = {}
+    blobs: dict[str, str] = {}
+    inside = root.resolve()
+    for path in sorted(root.rglob("*")):
+        if path.is_symlink() and not path.resolve().is_relative_to(inside):
+            raise TaskFormatError(f"{path}: a symbolic link out of {root} (to {path.resolve()})")
+        if path.is_file():
+            _put(texts, blobs, str(path.relative_to(root)), _read_content(path))
+    return texts, blobs
+
+
+def _put(texts: dict[str, str], blobs: dict[str, str], key: str, content: str | bytes) -> None:
+    if isinstance(content, str):
+        texts[key] = content
+    else:
+        blobs[key] = base64.b64encode(content).decode()
 
 
 def _number(data: dict[str, Any], key: str, where: str, default: float) -> float:
@@ -86,19 +128,83 @@ def _size_mb(data: dict[str, Any], key_mb: str, key_text: str, where: str, defau
 # ---------------------------------------------------------------------------- Dockerfiles
 
 
-def world_from_dockerfile(dockerfile: Path, context: Path) -> tuple[World, str, str | None]:
-    """(world, workdir, upstream base image) read from a Dockerfile and its build context."""
+class DockerfileWorld(NamedTuple):
+    """What a Dockerfile gives the task: its world, working directory, upstream base image, and
+    notes on instructions that were read but have no effect here (ENTRYPOINT, EXPOSE ...)."""
+
+    world: World
+    workdir: str
+    base: str | None
+    notes: list[str]
+
+
+# Read and without effect on the agent's world; ENTRYPOINT and CMD are noted (the agent's shell
+# starts instead of them), the rest are build metadata.
+_NOTED = ("ENTRYPOINT", "CMD", "USER", "VOLUME", "HEALTHCHECK", "ONBUILD")
+_SKIPPED = ("LABEL", "EXPOSE", "STOPSIGNAL", "MAINTAINER")
+
+
+def world_from_dockerfile(dockerfile: Path, context: Path) -> DockerfileWorld:
+    """The task's world read from a Dockerfile and its build context.
+
+    RUN lines become one setup step each, run like `docker build` runs them: in the WORKDIR of their
+    line, by the SHELL of their line (`/bin/sh -c` unless changed), with the ARG defaults declared
+    before them; the first step that exits non-zero stops the setup with its Dockerfile line (a
+    failure inside an `a && b` chain included)."""
     text = _read_text(dockerfile)
     workdir, base = "/", None
     files: dict[str, str] = {}
+    blobs: dict[str, str] = {}
     env: dict[str, str] = {}
+    args: dict[str, str] = {}
+    shell = ["/bin/sh", "-c"]
     setup: list[str] = []
+    notes: list[str] = []
+    for number, line in _logical_lines(text):
+        where = f"{dockerfile}:{number}"
+        op, _, rest = line.partition(" ")
+        op, rest = op.upper(), rest.strip()
+        if op == "FROM":
+            base = rest.split()[0] if rest else None
+        elif op == "WORKDIR":
+            workdir = rest if rest.startswith("/") else f"{workdir.rstrip('/')}/{rest}"
+            setup.append(f"mkdir -p {shlex.quote(workdir)}")
+        elif op == "ENV":
+            env.update(_env_pairs(rest, where))
+        elif op == "ARG":
+            name, sep, default = rest.partition("=")
+            if sep:
+                args[name.strip()] = default.strip().strip("'\"")
+        elif op == "SHELL":
+            shell = _json_argv(rest, where, "SHELL")
+        elif op in ("COPY", "ADD"):
+            copied_texts, copied_blobs = _copy(rest, context, workdir, where)
+            files.update(copied_texts)
+            blobs.update(copied_blobs)
+        elif op == "RUN":
+            argv = _exec_form(rest) or [*shell, rest]  # not a JSON array: shell form, as docker reads it
+            setup.append(_run_step(argv, workdir, args, f"{dockerfile.name}:{number}", line))
+        elif op in _NOTED:
+            notes.append(f"{dockerfile.name}:{number}: {op} is not run (the agent's shell starts instead)")
+        elif op not in _SKIPPED:
+            raise TaskFormatError(f"{where}: unknown Dockerfile instruction {op}")
+    script = "set -e\n" + "\n".join(setup) if setup else None
+    return DockerfileWorld(
+        World(files=files, blobs=blobs, setup=script, env=env),
+        workdir if workdir != "/" else "/workspace",
+        base,
+        notes,
+    )
+
+
+def _logical_lines(text: str) -> list[tuple[int, str]]:
+    """(first line number, instruction) with continuation lines joined and comments dropped."""
     logical: list[tuple[int, str]] = []
     pending, start = "", 0
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
-        if not pending and (not line or line.startswith("#")):
-            continue
+        if not line or line.startswith("#"):
+            continue  # also inside a continued instruction, as docker reads them
         if not pending:
             start = number
         if line.endswith("\\"):
@@ -106,37 +212,40 @@ def world_from_dockerfile(dockerfile: Path, context: Path) -> tuple[World, str, 
             continue
         logical.append((start, pending + line))
         pending = ""
-    for number, line in logical:
-        where = f"{dockerfile}:{number}"
-        op, _, rest = line.partition(" ")
-        op, rest = op.upper(), rest.strip()
-        if op == "FROM":
-            base = rest.split()[0]
-        elif op == "WORKDIR":
-            workdir = rest if rest.startswith("/") else f"{workdir.rstrip('/')}/{rest}"
-            setup.append(f"mkdir -p {shlex.quote(workdir)}")
-        elif op == "ENV":
-            env.update(_env_pairs(rest, where))
-        elif op in ("COPY", "ADD"):
-            files.update(_copy(rest, context, workdir, where))
-        elif op == "RUN":
-            command = _exec_form(rest, where) if rest.startswith("[") else rest
-            setup.append(f"cd {shlex.quote(workdir)} && {command}")
-        elif op in ("ARG", "LABEL", "EXPOSE", "CMD", "ENTRYPOINT", "USER", "SHELL", "VOLUME", "STOPSIGNAL",
-                    "HEALTHCHECK", "ONBUILD", "MAINTAINER"):  # fmt: skip
-            continue  # irrelevant to the world the agent starts in
-        else:
-            raise TaskFormatError(f"{where}: unknown Dockerfile instruction {op}")
-    script = "set -e\n" + "\n".join(setup) if setup else None
-    return World(files=files, setup=script, env=env), (workdir if workdir != "/" else "/workspace"), base
+    if pending:
+        logical.append((start, pending.strip()))
+    return logical
 
 
-def _exec_form(rest: str, where: str) -> str:
+def _run_step(argv: list[str], workdir: str, args: dict[str, str], where: str, line: str) -> str:
+    """One RUN as a setup step: its own process, whose failure ends the setup naming the line."""
+    exports = "".join(f"{k}={shlex.quote(v)} " for k, v in args.items() if k.isidentifier())
+    shown = line if len(line) <= 300 else line[:297] + "..."
+    failed = shlex.quote(f"agentsd: setup step {where} failed: {shown}")
+    return (
+        f"cd {shlex.quote(workdir)} && {{ {exports}{shlex.join(argv)}; }} "
+        f'|| {{ code=$?; echo {failed} "(exit $code)" >&2; exit $code; }}'
+    )
+
+
+def _exec_form(rest: str) -> list[str] | None:
+    """The argv of an exec-form instruction (a JSON array of strings), else None."""
+    if not rest.startswith("["):
+        return None
     try:
         argv = json.loads(rest)
-    except json.JSONDecodeError:
-        raise TaskFormatError(f"{where}: RUN [...] is not a JSON array") from None
-    return shlex.join(str(a) for a in argv)
+    except (json.JSONDecodeError, RecursionError):
+        return None
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+        return None
+    return argv
+
+
+def _json_argv(rest: str, where: str, op: str) -> list[str]:
+    argv = _exec_form(rest)
+    if argv is None:
+        raise TaskFormatError(f"{where}: {op} expects a JSON array of strings, got {rest[:100]!r}")
+    return argv
 
 
 def _env_pairs(rest: str, where: str) -> dict[str, str]:
@@ -152,39 +261,85 @@ def _env_pairs(rest: str, where: str) -> dict[str, str]:
     return pairs
 
 
-def _copy(rest: str, context: Path, workdir: str, where: str) -> dict[str, str]:
-    args = [a for a in shlex.split(rest) if not a.startswith("--")]
-    if any(a.startswith("--from") for a in shlex.split(rest)):
+def _copy(rest: str, context: Path, workdir: str, where: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(texts, blobs) a COPY/ADD lays into the world, by absolute destination path."""
+    words = shlex.split(rest)
+    if any(a.startswith("--from") for a in words):
         raise TaskFormatError(f"{where}: COPY --from (multi-stage) cannot be laid out without building")
+    args = [a for a in words if not a.startswith("--")]
     if len(args) < 2:
         raise TaskFormatError(f"{where}: COPY needs a source and a destination")
     *sources, dest = args
     if not dest.startswith("/"):
         dest = f"{workdir.rstrip('/')}/{dest}"
-    files = {}
+    texts: dict[str, str] = {}
+    blobs: dict[str, str] = {}
+    root = context.resolve()
     for source in sources:
         if "://" in source:
             raise TaskFormatError(f"{where}: ADD of a URL ({source}) needs network at build time")
         path = (context / source).resolve()
+        if not path.is_relative_to(root):
+            raise TaskFormatError(f"{where}: COPY source {source} is outside the build context {context}")
         if not path.exists():
             raise TaskFormatError(f"{where}: COPY source {source} not found in {context}")
         if path.is_dir():
-            for rel, text in _tree(path).items():
-                files[f"{dest.rstrip('/')}/{rel}"] = text
+            sub_texts, sub_blobs = _tree(path)
+            texts.update({f"{dest.rstrip('/')}/{rel}": text for rel, text in sub_texts.items()})
+            blobs.update({f"{dest.rstrip('/')}/{rel}": data for rel, data in sub_blobs.items()})
         else:
             into_dir = dest.endswith("/") or len(sources) > 1
-            files[f"{dest.rstrip('/')}/{path.name}" if into_dir else dest] = _read_text(path)
-    return files
+            _put(texts, blobs, f"{dest.rstrip('/')}/{path.name}" if into_dir else dest, _read_content(path))
+    return texts, blobs
 
 
-def _provenance(source: str, task_dir: Path, base: str | None) -> dict[str, Any]:
-    """Where an imported task came from, and whether it runs on the fallback image."""
-    return {
+def _provenance(source: str, task_dir: Path, built: DockerfileWorld | None) -> dict[str, Any]:
+    """Where an imported task came from, whether it runs on the fallback image, and what of its
+    Dockerfile has no effect here."""
+    base = built.base if built else None
+    meta: dict[str, Any] = {
         "source": source,
         "path": str(task_dir),
         "upstream_image": base,
         "image_fallback": base is not None,
     }
+    if built and built.notes:
+        meta["dockerfile_notes"] = built.notes
+    return meta
+
+
+def _refuse_sidecars(task_dir: Path) -> None:
+    """A docker-compose file with more than the task's own service needs sidecars agentsd does not
+    start: refused by name rather than run without them."""
+    for name in ("docker-compose.yaml", "docker-compose.yml", "compose.yaml", "compose.yml"):
+        path = task_dir / name
+        if not path.is_file():
+            continue
+        try:
+            compose = yaml.safe_load(_read_text(path)) or {}
+        except yaml.YAMLError as exc:
+            raise TaskFormatError(f"{path}: not valid YAML: {exc}") from None
+        services = compose.get("services") if isinstance(compose, dict) else None
+        if isinstance(services, dict) and len(services) > 1:
+            raise TaskFormatError(
+                f"{path}: services {', '.join(map(str, services))}: tasks with sidecar services are not "
+                "supported (agentsd starts one sandbox per episode)"
+            )
+
+
+def _looks_like_apex(task_dir: Path) -> None:
+    if (task_dir / "tasks_and_rubrics.json").exists():
+        raise TaskFormatError(
+            f"{task_dir}: this looks like an APEX release (tasks_and_rubrics.json): "
+            f"agentsd tasks import apex {task_dir}"
+        )
+
+
+def _reference(files: tuple[dict[str, str], dict[str, str]], entry: str) -> dict[str, Any]:
+    texts, blobs = files
+    if not texts and not blobs:
+        return {}
+    return {"files": texts, "entry": entry, **({"blobs": blobs} if blobs else {})}
 
 
 # ---------------------------------------------------------------------------- Harbor
@@ -192,6 +347,15 @@ def _provenance(source: str, task_dir: Path, base: str | None) -> dict[str, Any]
 
 def load_harbor_task(task_dir: Path) -> Task:
     task_dir = Path(task_dir)
+    _looks_like_apex(task_dir)
+    if not (task_dir / "instruction.md").exists() and (
+        (task_dir / "steps").is_dir()
+        or any(p.name.startswith("step") for p in task_dir.glob("*/instruction.md"))
+    ):
+        raise TaskFormatError(
+            f"{task_dir}: a multi-step Harbor task (an instruction per step): not supported, agentsd runs "
+            "one instruction per episode"
+        )
     instruction = _read_text(task_dir / "instruction.md").strip()
     if not instruction:
         raise TaskFormatError(f"{task_dir / 'instruction.md'}: empty instruction")
@@ -214,36 +378,34 @@ def load_harbor_task(task_dir: Path) -> Task:
         disk_mb=min(_size_mb(env_cfg, "storage_mb", "storage", where, 2048), 4096),
         timeout_s=_number(sections["agent"], "timeout_sec", f"{toml_path} [agent]", 3600.0),
     )
-    tests = _tree(task_dir / "tests")
+    tests, test_blobs = _tree(task_dir / "tests")
     if "test.sh" not in tests:
         raise TaskFormatError(f"{task_dir / 'tests' / 'test.sh'}: missing (required)")
+    _refuse_sidecars(task_dir / "environment")
     dockerfile = task_dir / "environment" / "Dockerfile"
-    world, workdir, base = (
-        world_from_dockerfile(dockerfile, dockerfile.parent)
-        if dockerfile.exists()
-        else (World(), "/app", None)
-    )
-    solution = _tree(task_dir / "solution") if (task_dir / "solution").is_dir() else {}
+    built = world_from_dockerfile(dockerfile, dockerfile.parent) if dockerfile.exists() else None
+    solution = _tree(task_dir / "solution") if (task_dir / "solution").is_dir() else ({}, {})
     name = sections["task"].get("name") or task_dir.name
     return Task(
         id=str(name),
         family=Family.TERMINAL,
         instruction=instruction,
-        world=world,
+        world=built.world if built else World(),
         environment=Environment(
             limits=limits,
             network=bool(env_cfg.get("allow_internet", False)),
-            workdir=workdir,
+            workdir=built.workdir if built else "/app",
             scratch_dirs=GRADING_DIRS,
         ),
         verifier=Verifier(
             kind="harbor",
             files=tests,
+            blobs=test_blobs,
             timeout_s=_number(sections["verifier"], "timeout_sec", f"{toml_path} [verifier]", 600.0),
         ),
-        reference={"files": solution, "entry": "solve.sh"} if solution else {},
+        reference=_reference(solution, "solve.sh"),
         meta={
-            **_provenance("harbor", task_dir, base),
+            **_provenance("harbor", task_dir, built),
             **sections["metadata"],
         },
     )
@@ -251,9 +413,18 @@ def load_harbor_task(task_dir: Path) -> Task:
 
 # ---------------------------------------------------------------------------- Terminal-Bench 1
 
+# What the Terminal-Bench harness runs when a task brings no run-tests.sh: pytest on the task's
+# tests/test_outputs.py (here from the family image, offline), with the full report.
+DEFAULT_RUN_TESTS = """\
+#!/bin/bash
+# agentsd: the task has no run-tests.sh; the Terminal-Bench harness's default runner
+python3 -m pytest -rA "${TEST_DIR:-/tests}/test_outputs.py"
+"""
+
 
 def load_terminal_bench_task(task_dir: Path) -> Task:
     task_dir = Path(task_dir)
+    _looks_like_apex(task_dir)
     yaml_path = task_dir / "task.yaml"
     try:
         config = yaml.safe_load(_read_text(yaml_path))
@@ -266,30 +437,39 @@ def load_terminal_bench_task(task_dir: Path) -> Task:
         instruction = config["descriptions"][0].get("description")  # the older layout
     if not isinstance(instruction, str) or not instruction.strip():
         raise TaskFormatError(f"{yaml_path}: instruction is missing or empty")
-    tests = {**_tree(task_dir / "tests"), "run-tests.sh": _read_text(task_dir / "run-tests.sh")}
-    world, workdir, base = world_from_dockerfile(task_dir / "Dockerfile", task_dir)
+    tests, test_blobs = _tree(task_dir / "tests")
+    run_tests = task_dir / "run-tests.sh"
+    default_runner = not run_tests.exists()
+    if default_runner and "test_outputs.py" not in tests:
+        raise TaskFormatError(
+            f"{run_tests}: missing, and tests/test_outputs.py (what the default runner runs) is missing too"
+        )
+    tests["run-tests.sh"] = DEFAULT_RUN_TESTS if default_runner else _read_text(run_tests)
+    _refuse_sidecars(task_dir)
+    built = world_from_dockerfile(task_dir / "Dockerfile", task_dir)
     where = str(yaml_path)
     solution_path = task_dir / "solution.sh"
+    solution = ({"solve.sh": _read_text(solution_path)}, {}) if solution_path.exists() else ({}, {})
     return Task(
         id=task_dir.name,
         family=Family.TERMINAL,
         instruction=instruction.strip(),
-        world=world,
+        world=built.world,
         environment=Environment(
             limits=Limits(timeout_s=_number(config, "max_agent_timeout_sec", where, 3600.0)),
-            workdir=workdir,
+            workdir=built.workdir,
             scratch_dirs=GRADING_DIRS,
         ),
         verifier=Verifier(
             kind="terminal-bench",
             files=tests,
+            blobs=test_blobs,
             timeout_s=_number(config, "max_test_timeout_sec", where, 600.0),
         ),
-        reference={"files": {"solve.sh": _read_text(solution_path)}, "entry": "solve.sh"}
-        if solution_path.exists()
-        else {},
+        reference=_reference(solution, "solve.sh"),
         meta={
-            **_provenance("terminal-bench", task_dir, base),
+            **_provenance("terminal-bench", task_dir, built),
+            **({"default_test_runner": True} if default_runner else {}),
             **{k: config[k] for k in ("author_name", "difficulty", "category", "tags") if k in config},
         },
     )
@@ -298,13 +478,43 @@ def load_terminal_bench_task(task_dir: Path) -> Task:
 # ---------------------------------------------------------------------------- suites
 
 
+def is_task_dir(path: Path) -> bool:
+    return (path / "task.toml").exists() or (path / "task.yaml").exists()
+
+
 def load_task_dir(task_dir: Path) -> Task:
     """A task directory in whichever format it is."""
     if (task_dir / "task.toml").exists():
         return load_harbor_task(task_dir)
     if (task_dir / "task.yaml").exists():
         return load_terminal_bench_task(task_dir)
+    _looks_like_apex(task_dir)
     raise TaskFormatError(f"{task_dir}: neither task.toml (Harbor) nor task.yaml (Terminal-Bench) found")
+
+
+def task_dirs(path: Path) -> list[Path]:
+    """The task directories a path names: itself when it is one, else its visible subdirectories."""
+    if is_task_dir(path):
+        return [path]
+    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def load_task_dirs(
+    path: Path, loader: Callable[[Path], Task] = load_task_dir
+) -> tuple[list[Task], list[str]]:
+    """(tasks, problems): every task directory under path loaded, each bad one a problem that names
+    it and what is wrong; one bad task never hides the others."""
+    if not path.is_dir():
+        raise TaskFormatError(f"{path}: not a directory")
+    _looks_like_apex(path)
+    tasks: list[Task] = []
+    problems: list[str] = []
+    for task_dir in task_dirs(path):
+        try:
+            tasks.append(loader(task_dir))
+        except (TaskFormatError, ValueError) as exc:  # ValueError: a Task field out of range
+            problems.append(f"{task_dir.name}: {exc}")
+    return tasks, problems
 
 
 def suite_names() -> list[str]:
@@ -313,7 +523,20 @@ def suite_names() -> list[str]:
 
 
 def load_suite(name_or_path: str | Path) -> list[Task]:
-    """A shipped suite by name (see suite_names()) or every task directory under a path.
+    """A shipped suite by name (see suite_names()) or every task under a path. A bad task is logged
+    (a warning naming it and what is wrong) and the others load; a suite with no good task is an
+    error naming every bad one."""
+    tasks, problems = read_suite(name_or_path)
+    if problems and not tasks:
+        raise TaskFormatError(f"suite {name_or_path!s}: no task loads:\n" + "\n".join(problems))
+    for problem in problems:
+        log.warning("suite %s: skipped %s", name_or_path, problem)
+    return tasks
+
+
+def read_suite(name_or_path: str | Path) -> tuple[list[Task], list[str]]:
+    """(tasks, problems) of a shipped suite by name or of a path: a task directory, a directory of
+    them, SWE-bench instances, an APEX release or a GUI suite.
 
     `miniwob` is the MiniWoB++ suite of the installed `miniwob` package (envs/miniwob.py); `learn`,
     `learn-train` and `learn-heldout` are generated (envs/learnable.py).
@@ -321,9 +544,9 @@ def load_suite(name_or_path: str | Path) -> list[Task]:
     if str(name_or_path) == "miniwob":
         from agentsd.envs.miniwob import load_miniwob
 
-        return load_miniwob()
+        return load_miniwob(), []
     if str(name_or_path) in LEARN_SUITES:  # generated from a seed (envs/learnable.py)
-        return learn_suite(str(name_or_path))
+        return learn_suite(str(name_or_path)), []
     root = SUITES_DIR / str(name_or_path)
     if not root.is_dir():
         root = Path(name_or_path)
@@ -333,14 +556,13 @@ def load_suite(name_or_path: str | Path) -> list[Task]:
     if (root / "instances.jsonl").exists():  # SWE-bench instances with their repositories
         from agentsd.envs.swe import load_swebench
 
-        return load_swebench(root / "instances.jsonl", root / "repos")
+        return load_swebench(root / "instances.jsonl", root / "repos"), []
     if (root / "tasks_and_rubrics.json").exists():  # an APEX-Agents release (rubric tasks)
         from agentsd.envs.apex import load_apex
 
-        return load_apex(root)[0]
+        return load_apex(root)
     if (root / "tasks.yaml").exists():  # a GUI suite
         from agentsd.envs.gui_tasks import load_gui_suite
 
-        return load_gui_suite(root)
-    dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    return [load_task_dir(d) for d in dirs]
+        return load_gui_suite(root), []
+    return load_task_dirs(root)

@@ -24,6 +24,7 @@ Python older than 3.11 in an image ignores PYTHONSAFEPATH (the working directory
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
@@ -124,6 +125,8 @@ def verify(task: Task, sandbox: Sandbox, answer: str | None = None) -> Verdict:
 def _upload_tests(task: Task, sandbox: Sandbox) -> None:
     for rel, text in task.verifier.files.items():
         sandbox.write_file(f"/tests/{rel}", text.encode(), mode=0o755 if rel.endswith(".sh") else 0o644)
+    for rel, encoded in task.verifier.blobs.items():
+        sandbox.write_file(f"/tests/{rel}", base64.b64decode(encoded), mode=0o644)
 
 
 def _run(

@@ -198,8 +198,14 @@ def test_tasks_import_stores_validated_tasks_by_hash(tmp_path: Path) -> None:
     assert set(stored) == {"greet", "greet-too"}
     store = ReplayStore(url)
     assert store.get_task(stored["greet"]) == load_harbor_task(tasks_dir / "greet")
-    broken = write(tmp_path / "broken" / "bad", {**HARBOR, "instruction.md": " \n"})
-    failed = subprocess.run(
+    # a bad task is skipped with its reason, the good ones are stored; nothing good: exit 1
+    broken = write(tmp_path / "mixed" / "bad", {**HARBOR, "instruction.md": " \n"})
+    write(tmp_path / "mixed" / "good", HARBOR)
+    mixed = subprocess.run(
         [*cli, "harbor", str(broken.parent), "--store", url], capture_output=True, text=True
     )
-    assert failed.returncode == 2 and "empty instruction" in failed.stderr
+    assert mixed.returncode == 0, mixed.stderr
+    assert "stored good as" in mixed.stdout and "import: 1 ok, 0 failed, 1 skipped" in mixed.stdout
+    assert "skipped bad:" in mixed.stdout and "empty instruction" in mixed.stdout
+    only_bad = subprocess.run([*cli, "harbor", str(broken), "--store", url], capture_output=True, text=True)
+    assert only_bad.returncode == 1 and "empty instruction" in only_bad.stdout

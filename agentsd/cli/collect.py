@@ -38,13 +38,13 @@ def run_collect(cfg: CollectConfig, *, kind: RunKind = "collect", new: bool = Fa
 
     from agentsd.collector import Collector, CollectStats
     from agentsd.config import EvalConfig
-    from agentsd.envs.task_formats import load_suite
     from agentsd.policies import make_policy
     from agentsd.runs import claim_run, plan_of
     from agentsd.store import ReplayStore
+    from agentsd.suites import load_tasks
     from agentsd.tracking import open_tracker
 
-    tasks = load_suite(cfg.suite)[: cfg.max_tasks]
+    tasks = load_tasks(cfg.suite, cfg.tasks_url)[: cfg.max_tasks]
     run_name = cfg.name or re.sub(r"[^A-Za-z0-9_-]", "-", cfg.run_dir.name) or "collect"
     err_console.print(f"{kind} run [bold]{run_name}[/]: {len(tasks)} tasks x {cfg.repeats} from {cfg.suite}")
     with ReplayStore(cfg.store.url) as replay:  # before the policy loads: a refused plan fails fast

@@ -37,8 +37,8 @@ def eval_(
         _compare(compare, out)
         return
     from agentsd.cli.collect import run_collect
-    from agentsd.envs.task_formats import load_suite
     from agentsd.eval.runner import finish
+    from agentsd.suites import load_tasks
 
     cfg = load_config(EvalConfig, config or [], overrides or [])
     if store:
@@ -57,7 +57,7 @@ def eval_(
             f"{re.sub(r'[^A-Za-z0-9_-]', '-', cfg.run_dir.name) or 'eval'}-{time.strftime('%Y%m%d-%H%M%S')}"
         )
     run_name = run_collect(cfg, kind="eval", new=resume is None)
-    tasks = load_suite(cfg.suite)[: cfg.max_tasks]
+    tasks = load_tasks(cfg.suite, cfg.tasks_url)[: cfg.max_tasks]
     directory, metrics = finish(cfg, run_name, tasks)
     console.print(f"mean score {metrics.mean_score}   pass@1 {metrics.pass_at[1]}", highlight=False)
     for domain, sub in metrics.by_domain.items():

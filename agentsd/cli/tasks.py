@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -24,46 +24,67 @@ class ImportFormat(StrEnum):
     APEX = "apex"
 
 
-def _load_many(path: Path, loader: object) -> list[Task]:
-    from agentsd.envs.task_formats import TaskFormatError
-
-    if not path.is_dir():
-        raise TaskFormatError(f"{path}: not a directory")
-    marker = {"harbor": "task.toml", "terminal-bench": "task.yaml"}
-    single = any((path / m).exists() for m in marker.values())
-    dirs = (
-        [path] if single else sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+def _summary(what: str, ok: int, failed: list[str], skipped: list[str] | None = None) -> None:
+    """The closing summary of a tasks command: counts, then every failure and skip with its reason."""
+    parts = [f"{ok} ok", f"{len(failed)} failed"] + (
+        [f"{len(skipped)} skipped"] if skipped is not None else []
     )
-    return [loader(d) for d in dirs]  # type: ignore[operator]
+    console.print(f"{what}: {', '.join(parts)}", highlight=False)
+    for line in failed:
+        console.print(f"  [red]failed[/] {line}", highlight=False)
+    for line in skipped or []:
+        console.print(f"  [yellow]skipped[/] {line}", highlight=False)
 
 
-def _table(tasks: list[Task]) -> Table:
+def _table(tasks: list[Task], hashes: list[str] | None = None) -> Table:
     table = Table()
-    for col in ("id", "family", "verifier", "workdir", "difficulty", "category", "instruction"):
+    columns = ["id", "family", "verifier", "workdir", "difficulty", "category", "instruction"]
+    for col in [*columns, *(["hash"] if hashes is not None else [])]:
         table.add_column(col, overflow="fold")
-    for t in tasks:
+    for i, t in enumerate(tasks):
         meta = [str(t.meta.get(k, "")) for k in ("difficulty", "category")]
-        table.add_row(
-            t.id,
-            t.family.value,
-            t.verifier.kind,
-            t.environment.workdir,
-            *meta,
-            t.instruction.splitlines()[0][:60],
-        )
+        row = [t.id, t.family.value, t.verifier.kind, t.environment.workdir, *meta]
+        table.add_row(*row, t.instruction.splitlines()[0][:60], *([hashes[i]] if hashes is not None else []))
     return table
 
 
 @app.command("ls")
 def ls(
-    suite: Annotated[str, typer.Argument(help="A shipped suite name or a directory of tasks.")] = "terminal",
+    suite: Annotated[
+        str | None,
+        typer.Argument(
+            help="A shipped suite name, a task directory or a directory of them [terminal]; "
+            "--from-store: an id glob [*]."
+        ),
+    ] = None,
+    from_store: Annotated[
+        bool,
+        typer.Option(
+            "--from-store", help="List the tasks imported into the store instead (SUITE: an id glob)."
+        ),
+    ] = False,
+    store: StoreUrl = None,
+    config: ConfigFiles = None,
 ) -> None:
-    """List the tasks of a suite."""
-    from agentsd.envs.task_formats import load_suite, suite_names
+    """List the tasks of a suite, or those imported into the store (--from-store)."""
+    from agentsd.envs.task_formats import read_suite, suite_names
 
-    tasks = load_suite(suite)
+    if from_store:
+        from agentsd.store import ReplayStore
+
+        url = store_url(store, config)
+        with ReplayStore(url) as st:
+            chosen = st.select_tasks(suite or "*")
+        console.print(_table([task for _, task in chosen], [digest for digest, _ in chosen]))
+        console.print(f"{len(chosen)} tasks in {url} (collect or evaluate them with suite=store:GLOB)")
+        return
+    suite = suite or "terminal"
+    tasks, problems = read_suite(suite)
     console.print(_table(tasks))
-    console.print(f"{len(tasks)} tasks (shipped suites: {', '.join(suite_names())})")
+    _summary(f"{len(tasks) + len(problems)} tasks", len(tasks), problems)
+    console.print(f"shipped suites: {', '.join(suite_names())}", highlight=False)
+    if problems:
+        raise typer.Exit(1)
 
 
 @app.command("import")
@@ -82,12 +103,18 @@ def import_tasks(
     store: StoreUrl = None,
     config: ConfigFiles = None,
 ) -> None:
-    """Validate tasks and store them (by content hash) in the replay store."""
+    """Validate tasks and store them (by content hash) in the replay store; a task that does not
+    validate is skipped with its reason, the others are stored."""
     from agentsd.envs.swe import load_swebench
-    from agentsd.envs.task_formats import TaskFormatError, load_harbor_task, load_terminal_bench_task
+    from agentsd.envs.task_formats import (
+        TaskFormatError,
+        load_harbor_task,
+        load_task_dirs,
+        load_terminal_bench_task,
+    )
     from agentsd.store import ReplayStore
 
-    # every task validates before anything is stored
+    problems: list[str] = []
     if fmt is ImportFormat.SWEBENCH:
         if repos is None:
             raise TaskFormatError(
@@ -98,28 +125,33 @@ def import_tasks(
         from agentsd.envs.apex import load_apex
 
         tasks, problems = load_apex(path)
-        for problem in problems:  # the rest of the release still imports
-            console.print(f"[yellow]skipped[/] {problem}", highlight=False)
     else:
-        tasks = _load_many(path, load_harbor_task if fmt is ImportFormat.HARBOR else load_terminal_bench_task)
+        loader = load_harbor_task if fmt is ImportFormat.HARBOR else load_terminal_bench_task
+        tasks, problems = load_task_dirs(path, loader)
     with ReplayStore(store_url(store, config)) as st:
         hashes = [st.put_task(t) for t in tasks]
-    console.print(_table(tasks))
+    console.print(_table(tasks, hashes))
     for task, digest in zip(tasks, hashes, strict=True):
         console.print(f"stored {task.id} as {digest}", highlight=False)
+    _summary("import", len(tasks), [], problems)
+    if problems and not tasks:
+        raise typer.Exit(1)
 
 
 @app.command("verify")
 def verify(
-    suite: Annotated[str, typer.Argument(help="A shipped suite name or a directory of tasks.")] = "terminal",
+    suite: Annotated[
+        str, typer.Argument(help="A shipped suite name, a task directory or a directory of them.")
+    ] = "terminal",
     backend: Annotated[str, typer.Option(help="local | docker")] = "local",
     engine: Annotated[str | None, typer.Option(help="Docker engine URL [else $DOCKER_HOST].")] = None,
 ) -> None:
-    """Prove every task solvable: its reference solution must earn 1 and doing nothing 0."""
+    """Prove every task solvable: its reference solution must earn 1 and doing nothing 0. Every task
+    is tried; the summary lists each failure with its reason."""
     from agentsd.config import DockerSandboxConfig, LocalSandboxConfig
     from agentsd.envs import env_class
     from agentsd.envs.oracle import has_reference, run_nothing, run_reference
-    from agentsd.envs.task_formats import load_suite
+    from agentsd.envs.task_formats import read_suite
     from agentsd.errors import AgentsdError
 
     if backend not in ("local", "docker"):
@@ -127,21 +159,47 @@ def verify(
     sandbox: LocalSandboxConfig | DockerSandboxConfig = LocalSandboxConfig()
     if backend == "docker":
         sandbox = DockerSandboxConfig(engines=[engine]) if engine else DockerSandboxConfig()
-    tasks = load_suite(suite)
-    bad = 0
+    tasks, failed = read_suite(suite)
+    skipped: list[str] = []
+    ok = 0
     for task in tasks:
         env = env_class(task.family)(sandbox=sandbox)
         try:
-            solved, info = run_reference(env, task) if has_reference(task) else (None, {})
-            nothing, _ = run_nothing(env, task)
-            ok = solved == 1.0 and nothing == 0.0
-            bad += not ok
-            mark = "[green]ok[/]" if ok else "[red]FAIL[/]"
-            console.print(f"{mark} {task.id}: reference {solved}, nothing {nothing}", highlight=False)
-            if solved is not None and solved < 1.0:
-                console.print(f"    {info.get('feedback', '')[:500]}", highlight=False, markup=False)
+            problem, note = _prove(task, env, has_reference, run_reference, run_nothing)
+        except (AgentsdError, ValueError, OSError) as exc:  # setup failed, sandbox refused ...
+            problem, note = f"{type(exc).__name__}: {exc}", None
         finally:
             env.close()
-    console.print(f"{len(tasks) - bad}/{len(tasks)} tasks proven solvable")
-    if bad:
+        if problem is None:
+            ok += note is None
+            if note is not None:
+                skipped.append(f"{task.id}: {note}")
+            console.print(f"[green]ok[/] {task.id}" + (f" ({note})" if note else ""), highlight=False)
+        else:
+            failed.append(f"{task.id}: {problem}")
+            console.print(f"[red]FAIL[/] {task.id}: {problem[:500]}", highlight=False, markup=False)
+    _summary(f"{len(tasks)} tasks verified", ok, failed, skipped)
+    if failed:
         raise typer.Exit(1)
+
+
+def _prove(
+    task: Task, env: Any, has_reference: Any, run_reference: Any, run_nothing: Any
+) -> tuple[str | None, str | None]:
+    """(what is wrong, a note): the reference must earn 1 and doing nothing 0; a task without a
+    reference solution is proven only half (its note says so)."""
+    nothing, nothing_info = run_nothing(env, task)
+    if nothing_info.get("termination") == "env_error":
+        return (
+            f"the verifier could not run: {nothing_info.get('error') or nothing_info.get('feedback', '')}",
+            None,
+        )
+    if nothing != 0.0:
+        return f"doing nothing earns {nothing}, expected 0", None
+    if not has_reference(task):
+        return None, "no reference solution: only 'doing nothing earns 0' was checked"
+    solved, info = run_reference(env, task)
+    if solved != 1.0:
+        detail = info.get("error") or info.get("feedback") or ""
+        return f"the reference solution earns {solved}, expected 1 ({str(detail)[:500]})", None
+    return None, None

@@ -31,7 +31,6 @@ from typing import Any
 from agentsd.cli.collect import run_collect
 from agentsd.collector import Collector
 from agentsd.config import ArmConfig, EvalConfig, ExperimentConfig, StoreConfig, TrackingConfig
-from agentsd.envs.task_formats import load_suite
 from agentsd.errors import AgentsdError
 from agentsd.eval.report import read_results
 from agentsd.eval.runner import finish
@@ -43,6 +42,7 @@ from agentsd.experiments.measure import (
     turn_validity,
 )
 from agentsd.store import ReplayStore
+from agentsd.suites import load_tasks
 from agentsd.tracking import MlflowTracker, NullTracker, Tracker, default_tracking_uri
 
 EXPERIMENT_FILE = "experiment.json"
@@ -106,7 +106,7 @@ class ArmRun:
                 "fork": False,
             }
         )
-        tasks = load_suite(exp.collect.suite)
+        tasks = load_tasks(exp.collect.suite, exp.collect.tasks_url)
         random.Random(seed).shuffle(tasks)
         self.train_tasks = tasks
         self._base_model: Any = None  # HFPolicy of the base model, for KL and reference log-probs
@@ -222,7 +222,7 @@ class ArmRun:
             versions_store=StoreConfig(url=self.store_url) if version else None,
         )
         run_collect(cfg, kind="eval")
-        tasks = load_suite(cfg.suite)[: cfg.max_tasks]
+        tasks = load_tasks(cfg.suite, cfg.tasks_url)[: cfg.max_tasks]
         directory, metrics = finish(cfg, name, tasks)
         records = read_results(directory)
         by_id = {r["trajectory_id"]: r for r in records}

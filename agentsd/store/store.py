@@ -18,6 +18,7 @@ throughput; use PostgreSQL for a fleet of collector machines.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import threading
 import time
@@ -343,6 +344,24 @@ class ReplayStore:
             return Task.model_validate_json(body)
         except ValueError as exc:
             raise CorruptRowError(f"task {task_hash}: stored body does not validate: {exc}") from exc
+
+    def select_tasks(self, selector: str = "*") -> list[tuple[str, Task]]:
+        """(hash, task) of every stored task whose id matches the glob `selector` or whose hash
+        starts with it, ordered by task id and import time."""
+        with self._tx(write=False) as conn:
+            rows = conn.execute(
+                select(tasks.c.hash, tasks.c.task_id, tasks.c.body).order_by(
+                    tasks.c.task_id, tasks.c.created_at
+                )
+            ).all()
+        chosen = []
+        for digest, task_id, body in rows:
+            if fnmatch.fnmatchcase(task_id, selector) or (len(selector) >= 4 and digest.startswith(selector)):
+                try:
+                    chosen.append((digest, Task.model_validate_json(body)))
+                except ValueError as exc:
+                    raise CorruptRowError(f"task {digest}: stored body does not validate: {exc}") from exc
+        return chosen
 
     # ------------------------------------------------------------------ writing trajectories
 

@@ -1,0 +1,217 @@
+"""Real task directories as users bring them: Dockerfile steps that fail, binary content, a
+Terminal-Bench task without run-tests.sh, layouts agentsd refuses by name, and the `tasks` commands
+going on past a bad task. Each test is written as the failure it guards against."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sandbox_fixtures import backend_config
+from test_task_formats import HARBOR, TERMINAL_BENCH, write
+
+from agentsd.config import EvalConfig, StoreConfig
+from agentsd.envs.oracle import run_nothing, run_reference
+from agentsd.envs.task_formats import TaskFormatError, load_harbor_task, load_suite, load_terminal_bench_task
+from agentsd.envs.terminal import EnvSetupError, TerminalEnv
+from agentsd.store import ReplayStore
+from agentsd.suites import load_tasks
+
+BINARY = bytes(range(256)) * 4  # not UTF-8
+CLI = [sys.executable, "-m", "agentsd.cli.main", "tasks"]
+
+
+def harbor(root: Path, dockerfile: str, **files: str) -> Path:
+    return write(root, {**HARBOR, "environment/Dockerfile": dockerfile, **files})
+
+
+@pytest.fixture
+def env(backend: str) -> Iterator[TerminalEnv]:
+    environment = TerminalEnv(sandbox=backend_config(backend))
+    yield environment
+    environment.close()
+
+
+def tasks_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+
+
+# ---------------------------------------------------------------------------------------- Dockerfiles
+
+
+def test_a_failing_step_inside_an_and_chain_fails_the_setup_naming_its_line(
+    env: TerminalEnv, tmp_path: Path
+) -> None:
+    # docker build stops at `RUN false && touch x`; a `set -e` script running the chain does not
+    task = load_harbor_task(
+        harbor(
+            tmp_path / "t",
+            "FROM ubuntu:24.04\nWORKDIR /app\nRUN echo one > one.txt\nRUN false && touch /app/x\n",
+        )
+    )
+    with pytest.raises(EnvSetupError, match=r"Dockerfile:4 failed: RUN false && touch /app/x"):
+        env.reset(options={"task": task})
+
+
+def test_steps_run_like_docker_build_runs_them(env: TerminalEnv, tmp_path: Path) -> None:
+    dockerfile = (
+        "FROM ubuntu:24.04\n"
+        "ARG GREETING=hi\n"
+        "WORKDIR /app\n"
+        'RUN echo "$GREETING" > arg.txt\n'  # ARG defaults reach RUN
+        'RUN ["sh", "-c", "echo exec > exec.txt"]\n'  # exec form: no shell around it
+        'SHELL ["/bin/bash", "-c"]\n'
+        'RUN [[ -n "$BASH_VERSION" ]] && echo bash > shell.txt\n'  # the SHELL of its line
+        "WORKDIR sub\n"
+        "RUN pwd > /app/where.txt\n"  # the WORKDIR of its line
+        "WORKDIR /app\n"
+        'ENTRYPOINT ["/bin/server"]\n'
+    )
+    task = load_harbor_task(harbor(tmp_path / "t", dockerfile))
+    assert task.meta["dockerfile_notes"] == [
+        "Dockerfile:11: ENTRYPOINT is not run (the agent's shell starts instead)"
+    ]
+    env.reset(options={"task": task})
+    assert env.sandbox is not None
+    read = {
+        name: env.sandbox.read_file(f"/app/{name}").decode().strip()
+        for name in ("arg.txt", "exec.txt", "shell.txt", "where.txt")
+    }
+    assert read == {"arg.txt": "hi", "exec.txt": "exec", "shell.txt": "bash", "where.txt": "/app/sub"}
+
+
+def test_binary_files_are_task_content_in_the_world_the_tests_and_the_solution(
+    env: TerminalEnv, tmp_path: Path
+) -> None:
+    solve = (
+        "#!/bin/bash\ncmp /solution/expected.bin /app/data/blob.bin && cp /app/data/blob.bin /app/out.bin\n"
+    )
+    test = (
+        "#!/bin/bash\nif cmp /tests/golden.bin /app/out.bin; then echo 1 > /logs/verifier/reward.txt;\n"
+        "else echo 0 > /logs/verifier/reward.txt; fi\n"
+    )
+    root = harbor(tmp_path / "bin", "FROM ubuntu:24.04\nWORKDIR /app\nCOPY blob.bin data/blob.bin\n")
+    write(root, {"tests/test.sh": test, "solution/solve.sh": solve})
+    for rel in ("environment/blob.bin", "tests/golden.bin", "solution/expected.bin"):
+        (root / rel).write_bytes(BINARY)
+    task = load_harbor_task(root)
+    assert base64.b64decode(task.world.blobs["/app/data/blob.bin"]) == BINARY
+    assert set(task.verifier.blobs) == {"golden.bin"} and set(task.reference["blobs"]) == {"expected.bin"}
+    assert run_reference(env, task)[0] == 1.0
+    assert run_nothing(env, task)[0] == 0.0
+
+
+def test_copy_sources_stay_inside_the_build_context(tmp_path: Path) -> None:
+    (tmp_path / "secret.txt").write_text("host file\n")
+    with pytest.raises(TaskFormatError, match=r"Dockerfile:2: COPY source \.\./\.\./secret\.txt is outside"):
+        load_harbor_task(harbor(tmp_path / "a" / "t", "FROM x\nCOPY ../../secret.txt /app/\n"))
+    root = harbor(tmp_path / "b", "FROM x\nCOPY conf/ /app/conf/\n")
+    (root / "environment" / "conf" / "link").symlink_to(tmp_path / "secret.txt")
+    with pytest.raises(TaskFormatError, match=r"conf/link: a symbolic link out of"):
+        load_harbor_task(root)
+
+
+def test_sidecar_services_and_other_formats_are_refused_by_name(tmp_path: Path) -> None:
+    compose = "services:\n  client:\n    build: .\n  database:\n    image: postgres\n"
+    with pytest.raises(TaskFormatError, match=r"services client, database: tasks with sidecar services"):
+        load_terminal_bench_task(write(tmp_path / "tb", {**TERMINAL_BENCH, "docker-compose.yaml": compose}))
+    single = write(
+        tmp_path / "tb1", {**TERMINAL_BENCH, "docker-compose.yaml": "services:\n  client:\n    build: .\n"}
+    )
+    assert load_terminal_bench_task(single).id == "tb1"
+    multi = write(tmp_path / "multi", {k: v for k, v in HARBOR.items() if k != "instruction.md"})
+    write(multi, {"steps/1/instruction.md": "first\n", "steps/2/instruction.md": "second\n"})
+    with pytest.raises(TaskFormatError, match=r"multi-step Harbor task .* not supported"):
+        load_harbor_task(multi)
+    apex = write(tmp_path / "release", {"tasks_and_rubrics.json": "[]", "task.toml": "[metadata]\n"})
+    with pytest.raises(TaskFormatError, match=r"looks like an APEX release .*agentsd tasks import apex"):
+        load_harbor_task(apex)
+
+
+# ---------------------------------------------------------------------------------------- Terminal-Bench
+
+
+def test_a_terminal_bench_task_without_run_tests_uses_the_default_runner(
+    env: TerminalEnv, tmp_path: Path
+) -> None:
+    files = {k: v for k, v in TERMINAL_BENCH.items() if k != "run-tests.sh"}
+    task = load_terminal_bench_task(write(tmp_path / "answer-42", files))
+    assert task.meta["default_test_runner"] is True and "run-tests.sh" in task.verifier.files
+    solved, info = run_reference(env, task)
+    assert solved == 1.0 and info["reward_components"] == {"passed": 2, "failed": 0}
+    nothing, info = run_nothing(env, task)
+    assert nothing == 0.0 and info["reward_components"] == {"passed": 0, "failed": 2}
+    del files["tests/test_outputs.py"]
+    files["tests/other.py"] = "x = 1\n"
+    with pytest.raises(TaskFormatError, match=r"run-tests\.sh: missing, and tests/test_outputs\.py"):
+        load_terminal_bench_task(write(tmp_path / "no-tests", files))
+
+
+# ---------------------------------------------------------------------------------------- the tasks commands
+
+
+def test_tasks_ls_and_verify_take_one_task_directory_and_go_on_past_bad_ones(tmp_path: Path) -> None:
+    suite = tmp_path / "suite"
+    write(suite / "good", HARBOR)
+    (write(suite / "binary", HARBOR) / "tests" / "fixture.bin").write_bytes(BINARY)  # was "not UTF-8 text"
+    write(suite / "broken", {**HARBOR, "task.toml": "[verifier\n"})
+    harbor(suite / "setup-fails", "FROM x\nWORKDIR /app\nRUN false && true\n")
+    write(suite / "no-solution", {k: v for k, v in HARBOR.items() if not k.startswith("solution/")})
+    listed = tasks_cli("ls", str(suite))
+    assert listed.returncode == 1
+    assert "5 tasks: 4 ok, 1 failed" in listed.stdout and "failed broken:" in listed.stdout
+    assert "not valid TOML" in listed.stdout and "binary" in listed.stdout
+    one = tasks_cli("ls", str(suite / "good"))
+    assert one.returncode == 0 and "1 tasks: 1 ok, 0 failed" in one.stdout
+
+    verified = tasks_cli("verify", str(suite))
+    assert verified.returncode == 1, verified.stdout + verified.stderr
+    out = verified.stdout
+    assert "5 tasks verified" not in out and "4 tasks verified: 2 ok, 2 failed, 1 skipped" in out, out
+    assert "failed broken:" in out and "failed setup-fails:" in out and "Dockerfile:3 failed" in out
+    assert "skipped no-solution: no reference solution" in out and "reference None" not in out
+    single = tasks_cli("verify", str(suite / "good"))
+    assert single.returncode == 0 and "1 tasks verified: 1 ok, 0 failed, 0 skipped" in single.stdout
+
+
+def test_imported_tasks_are_listed_and_collected_from_the_store(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    write(tmp_path / "tasks" / "greet", HARBOR)
+    write(tmp_path / "tasks" / "answer-42", TERMINAL_BENCH)
+    assert tasks_cli("import", "harbor", str(tmp_path / "tasks" / "greet"), "--store", url).returncode == 0
+    assert (
+        tasks_cli(
+            "import", "terminal-bench", str(tmp_path / "tasks" / "answer-42"), "--store", url
+        ).returncode
+        == 0
+    )
+    listed = tasks_cli("ls", "--from-store", "--store", url)
+    assert listed.returncode == 0 and "2 tasks in" in listed.stdout
+    assert "greet" in listed.stdout and "answer-42" in listed.stdout
+    with ReplayStore(url) as store:
+        digest = store.select_tasks("greet")[0][0]
+    assert [t.id for t in load_tasks("store:gr*", url)] == ["greet"]
+    assert [t.id for t in load_tasks(f"store:{digest[:8]}", url)] == ["greet"]
+    assert [t.id for t in load_tasks("store:", url)] == ["answer-42", "greet"]
+    with pytest.raises(TaskFormatError, match=r"no task imported into .* matching 'nothing\*'"):
+        load_tasks("store:nothing*", url)
+
+
+def test_a_suite_loads_past_a_bad_task_and_refuses_one_with_none_good(tmp_path: Path) -> None:
+    write(tmp_path / "s" / "good", HARBOR)
+    write(tmp_path / "s" / "bad", {**HARBOR, "instruction.md": " \n"})
+    assert [t.id for t in load_suite(tmp_path / "s")] == ["good"]
+    with pytest.raises(TaskFormatError, match=r"no task loads:\nbad: .*empty instruction"):
+        load_suite(tmp_path / "s" / "bad")
+
+
+def test_eval_trajectories_move_with_run_dir(tmp_path: Path) -> None:
+    assert EvalConfig(run_dir=tmp_path / "e").store.url == f"sqlite:///{tmp_path / 'e' / 'eval.db'}"
+    explicit = EvalConfig(run_dir=tmp_path / "e", store=StoreConfig(url="sqlite:///elsewhere.db"))
+    assert explicit.store.url == "sqlite:///elsewhere.db"
+    assert EvalConfig().store.url == "sqlite:///runs/eval/eval.db"
