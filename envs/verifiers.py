@@ -15,11 +15,15 @@ command runs on the agent's repository. GUI checkers get a fresh copy of the dri
 
 The Verdict carries the reward, its components, and `feedback`: the failing tests and their
 assertion messages (bounded), which is what SDPO's teacher reads as hindsight. A verifier that
-crashes, times out or writes no reward yields `error` (termination env_error) and reward 0, never 1.
+crashes, times out or writes no reward yields `error` (termination env_error) and reward 0, never 1;
+so does one that could not run because its own script fetches from the network (curl, pip, uv, apt)
+and the sandbox has none (`could_not_run`): a wrong solution and a missing network never read alike.
 
 Not guaranteed: the work under test runs with the agent's rights inside the tests that exercise it
 and can lie to them (a module that exits 0 when imported); that is the task's tests' to detect.
 Python older than 3.11 in an image ignores PYTHONSAFEPATH (the working directory stays first).
+A verifier script that runs the work under test before any pytest session, and fetches from the
+network, lets that work print a network error and make its run ungraded (env_error) instead of 0.
 """
 
 from __future__ import annotations
@@ -77,6 +81,19 @@ _FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+)(?: - (.*))?$", re.MULTILINE)
 _ASSERT = re.compile(r"^E\s+(.*)$", re.MULTILINE)
 MAX_REWARD_FILE_BYTES = 1 << 20
 _COUNTS = re.compile(r"(\d+) (passed|failed|error|errors)")
+# What package clients print when there is no network (curl, wget, pip, uv, apt).
+_NO_NETWORK = re.compile(
+    r"Could not resolve host|Temporary failure (?:in name )?resolution|Name or service not known|"
+    r"Network is unreachable|Failed to establish a new connection|failed to lookup address|dns error|"
+    r"Could not connect to|Failed to fetch"
+)
+# A verifier script line that fetches from the network.
+_FETCHES = re.compile(
+    r"\b(?:curl|wget)\b.*https?://|\b(?:pip3?|uv pip|python3? -m pip) install\b"
+    r"|\buvx\b|\buv (?:run|sync|venv|tool)\b|\bapt(?:-get)? (?:update|install)\b"
+    r"|\bnpm (?:install|ci)\b|\bgit clone\b"
+)
+_TESTS_STARTED = re.compile(r"^=+ test session starts =+$", re.MULTILINE)
 
 
 @dataclass
@@ -179,6 +196,12 @@ def _gui(task: Task, sandbox: Sandbox, answer: str | None) -> Verdict:
 
 
 def _harbor(task: Task, sandbox: Sandbox) -> Verdict:
+    verdict = _harbor_reward(task, sandbox)
+    reason = None if verdict.error else could_not_run(task, verdict.output, verdict.reward)
+    return Verdict(0.0, verdict.feedback, error=reason, output=verdict.output) if reason else verdict
+
+
+def _harbor_reward(task: Task, sandbox: Sandbox) -> Verdict:
     _upload_tests(task, sandbox)
     env = {"PYTEST_ADDOPTS": PYTEST_ISOLATED}
     output, _, failed = _run(task, sandbox, "mkdir -p /logs/verifier && bash /tests/test.sh", env=env)
@@ -208,6 +231,35 @@ def _harbor(task: Task, sandbox: Sandbox) -> Verdict:
         return Verdict(0.0, feedback, error=f"reward.json: {parsed}", output=output)
     reward, components = parsed
     return Verdict(reward, feedback, components=components, output=output)
+
+
+def network_fetch(task: Task) -> str | None:
+    """The first line of the task's verifier scripts that fetches from the network (file:line: text)."""
+    for name, text in sorted(task.verifier.files.items()):
+        if not name.endswith(".sh"):
+            continue
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.lstrip().startswith("#") and _FETCHES.search(line):
+                return f"{name}:{number}: {line.strip()[:120]}"
+    return None
+
+
+def could_not_run(task: Task, output: str, reward: float) -> str | None:
+    """Why a verifier that did not award 1 could not run, or None: its own scripts fetch from the
+    network, the sandbox has none, a package client said so, and no test session ever started.
+    Once pytest's session header is out the verifier ran (the fetch was not needed) and its verdict
+    stands: the work under test runs only after that header, so it cannot turn its own failure into
+    an ungraded run by printing the same words."""
+    if reward >= 1.0 or task.environment.network or _TESTS_STARTED.search(output):
+        return None
+    fetch = network_fetch(task)
+    if fetch is None or not _NO_NETWORK.search(output):
+        return None
+    return (
+        f"the verifier could not run: it fetches from the network ({fetch}) and this sandbox has none; "
+        "give the task network (environment.network; Harbor: [environment] allow_internet = true) or "
+        "an image that already has what it fetches"
+    )
 
 
 def reward_components(raw: bytes) -> tuple[float, dict[str, float]] | str:
@@ -245,10 +297,12 @@ def _terminal_bench(task: Task, sandbox: Sandbox) -> Verdict:
         return failed
     # digits past Python's int limit cannot be a real count: such a summary is no summary
     counts = {kind.rstrip("s"): int(n) for n, kind in _COUNTS.findall(_last_summary(output)) if len(n) < 10}
-    if not counts:
-        return Verdict(0.0, bounded(output), error="run-tests.sh printed no pytest summary", output=output)
     passed, failures = counts.get("passed", 0), counts.get("failed", 0) + counts.get("error", 0)
     reward = 1.0 if passed and not failures else 0.0
+    if reason := could_not_run(task, output, reward):
+        return Verdict(0.0, bounded(output), error=reason, output=output)
+    if not counts:
+        return Verdict(0.0, bounded(output), error="run-tests.sh printed no pytest summary", output=output)
     return Verdict(
         reward, test_feedback(output), components={"passed": passed, "failed": failures}, output=output
     )

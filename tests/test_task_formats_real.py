@@ -215,3 +215,60 @@ def test_eval_trajectories_move_with_run_dir(tmp_path: Path) -> None:
     explicit = EvalConfig(run_dir=tmp_path / "e", store=StoreConfig(url="sqlite:///elsewhere.db"))
     assert explicit.store.url == "sqlite:///elsewhere.db"
     assert EvalConfig().store.url == "sqlite:///runs/eval/eval.db"
+
+
+# ---------------------------------------------------------------------------------------- grading offline
+
+FETCHING_TEST = """\
+#!/bin/bash
+curl -LsSf https://astral.sh/uv/0.7.13/install.sh | sh
+source $HOME/.local/bin/env
+uvx -p 3.11 -w pytest==8.4.1 pytest /tests/test_out.py -rA
+if [ $? -eq 0 ]; then echo 1 > /logs/verifier/reward.txt; else echo 0 > /logs/verifier/reward.txt; fi
+"""
+FALLBACK_TEST = """\
+#!/bin/bash
+curl -LsSf https://astral.sh/uv/0.7.13/install.sh | sh || true
+python3 -m pytest /tests/test_out.py -rA
+if [ $? -eq 0 ]; then echo 1 > /logs/verifier/reward.txt; else echo 0 > /logs/verifier/reward.txt; fi
+"""
+TEST_OUT = """\
+import subprocess
+from pathlib import Path
+
+def test_out():
+    subprocess.run(["python3", "/app/check.py"])  # the agent's program runs inside the test
+    assert Path("/app/out.txt").read_text().strip() == "hello"
+"""
+
+
+def test_a_verifier_that_needs_the_network_it_lacks_is_an_env_error_never_a_zero(
+    env: TerminalEnv, tmp_path: Path
+) -> None:
+    task = load_harbor_task(
+        write(tmp_path / "t", {**HARBOR, "tests/test.sh": FETCHING_TEST, "tests/test_out.py": TEST_OUT})
+    )
+    assert not task.environment.network
+    for run in (run_nothing, run_reference):  # uvx never arrives: no test can run either way
+        reward, info = run(env, task)
+        assert reward == 0.0 and info["termination"] == "env_error", info
+        assert "could not run: it fetches from the network (test.sh:2: curl" in info["feedback"], info
+
+
+def test_a_verifier_whose_fetch_was_not_needed_grades_and_the_work_cannot_fake_a_missing_network(
+    env: TerminalEnv, tmp_path: Path
+) -> None:
+    files = {**HARBOR, "tests/test.sh": FALLBACK_TEST, "tests/test_out.py": TEST_OUT}
+    task = load_harbor_task(write(tmp_path / "t", files))
+    assert run_reference(env, task)[0] == 1.0
+    nothing, info = run_nothing(env, task)
+    assert nothing == 0.0 and info["termination"] == "done"  # tests ran: a real 0, not "no network"
+    # the attack: the agent's program prints what a package client prints offline and kills the run
+    env.reset(options={"task": task})
+    assert env.sandbox is not None
+    forged = "import os, sys\nprint('curl: (6) Could not resolve host: astral.sh', flush=True)\nos._exit(1)\n"
+    env.sandbox.write_file("/app/check.py", forged.encode())
+    from agentsd.envs.oracle import tool_call
+
+    _, reward, _, _, info = env.step(tool_call("submit"))
+    assert reward == 0.0 and info["termination"] == "done", info

@@ -191,7 +191,7 @@ def _prove(
     nothing, nothing_info = run_nothing(env, task)
     if nothing_info.get("termination") == "env_error":
         return (
-            f"the verifier could not run: {nothing_info.get('error') or nothing_info.get('feedback', '')}",
+            f"the verifier failed (env_error): {str(nothing_info.get('feedback', ''))[:500]}",
             None,
         )
     if nothing != 0.0:
@@ -200,6 +200,6 @@ def _prove(
         return None, "no reference solution: only 'doing nothing earns 0' was checked"
     solved, info = run_reference(env, task)
     if solved != 1.0:
-        detail = info.get("error") or info.get("feedback") or ""
+        detail = info.get("feedback") or ""
         return f"the reference solution earns {solved}, expected 1 ({str(detail)[:500]})", None
     return None, None
