@@ -15,6 +15,9 @@ and `gold_files` (a directory of the release holding the gold output files, rela
 
 A task that cannot be imported (no criteria, a missing world, a malformed field) is skipped with a
 message naming the task and the field; the rest of the suite still loads (`load_apex` returns both).
+Output types: `message_in_console` is an answer given in submit; with `expected_output_path` the
+deliverable is that file; any other type (a new document, an edited one ...) is the files the agent
+creates or changes in the working directory, which the judge sees (envs/rubric.py).
 World files that are UTF-8 text go to `world.files`, others (xlsx, docx, pdf...) base64 to
 `world.blobs`; the `filesystem/` prefix is dropped, so the world is the agent's working directory.
 
@@ -34,6 +37,7 @@ from typing import Any
 from agentsd.envs.task_formats import TaskFormatError
 from agentsd.types import Environment, Family, Limits, Task, Verifier, World
 
+CONSOLE_OUTPUT = "message_in_console"  # the release's type for an answer given in the chat
 INDEX = "tasks_and_rubrics.json"
 MAX_WORLD_BYTES = 200_000_000
 log = logging.getLogger("agentsd.envs.apex")
@@ -119,6 +123,27 @@ def _criteria(raw: Any, where: str) -> list[dict[str, Any]]:
     return out
 
 
+def _expected_output(raw: dict[str, Any], where: str) -> tuple[dict[str, Any], str]:
+    """(meta.expected_output, the instruction's closing sentence) for the task's output type:
+    an answer in the console, a file at `expected_output_path`, or (any other type of the release:
+    a new document, an edited one, a spreadsheet, a deck...) the files the agent creates or changes,
+    which the judge then sees."""
+    kind = raw.get("expected_output")
+    if kind is not None and not isinstance(kind, str):
+        raise TaskFormatError(f"{where}: field `expected_output` must be a string, got {type(kind).__name__}")
+    if raw.get("expected_output_path"):
+        path = str(raw["expected_output_path"])
+        return {"type": "file", "path": path}, f"Write the deliverable to {path}, then call submit."
+    if kind in (None, "", CONSOLE_OUTPUT):
+        return {"type": "console"}, "Give your final answer in submit(answer)."
+    closing = (
+        "Make the changes in the existing files of the working directory, then call submit."
+        if kind.startswith("edit")
+        else "Save the deliverable as a file in the working directory, then call submit."
+    )
+    return {"type": "files", "kind": kind}, closing
+
+
 def _task(root: Path, raw: dict[str, Any], number: int, worlds: dict[str, Any]) -> Task:
     where = f"{root / INDEX}: task {raw.get('task_id', f'#{number}')}"
     for key in ("task_id", "world_id", "prompt"):
@@ -136,16 +161,11 @@ def _task(root: Path, raw: dict[str, Any], number: int, worlds: dict[str, Any]) 
     missing = [f for f in inputs if isinstance(f, str) and f not in files and f not in blobs]
     if missing:
         raise TaskFormatError(f"{where}: task_input_files {missing} are not in world {world_id}")
-    output_path = raw.get("expected_output_path")
-    expected = {"type": "file", "path": str(output_path)} if output_path else {"type": "console"}
+    expected, closing = _expected_output(raw, where)
     instruction = raw["prompt"].strip()
     if inputs:
         instruction += "\n\nInput files: " + ", ".join(str(i) for i in inputs)
-    instruction += (
-        f"\n\nWrite the deliverable to {output_path}, then call submit."
-        if output_path
-        else "\n\nGive your final answer in submit(answer)."
-    )
+    instruction += f"\n\n{closing}"
     reference: dict[str, Any] = {
         "gold_response": raw.get("gold_response"),
         "gold_response_type": raw.get("gold_response_type"),

@@ -8,8 +8,10 @@ and the sandbox's files, the judge (if the env was given one) decides the other 
 is the weighted score; `info["grading"]` holds every criterion's verdict, rationale or grader error;
 `info["feedback"]` lists the criteria not satisfied, which is what SDPO's teacher reads.
 
-`task.meta["expected_output"]`: {"type": "console"} (the answer is the output) or {"type": "file",
-"path": ...} (a file the agent must write; the judge sees it rendered as text).
+`task.meta["expected_output"]`: {"type": "console"} (the answer is the output), {"type": "file",
+"path": ...} (a file the agent must write; the judge sees it rendered as text) or {"type": "files"}
+(a new or edited document at a path the agent chooses: the judge sees every file of the workdir the
+episode added or changed, found by comparing snapshots taken after setup and at submit).
 
 Not guaranteed: grading when no criterion could be graded (termination env_error, reward 0).
 """
@@ -23,6 +25,7 @@ from agentsd.envs.rubric_checks import Evidence
 from agentsd.envs.spaces import fit_text
 from agentsd.envs.terminal import NEXT_STATE_CHARS, TerminalEnv
 from agentsd.envs.tools import BASH, READ_DOCUMENT, SUBMIT, WRITE_DOCUMENT, ToolCall
+from agentsd.sandboxes.base import Snapshot, diff
 from agentsd.types import Task, Termination
 
 MAX_DOCUMENT_BYTES = 20_000_000
@@ -35,6 +38,11 @@ def expected_output_path(task: Task) -> str | None:
     return None
 
 
+def wants_changed_files(task: Task) -> bool:
+    expected = task.meta.get("expected_output") or {}
+    return isinstance(expected, dict) and expected.get("type") == "files"
+
+
 class RubricEnv(TerminalEnv):
     """One rubric task per episode, in a fresh sandbox."""
 
@@ -43,6 +51,27 @@ class RubricEnv(TerminalEnv):
     def __init__(self, *args: Any, judge: Any | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.judge = judge  # agentsd.eval.judge.Judge, or None: judge criteria stay ungraded
+        self._setup_snapshot: Snapshot | None = None
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        observation, info = super().reset(seed=seed, options=options)
+        assert self.task is not None and self.sandbox is not None
+        self._setup_snapshot = (
+            self.sandbox.snapshot(self.task.environment.workdir) if wants_changed_files(self.task) else None
+        )
+        return observation, info
+
+    def changed_files(self) -> tuple[str, ...]:
+        """Workdir files the episode added or changed since setup (a "files" output), sorted."""
+        if self._setup_snapshot is None or self.sandbox is None or self.task is None:
+            return ()
+        now = self.sandbox.snapshot(self.task.environment.workdir)
+        changes = diff(self._setup_snapshot, now)
+        return tuple(
+            sorted(p for p in [*changes.added, *changes.modified] if now.files[p].digest[:5] != "link:")
+        )
 
     def read_bytes(self, path: str) -> bytes | None:
         """A file of the sandbox (workdir-relative or absolute), None when it is not there."""
@@ -85,9 +114,9 @@ class RubricEnv(TerminalEnv):
 
         assert self.task is not None
         answer = str(call.arguments.get("answer") or "")
-        evidence = Evidence(answer, self.read_bytes, expected_output_path(self.task))
         self._over = True
         self.stop_agent()
+        evidence = Evidence(answer, self.read_bytes, expected_output_path(self.task), self.changed_files())
         try:
             result = grade(self.task, evidence, self.judge)
         except RubricError as exc:

@@ -45,6 +45,9 @@ class CheckResult:
     rationale: str
 
 
+MAX_OUTPUT_FILES = 20  # changed files the judge sees; the rest are counted as left out
+
+
 @dataclass
 class Evidence:
     """What checks read: the submitted answer, the expected output, and files of the sandbox."""
@@ -52,6 +55,9 @@ class Evidence:
     answer: str
     read_file: Callable[[str], bytes | None]  # a workdir-relative or absolute path -> bytes or None
     output_path: str | None = None  # the task's expected output file, if it asks for one
+    changed_files: tuple[
+        str, ...
+    ] = ()  # workdir-relative files the episode added or changed ("files" output)
 
     def text(self, source: str) -> str | None:
         if source == "answer":

@@ -28,7 +28,7 @@ from agentsd.envs.task_formats import load_suite
 from agentsd.eval.grading import RubricError, grade
 from agentsd.eval.judge import Judge, OpenAIChat, parse_reply
 from agentsd.eval.metrics import RunResult, pass_at_k, pass_hat_k, suite_metrics
-from agentsd.eval.report import compare, read_results, write_report, write_results
+from agentsd.eval.report import as_runs, compare, read_results, write_report, write_results
 from agentsd.types import Family, Task, Verifier
 
 SUITE = load_suite("apex-mini")
@@ -508,3 +508,57 @@ def test_a_local_policy_backend_judges_through_the_chat_template() -> None:
         assert c.grader == "judge" and ((c.met is None) == (c.error is not None))
     finally:
         chat.close()
+
+
+# ---------------------------------------------------------------------------------------- output types
+
+
+def test_a_new_document_task_shows_the_agents_file_to_the_judge(
+    endpoint: FakeEndpoint, tmp_path: Path
+) -> None:
+    """APEX "make a new document" outputs have no fixed path: the judge must see what the agent wrote."""
+    from agentsd.envs.rubric import RubricEnv
+
+    write_release(tmp_path)
+    raw = json.loads((tmp_path / "tasks_and_rubrics.json").read_text())[0]
+    raw.update(
+        expected_output="make_new_doc", rubric=[{"verifier_id": "v1", "criteria": 'Has "Quarterly summary"'}]
+    )
+    (tmp_path / "tasks_and_rubrics.json").write_text(json.dumps([raw]))
+    [task], _ = load_apex(tmp_path)
+    assert task.meta["expected_output"] == {"type": "files", "kind": "make_new_doc"}
+    assert "Save the deliverable as a file in the working directory" in task.instruction
+    env = RubricEnv(sandbox=backend_config("local"), judge=judge_for(endpoint))
+    try:
+        env.reset(options={"task": task})
+        env.step(
+            tool_call("write_document", path="out/summary.docx", content="# Quarterly summary\n\nAll good.")
+        )
+        env.step(tool_call("bash", command="echo noise >> notes.md"))  # an edited world file is shown too
+        _, reward, _, _, info = env.step(tool_call("submit", answer="done"))
+        assert reward == 1.0 and info["termination"] == "done", info["feedback"]
+        shown = endpoint.requests[-1]["messages"][1]["content"]
+        assert (
+            "File the agent created or changed, out/summary.docx:" in shown and "Quarterly summary" in shown
+        )
+        assert "File the agent created or changed, notes.md:" in shown and "data/book.xlsx" not in shown
+        nothing, info = run_nothing(env, task)
+        assert (
+            nothing == 0.0 and "File the agent created" not in endpoint.requests[-1]["messages"][1]["content"]
+        )
+    finally:
+        env.close()
+
+
+def test_a_report_says_first_when_nothing_was_graded(tmp_path: Path) -> None:
+    criterion = {"id": "v1", "text": "States 42", "met": None, "error": "no judge configured"}
+    ungraded = {"task_id": "t1", "domain": "Law", "score": None, "passed": None, "termination": "env_error",
+                "criteria": [criterion]}  # fmt: skip
+    records = [{**ungraded, "trajectory_id": f"e.{i}.0"} for i in range(3)]
+    write_report(tmp_path, "apex", records, suite_metrics(as_runs(records), [1]))
+    report = (tmp_path / "report.md").read_text()
+    assert report.splitlines()[2] == (
+        "**NOTHING WAS GRADED**: 1 tasks, 3 runs, 0 graded: 3 x no judge configured. "
+        "The scores below are not measurements."
+    )
+    assert "graded runs" not in report and report.count("| env_error | - | no judge configured |") == 3

@@ -37,6 +37,7 @@ def eval_(
         _compare(compare, out)
         return
     from agentsd.cli.collect import run_collect
+    from agentsd.eval.report import graded_line, read_results
     from agentsd.eval.runner import finish
     from agentsd.suites import load_tasks
 
@@ -59,6 +60,9 @@ def eval_(
     run_name = run_collect(cfg, kind="eval", new=resume is None)
     tasks = load_tasks(cfg.suite, cfg.tasks_url)[: cfg.max_tasks]
     directory, metrics = finish(cfg, run_name, tasks)
+    if metrics.runs and metrics.ungraded == metrics.runs:
+        records = read_results(directory)
+        console.print(graded_line(records, metrics).replace("**", ""), style="bold red", markup=False)
     console.print(f"mean score {metrics.mean_score}   pass@1 {metrics.pass_at[1]}", highlight=False)
     for domain, sub in metrics.by_domain.items():
         console.print(f"  {domain}: mean score {sub.mean_score}   pass@1 {sub.pass_at[1]}", highlight=False)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from agentsd.envs.rubric_checks import CheckError, Evidence, run_check
+from agentsd.envs.rubric_checks import MAX_OUTPUT_FILES, CheckError, Evidence, run_check
 from agentsd.eval.judge import Judge, JudgeCriterion, JudgeRequest
 from agentsd.types import Criterion, Task
 
@@ -135,15 +135,25 @@ def grade(
     return RubricGrade([results[c.id] for c in criteria])
 
 
+def _file_text(evidence: Evidence, path: str) -> str:
+    try:
+        text = evidence.text(path)
+    except CheckError as exc:
+        return f"(unreadable: {exc})"
+    return text if text is not None else "(missing)"
+
+
 def output_text(evidence: Evidence, limit: int) -> str:
-    """What the judge sees: the answer, and the expected output file when there is one."""
+    """What the judge sees: the answer, the expected output file when there is one, and the files
+    the episode added or changed when the task asks for a document at a path of the agent's choosing."""
     parts = [f"Final answer:\n{evidence.answer.strip() or '(none)'}"]
     if evidence.output_path is not None:
-        try:
-            text = evidence.text(evidence.output_path)
-        except CheckError as exc:
-            text = f"(unreadable: {exc})"
-        parts.append(f"Output file {evidence.output_path}:\n{text if text is not None else '(missing)'}")
+        parts.append(f"Output file {evidence.output_path}:\n{_file_text(evidence, evidence.output_path)}")
+    shown = evidence.changed_files[:MAX_OUTPUT_FILES]
+    for path in shown:
+        parts.append(f"File the agent created or changed, {path}:\n{_file_text(evidence, path)}")
+    if len(evidence.changed_files) > len(shown):
+        parts.append(f"(and {len(evidence.changed_files) - len(shown)} more changed files, not shown)")
     joined = "\n\n".join(parts)
     if len(joined) > limit:
         half = limit // 2

@@ -79,7 +79,9 @@ def plot_scores(records: list[dict[str, Any]], path: Path) -> Path:
         ax.hist(scores, bins=[i / 10 for i in range(11)], edgecolor="black")
         ax.set_xlabel("score (weighted fraction of criteria met)")
         ax.set_ylabel("runs")
-        ax.set_title(f"score distribution ({len(scores)} graded runs)")
+        ax.set_title(
+            f"score distribution ({len(scores)} graded runs)" if scores else "no run was graded: no scores"
+        )
         fig.tight_layout()
         fig.savefig(path)
     finally:
@@ -121,13 +123,31 @@ def _metric_rows(metrics: SuiteMetrics) -> list[tuple[str, Estimate]]:
     return rows
 
 
+def ungraded_reasons(records: list[dict[str, Any]]) -> Counter[str]:
+    """Why runs were not graded, most common first: the run's error (a verifier that failed or could
+    not run), else the errors of its criteria (no judge configured, a judge or check error)."""
+    reasons: Counter[str] = Counter()
+    for r in records:
+        if r.get("score") is not None:
+            continue
+        errors = sorted({str(c["error"]) for c in r.get("criteria") or [] if c.get("error")})
+        reason = r.get("error") or "; ".join(errors) or f"termination {r.get('termination')}"
+        reasons[str(reason).splitlines()[0][:300]] += 1
+    return reasons
+
+
+def graded_line(records: list[dict[str, Any]], metrics: SuiteMetrics) -> str:
+    """The headline: how many runs were graded, and when none was, why, in the first words."""
+    graded = metrics.runs - metrics.ungraded
+    head = f"{metrics.tasks} tasks, {metrics.runs} runs, {graded} graded"
+    if graded == 0 and metrics.runs:
+        reasons = "; ".join(f"{n} x {why}" for why, n in ungraded_reasons(records).most_common(3))
+        return f"**NOTHING WAS GRADED**: {head}: {reasons}. The scores below are not measurements."
+    return f"{head} ({metrics.ungraded} not graded)."
+
+
 def markdown_report(title: str, records: list[dict[str, Any]], metrics: SuiteMetrics) -> str:
-    lines = [
-        f"# {title}",
-        "",
-        f"{metrics.tasks} tasks, {metrics.runs} runs ({metrics.ungraded} not graded).",
-        "",
-    ]
+    lines = [f"# {title}", "", graded_line(records, metrics), ""]
     lines += ["| metric | value | 95% CI |", "|---|---|---|"]
     lines += [
         f"| {name} | {e.value:.3f} | [{e.low:.3f}, {e.high:.3f}] |" for name, e in _metric_rows(metrics)
@@ -154,6 +174,20 @@ def markdown_report(title: str, records: list[dict[str, Any]], metrics: SuiteMet
     if errors:
         lines += ["", "## Grader errors (not counted as met or not met)", ""]
         lines += [f"- {n} x {text}" for text, n in errors.most_common(15)]
+    lines += [
+        "",
+        "## Runs",
+        "",
+        "| trajectory | task | termination | score | not graded because |",
+        "|---|---|---|---|---|",
+    ]
+    for r in records:
+        score = "-" if r.get("score") is None else f"{r['score']:.3f}"
+        why = "" if r.get("score") is not None else next(iter(ungraded_reasons([r])), "")
+        why = why.replace("|", "\\|")
+        lines.append(
+            f"| {r.get('trajectory_id', '-')} | {r['task_id']} | {r.get('termination')} | {score} | {why} |"
+        )
     return "\n".join(lines) + "\n"
 
 
