@@ -562,3 +562,24 @@ def test_a_report_says_first_when_nothing_was_graded(tmp_path: Path) -> None:
         "The scores below are not measurements."
     )
     assert "graded runs" not in report and report.count("| env_error | - | no judge configured |") == 3
+
+
+def test_tasks_verify_takes_a_judge_for_judge_only_criteria(endpoint: FakeEndpoint, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    backend_config("local")
+    write_release(tmp_path)
+    raw = json.loads((tmp_path / "tasks_and_rubrics.json").read_text())[0]
+    raw.update(rubric=[{"verifier_id": "v1", "criteria": 'States "42"'}], gold_response="The answer is 42.")
+    (tmp_path / "tasks_and_rubrics.json").write_text(json.dumps([raw]))
+    verify = [sys.executable, "-m", "agentsd.cli.main", "tasks", "verify", str(tmp_path)]
+    env = {**os.environ, "COLUMNS": "200"}
+    without = subprocess.run(verify, capture_output=True, text=True, env=env, timeout=300)
+    assert without.returncode == 1 and "no judge configured" in without.stdout, without.stdout
+    judged = subprocess.run(
+        [*verify, "--judge-url", endpoint.url], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert judged.returncode == 0, judged.stdout + judged.stderr
+    assert "1 tasks verified: 1 ok, 0 failed, 0 skipped" in judged.stdout and len(endpoint.requests) == 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -12,6 +12,7 @@ from rich.table import Table
 from agentsd.cli.common import ConfigFiles, StoreUrl, console, store_url
 
 if TYPE_CHECKING:
+    from agentsd.envs.terminal import TerminalEnv
     from agentsd.types import Task
 
 app = typer.Typer(help="Task suites: list, import, verify.", no_args_is_help=True)
@@ -145,27 +146,44 @@ def verify(
     ] = "terminal",
     backend: Annotated[str, typer.Option(help="local | docker")] = "local",
     engine: Annotated[str | None, typer.Option(help="Docker engine URL [else $DOCKER_HOST].")] = None,
+    judge_url: Annotated[
+        str | None,
+        typer.Option(help="Rubric tasks: an OpenAI-compatible judge endpoint for criteria without a check."),
+    ] = None,
+    judge_model: Annotated[str, typer.Option(help="The judge's model name.")] = "judge",
 ) -> None:
     """Prove every task solvable: its reference solution must earn 1 and doing nothing 0. Every task
-    is tried; the summary lists each failure with its reason."""
+    is tried; the summary lists each failure with its reason. Rubric criteria without a check need a
+    judge (--judge-url): without one they stay ungraded and the task fails to verify, saying so."""
     from agentsd.config import DockerSandboxConfig, LocalSandboxConfig
     from agentsd.envs import env_class
-    from agentsd.envs.oracle import has_reference, run_nothing, run_reference
+    from agentsd.envs.rubric import RubricEnv
     from agentsd.envs.task_formats import read_suite
     from agentsd.errors import AgentsdError
+    from agentsd.types import Family
 
     if backend not in ("local", "docker"):
         raise AgentsdError(f"--backend {backend!r}: expected local or docker")
     sandbox: LocalSandboxConfig | DockerSandboxConfig = LocalSandboxConfig()
     if backend == "docker":
         sandbox = DockerSandboxConfig(engines=[engine]) if engine else DockerSandboxConfig()
+    judge = None
+    if judge_url:
+        from agentsd.config import JudgeConfig
+        from agentsd.eval.judge import make_judge
+
+        judge = make_judge(JudgeConfig(base_url=judge_url, model=judge_model))
     tasks, failed = read_suite(suite)
     skipped: list[str] = []
     ok = 0
     for task in tasks:
-        env = env_class(task.family)(sandbox=sandbox)
+        env = (
+            RubricEnv(sandbox=sandbox, judge=judge)
+            if task.family is Family.RUBRIC
+            else env_class(task.family)(sandbox=sandbox)
+        )
         try:
-            problem, note = _prove(task, env, has_reference, run_reference, run_nothing)
+            problem, note = _prove(task, env)
         except (AgentsdError, ValueError, OSError) as exc:  # setup failed, sandbox refused ...
             problem, note = f"{type(exc).__name__}: {exc}", None
         finally:
@@ -183,11 +201,11 @@ def verify(
         raise typer.Exit(1)
 
 
-def _prove(
-    task: Task, env: Any, has_reference: Any, run_reference: Any, run_nothing: Any
-) -> tuple[str | None, str | None]:
+def _prove(task: Task, env: TerminalEnv) -> tuple[str | None, str | None]:
     """(what is wrong, a note): the reference must earn 1 and doing nothing 0; a task without a
     reference solution is proven only half (its note says so)."""
+    from agentsd.envs.oracle import has_reference, run_nothing, run_reference
+
     nothing, nothing_info = run_nothing(env, task)
     if nothing_info.get("termination") == "env_error":
         return (
