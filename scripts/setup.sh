@@ -14,6 +14,9 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(postgresql bubblewrap docker.io debootstrap iproute2 python3-pytest
   xvfb xauth x11-utils xdotool imagemagick openbox dbus-x11 at-spi2-core python3-pyatspi gir1.2-atspi-2.0
   mousepad galculator chromium fonts-dejavu-core)
+# what the terminal family provides, on the host as in its image (the local sandbox runs the host's)
+mapfile -t FAMILY_PACKAGES < <(grep -v '^#' sandboxes/images/terminal/provides.txt | awk 'NF {print $1}')
+APT_PACKAGES+=("${FAMILY_PACKAGES[@]}")
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -40,6 +40,27 @@ def test_exec_reports_exit_output_cwd_env_and_stdin(sandbox: Sandbox) -> None:
     assert missing.exit_code == 127 and "/no/such/binary" in missing.stderr
 
 
+def family_provides() -> list[tuple[str, str]]:
+    """(package, command) of the terminal family's one list (sandboxes/images/terminal/provides.txt)."""
+    text = (Path(__file__).parents[1] / "sandboxes" / "images" / "terminal" / "provides.txt").read_text()
+    return [
+        (line.split()[0], line.split()[1]) for line in text.splitlines() if line.strip() and line[0] != "#"
+    ]
+
+
+def test_the_family_provides_the_same_tools_on_both_backends(sandbox: Sandbox) -> None:
+    # a task that works on one backend must not fail setup on the other for a missing tool
+    provided = family_provides()
+    assert ("python3-pip", "pip3") in provided and ("python3-pytest", "pytest") in provided
+    commands = " ".join(command for _, command in provided if command != "-")
+    found = sandbox.exec(f"for c in {commands}; do command -v $c >/dev/null || echo missing $c; done")
+    assert found.exit_code == 0 and found.stdout == "", found.stdout
+    imports = sandbox.exec(
+        "python3 -c 'import venv, ensurepip, pytest, pip' && test -s /etc/ssl/certs/ca-certificates.crt"
+    )
+    assert imports.exit_code == 0, imports.stderr
+
+
 def test_output_keeps_head_and_tail_and_flags_truncation(sandbox: Sandbox) -> None:
     n = MAX_OUTPUT_BYTES * 3
     result = sandbox.exec(f"python3 -c \"import sys; sys.stdout.write('H' * 100 + 'x' * {n} + 'T' * 100)\"")
