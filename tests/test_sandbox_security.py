@@ -437,8 +437,8 @@ if os.fork() == 0:
 """
     )
     start = tool_call("bash", command=f"python3 - <<'EOF'\n{daemon}\nEOF\necho started")
-    results = {}
-    for defended in (True, False):
+
+    def episode(defended: bool) -> tuple[float, bool, str]:
         env = TerminalEnv(sandbox=backend_config(backend))
         env.kill_agent_before_grading = defended
         try:
@@ -446,12 +446,19 @@ if os.fork() == 0:
             obs, *_ = env.step(start)
             assert "started" in obs, obs
             _, reward, terminated, _, info = env.step(tool_call("submit"))
-            results[defended] = (reward, terminated, info["termination"])
+            return reward, terminated, info["termination"]
         finally:
             env.close()
-    assert results[True] == (0.0, True, "done")
-    # The control: left running, the same daemon forges the reward or breaks grading outright.
-    assert results[False] != (0.0, True, "done"), results
+
+    assert episode(defended=True) == (0.0, True, "done")
+    # The control: left running, the same daemon forges the reward or breaks grading outright. It
+    # races the verifier, so on a loaded machine one try can miss: any of three that lands shows it.
+    controls = []
+    for _ in range(3):
+        controls.append(episode(defended=False))
+        if controls[-1] != (0.0, True, "done"):
+            break
+    assert controls[-1] != (0.0, True, "done"), controls
 
 
 PLANTED = {
