@@ -32,6 +32,10 @@ from agentsd.sandboxes.fleet import SandboxConfig, make_sandbox
 from agentsd.types import ExecResult, SandboxSpec, Task, Termination
 
 SHELL_STATE = "/tmp/.agentsd-shell"
+# Top directories a sandbox's own programs live in: never replaced by a task's scratch mount.
+SYSTEM_DIRS = frozenset(
+    {"usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "opt", "var", "proc", "dev", "sys"}
+)
 NEXT_STATE_CHARS = 2000
 SETUP_TIMEOUT_S = 600.0
 # Restores the previous command's directory and exports, runs the command, saves them again (also
@@ -207,13 +211,24 @@ class TerminalEnv(gym.Env[str, str]):
         spec = SandboxSpec(**env.model_dump(), family=task.family, env=task.world.env, labels=self.labels)
         if spec.image is None and not isinstance(self.sandbox_config, LocalSandboxConfig):
             spec.image = FALLBACK_IMAGE.get(task.family)
-        # World files outside the writable mounts get a private mount of their top directory.
+        # World files outside the writable mounts get a private mount of their top directory; a
+        # system directory cannot be replaced that way (the sandbox would lose its own programs).
         extra = {
             "/" + PurePosixPath(path).parts[1]
             for path in [*task.world.files, *task.world.blobs]
             if path.startswith("/")
             and not any(path.startswith(d.rstrip("/") + "/") for d in writable_dirs(spec))
         }
+        system = sorted(d for d in extra if d.lstrip("/") in SYSTEM_DIRS)
+        if system:
+            files = sorted(
+                p for p in [*task.world.files, *task.world.blobs] if "/" + PurePosixPath(p).parts[1] in system
+            )
+            raise EnvSetupError(
+                f"task {task.id}: world files under {', '.join(system)} ({', '.join(files[:3])}"
+                f"{' ...' if len(files) > 3 else ''}): files in system directories need the task's "
+                "environment built into an image, which agentsd does not do yet"
+            )
         spec.scratch_dirs = sorted(set(spec.scratch_dirs) | extra)
         return spec
 

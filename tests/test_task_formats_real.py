@@ -106,6 +106,21 @@ def test_binary_files_are_task_content_in_the_world_the_tests_and_the_solution(
     assert run_nothing(env, task)[0] == 0.0
 
 
+def test_copy_into_system_directories_is_refused_by_name_not_a_broken_sandbox(
+    env: TerminalEnv, tmp_path: Path
+) -> None:
+    # an empty scratch mount over /usr used to kill the sandbox (bwrap: execvp /usr/bin/python3)
+    root = harbor(
+        tmp_path / "t", "FROM x\nWORKDIR /app\nCOPY tool /usr/local/bin/tool\nCOPY app.conf /etc/app.conf\n"
+    )
+    write(root, {"environment/tool": "#!/bin/sh\necho tool\n", "environment/app.conf": "x=1\n"})
+    task = load_harbor_task(root)
+    with pytest.raises(
+        EnvSetupError, match=r"world files under /etc, /usr \(/etc/app.conf, /usr/local/bin/tool\)"
+    ):
+        env.reset(options={"task": task})
+
+
 def test_copy_sources_stay_inside_the_build_context(tmp_path: Path) -> None:
     (tmp_path / "secret.txt").write_text("host file\n")
     with pytest.raises(TaskFormatError, match=r"Dockerfile:2: COPY source \.\./\.\./secret\.txt is outside"):
