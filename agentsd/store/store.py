@@ -347,21 +347,30 @@ class ReplayStore:
 
     def select_tasks(self, selector: str = "*") -> list[tuple[str, Task]]:
         """(hash, task) of every stored task whose id matches the glob `selector` or whose hash
-        starts with it, ordered by task id and import time."""
+        starts with it, ordered by task id and import time (only the chosen bodies are read)."""
+        order = (tasks.c.task_id, tasks.c.created_at)
         with self._tx(write=False) as conn:
-            rows = conn.execute(
-                select(tasks.c.hash, tasks.c.task_id, tasks.c.body).order_by(
-                    tasks.c.task_id, tasks.c.created_at
-                )
-            ).all()
-        chosen = []
-        for digest, task_id, body in rows:
-            if fnmatch.fnmatchcase(task_id, selector) or (len(selector) >= 4 and digest.startswith(selector)):
-                try:
-                    chosen.append((digest, Task.model_validate_json(body)))
-                except ValueError as exc:
-                    raise CorruptRowError(f"task {digest}: stored body does not validate: {exc}") from exc
-        return chosen
+            ids = conn.execute(select(tasks.c.hash, tasks.c.task_id).order_by(*order)).all()
+            chosen = [
+                digest
+                for digest, task_id in ids
+                if fnmatch.fnmatchcase(task_id, selector)
+                or (len(selector) >= 4 and digest.startswith(selector))
+            ]
+            rows = (
+                conn.execute(
+                    select(tasks.c.hash, tasks.c.body).where(tasks.c.hash.in_(chosen)).order_by(*order)
+                ).all()
+                if chosen
+                else []
+            )
+        out = []
+        for digest, body in rows:
+            try:
+                out.append((digest, Task.model_validate_json(body)))
+            except ValueError as exc:
+                raise CorruptRowError(f"task {digest}: stored body does not validate: {exc}") from exc
+        return out
 
     # ------------------------------------------------------------------ writing trajectories
 
