@@ -13,7 +13,6 @@ de-quantized to float32, not the original bf16 release.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -23,11 +22,11 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 from agentsd.errors import ModelError
+from agentsd.filelock import exclusive_lock
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 DEFAULT_MODEL_ALIASES = frozenset(
@@ -89,7 +88,7 @@ def install_default_model(*, force: bool = False, progress: Progress | None = No
     say = progress or (lambda _msg: None)
     target = default_model_dir()
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _install_lock(target.parent / ".install.lock"):
+    with exclusive_lock(target.parent / ".install.lock"):
         if installed_info(target) is not None and not force:
             return target
         with tempfile.TemporaryDirectory(dir=target.parent, prefix=".install-") as tmp:
@@ -115,16 +114,6 @@ def install_default_model(*, force: bool = False, progress: Progress | None = No
             out.rename(target)  # atomic on one filesystem: a reader sees no model or a whole one
     say(f"installed {DEFAULT_MODEL_NAME} at {target}")
     return target
-
-
-@contextmanager
-def _install_lock(path: Path) -> Iterator[None]:
-    with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def fetch_default_gguf(work: Path) -> Path:

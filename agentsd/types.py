@@ -88,8 +88,35 @@ class Limits(_Model):
     command_timeout_s: float = Field(default=180.0, gt=0, description="Limit of one command.")
 
 
+class BuildStep(_Model):
+    """One instruction of a task's Dockerfile that changes its image, in the order it was written."""
+
+    kind: Literal["copy", "run", "workdir"]
+    where: str = Field(description="The Dockerfile line it came from, e.g. 'Dockerfile:12'.")
+    line: str = Field(description="The instruction as written (shown when the step fails).")
+    workdir: str = Field(default="/", description="The WORKDIR in force (run) or the one made (workdir).")
+    files: dict[str, str] = Field(default_factory=dict, description="copy: absolute path -> text.")
+    blobs: dict[str, str] = Field(default_factory=dict, description="copy: absolute path -> base64.")
+    argv: list[str] = Field(default_factory=list, description="run: the command (shell form wrapped).")
+    env: dict[str, str] = Field(default_factory=dict, description="run: the ENV and ARG values in force.")
+
+
+class EnvironmentBuild(_Model):
+    """A task's environment built as an image, the way `docker build` builds its Dockerfile: the
+    steps run once, as root, with network, on the base image (or the family image standing in for
+    it), and the result is cached by `key()`; episodes then start from the built image."""
+
+    base: str | None = Field(default=None, description="The Dockerfile's FROM image.")
+    steps: list[BuildStep] = Field(min_length=1)
+
+    def key(self) -> str:
+        """A stable hash of the recipe (sha256 hex, first 16 bytes)."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
 class Environment(_Model):
-    """Where a task runs: image, limits, network, working directory."""
+    """Where a task runs: image, limits, network, working directory, and how its image is built."""
 
     image: str | None = Field(default=None, description="Image or rootfs; None = the family's default image.")
     limits: Limits = Field(default_factory=Limits)
@@ -98,10 +125,19 @@ class Environment(_Model):
     scratch_dirs: list[str] = Field(
         default_factory=list, description="More writable private directories (e.g. /tests, /logs)."
     )
+    build: EnvironmentBuild | None = Field(
+        default=None, description="Build the task's image from these Dockerfile steps before it runs."
+    )
 
 
 GRADING_DIRS = ["/tests", "/logs", "/solution"]
 """Writable directories the verifiers and oracle runs use (empty while the agent works)."""
+
+SYSTEM_DIRS = frozenset(
+    {"usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "opt", "var", "proc", "dev", "sys"}
+)
+"""Top directories a sandbox's own programs live in: files for them go into a built image, never
+into a scratch mount laid over the whole directory."""
 
 
 class Verifier(_Model):
@@ -240,6 +276,8 @@ class Task(_Model):
             del data["world"]["blobs"]
         if not data["verifier"]["blobs"]:
             del data["verifier"]["blobs"]
+        if data["environment"]["build"] is None:
+            del data["environment"]["build"]
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:32]
 

@@ -5,20 +5,24 @@ Harbor:          instruction.md, task.toml, environment/Dockerfile (+ build cont
 Terminal-Bench:  task.yaml, Dockerfile (+ context), run-tests.sh (optional: the harness's default
                  runner, pytest on tests/test_outputs.py), tests/, solution.sh (optional).
 
-No image registry is reachable here, so a task's Dockerfile is not built: it is read. WORKDIR,
-ENV, ARG, SHELL, COPY/ADD of build-context files and RUN lines become the task's World (files laid
-into the sandbox, then one setup step per RUN that stops at the first failure, naming its line) on
-the family's local image; the Task's meta records the upstream base image, that the fallback was
-used, and the instructions read without effect (ENTRYPOINT, CMD, USER...). Files that are not UTF-8
-are carried as bytes (World.blobs, Verifier.blobs, reference blobs). A Dockerfile feature that cannot
-be carried over this way (COPY --from, ADD of a URL, a source outside the context), sidecar services
-and multi-step tasks are errors naming the file and the line.
+A task's Dockerfile is read, then built only where it must be. WORKDIR, ENV, ARG, SHELL, COPY/ADD
+of build-context files and RUN lines become either the task's World (files laid into the sandbox at
+reset, when the Dockerfile only copies files) or an EnvironmentBuild (its steps in order, when it
+runs commands or fills system directories), which the sandbox backend builds once into an image
+with network and caches (sandboxes/builds.py); the agent then runs without network. No image
+registry is reachable here, so FROM is the family's local image unless the named one is on the
+engine; the Task's meta records the upstream base image and the instructions read without effect
+(ENTRYPOINT, CMD, USER...). Files that are not UTF-8 are carried as bytes (World.blobs,
+Verifier.blobs, reference blobs). A Dockerfile feature that cannot be carried over this way (COPY
+--from, ADD of a URL, a source outside the context), sidecar services and multi-step tasks are
+errors naming the file and the line.
 
 A missing or malformed file raises TaskFormatError naming the file and the field; a directory of
 tasks loads past a bad one (`read_suite`, `load_task_dirs` return the problems beside the tasks).
 
-Not guaranteed: RUN steps run in the sandbox without network (package installs fail and fail the
-setup), and only the task's workdir and scratch directories are writable to them.
+Not guaranteed: the agent runs as an unprivileged user on a read-only root: only the workdir, /tmp
+and the directories outside the workdir that COPY fills stay writable to it; what a build leaves in
+/tmp is not carried over.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import logging
 import shlex
 import tomllib
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, NamedTuple
 
 import yaml
@@ -37,7 +41,18 @@ import yaml
 from agentsd.envs.learnable import SUITES as LEARN_SUITES
 from agentsd.envs.learnable import learn_suite
 from agentsd.errors import AgentsdError
-from agentsd.types import GRADING_DIRS, Environment, Family, Limits, Task, Verifier, World
+from agentsd.types import (
+    GRADING_DIRS,
+    SYSTEM_DIRS,
+    BuildStep,
+    Environment,
+    EnvironmentBuild,
+    Family,
+    Limits,
+    Task,
+    Verifier,
+    World,
+)
 
 log = logging.getLogger("agentsd.tasks")
 SUITES_DIR = Path(__file__).parent / "suites"
@@ -129,13 +144,17 @@ def _size_mb(data: dict[str, Any], key_mb: str, key_text: str, where: str, defau
 
 
 class DockerfileWorld(NamedTuple):
-    """What a Dockerfile gives the task: its world, working directory, upstream base image, and
-    notes on instructions that were read but have no effect here (ENTRYPOINT, EXPOSE ...)."""
+    """What a Dockerfile gives the task: its world, working directory, upstream base image, notes on
+    instructions that were read but have no effect here (ENTRYPOINT, EXPOSE ...), and, when it must
+    be built (RUN steps, files for system directories), the build and the directories outside the
+    workdir its COPY steps fill that stay writable to the agent."""
 
     world: World
     workdir: str
     base: str | None
     notes: list[str]
+    build: EnvironmentBuild | None = None
+    scratch_dirs: list[str] = []  # noqa: RUF012 - a NamedTuple default, never mutated
 
 
 # Read and without effect on the agent's world; ENTRYPOINT and CMD are noted (the agent's shell
@@ -147,10 +166,12 @@ _SKIPPED = ("LABEL", "EXPOSE", "STOPSIGNAL", "MAINTAINER")
 def world_from_dockerfile(dockerfile: Path, context: Path) -> DockerfileWorld:
     """The task's world read from a Dockerfile and its build context.
 
-    RUN lines become one setup step each, run like `docker build` runs them: in the WORKDIR of their
-    line, by the SHELL of their line (`/bin/sh -c` unless changed), with the ARG defaults declared
-    before them; the first step that exits non-zero stops the setup with its Dockerfile line (a
-    failure inside an `a && b` chain included)."""
+    A Dockerfile with RUN lines, or with files for system directories (/usr, /etc ...), becomes an
+    EnvironmentBuild: its steps in order, each RUN run like `docker build` runs it (the WORKDIR and
+    SHELL of its line, `/bin/sh -c` unless changed, the ENV and ARG values declared before it), as
+    root with network, once per recipe; the first step that exits non-zero fails the build with its
+    Dockerfile line (a failure inside an `a && b` chain included). Any other Dockerfile only copies
+    files into writable directories: those are laid into the sandbox at reset, no image needed."""
     text = _read_text(dockerfile)
     workdir, base = "/", None
     files: dict[str, str] = {}
@@ -159,9 +180,10 @@ def world_from_dockerfile(dockerfile: Path, context: Path) -> DockerfileWorld:
     args: dict[str, str] = {}
     shell = ["/bin/sh", "-c"]
     setup: list[str] = []
+    steps: list[BuildStep] = []
     notes: list[str] = []
     for number, line in _logical_lines(text):
-        where = f"{dockerfile}:{number}"
+        where, where_short = f"{dockerfile}:{number}", f"{dockerfile.name}:{number}"
         op, _, rest = line.partition(" ")
         op, rest = op.upper(), rest.strip()
         if op == "FROM":
@@ -169,6 +191,7 @@ def world_from_dockerfile(dockerfile: Path, context: Path) -> DockerfileWorld:
         elif op == "WORKDIR":
             workdir = rest if rest.startswith("/") else f"{workdir.rstrip('/')}/{rest}"
             setup.append(f"mkdir -p {shlex.quote(workdir)}")
+            steps.append(BuildStep(kind="workdir", where=where_short, line=line, workdir=workdir))
         elif op == "ENV":
             env.update(_env_pairs(rest, where))
         elif op == "ARG":
@@ -181,20 +204,34 @@ def world_from_dockerfile(dockerfile: Path, context: Path) -> DockerfileWorld:
             copied_texts, copied_blobs = _copy(rest, context, workdir, where)
             files.update(copied_texts)
             blobs.update(copied_blobs)
+            steps.append(
+                BuildStep(kind="copy", where=where_short, line=line, files=copied_texts, blobs=copied_blobs)
+            )
         elif op == "RUN":
             argv = _exec_form(rest) or [*shell, rest]  # not a JSON array: shell form, as docker reads it
-            setup.append(_run_step(argv, workdir, args, f"{dockerfile.name}:{number}", line))
+            steps.append(
+                BuildStep(
+                    kind="run", where=where_short, line=line, workdir=workdir, argv=argv, env={**args, **env}
+                )
+            )
         elif op in _NOTED:
-            notes.append(f"{dockerfile.name}:{number}: {op} is not run (the agent's shell starts instead)")
+            notes.append(f"{where_short}: {op} is not run (the agent's shell starts instead)")
         elif op not in _SKIPPED:
             raise TaskFormatError(f"{where}: unknown Dockerfile instruction {op}")
+    agent_workdir = workdir if workdir != "/" else "/workspace"
+    tops = {"/" + PurePosixPath(path).parts[1] for path in [*files, *blobs]}
+    if any(step.kind == "run" for step in steps) or any(top.lstrip("/") in SYSTEM_DIRS for top in tops):
+        scratch = sorted(
+            top
+            for top in tops
+            if top.lstrip("/") not in SYSTEM_DIRS
+            and top != "/tmp"
+            and not (agent_workdir == top or agent_workdir.startswith(top + "/"))
+        )
+        build = EnvironmentBuild(base=base, steps=steps)
+        return DockerfileWorld(World(env=env), agent_workdir, base, notes, build, scratch)
     script = "set -e\n" + "\n".join(setup) if setup else None
-    return DockerfileWorld(
-        World(files=files, blobs=blobs, setup=script, env=env),
-        workdir if workdir != "/" else "/workspace",
-        base,
-        notes,
-    )
+    return DockerfileWorld(World(files=files, blobs=blobs, setup=script, env=env), agent_workdir, base, notes)
 
 
 def _logical_lines(text: str) -> list[tuple[int, str]]:
@@ -215,17 +252,6 @@ def _logical_lines(text: str) -> list[tuple[int, str]]:
     if pending:
         logical.append((start, pending.strip()))
     return logical
-
-
-def _run_step(argv: list[str], workdir: str, args: dict[str, str], where: str, line: str) -> str:
-    """One RUN as a setup step: its own process, whose failure ends the setup naming the line."""
-    exports = "".join(f"{k}={shlex.quote(v)} " for k, v in args.items() if k.isidentifier())
-    shown = line if len(line) <= 300 else line[:297] + "..."
-    failed = shlex.quote(f"agentsd: setup step {where} failed: {shown}")
-    return (
-        f"cd {shlex.quote(workdir)} && {{ {exports}{shlex.join(argv)}; }} "
-        f'|| {{ code=$?; echo {failed} "(exit $code)" >&2; exit $code; }}'
-    )
 
 
 def _exec_form(rest: str) -> list[str] | None:
@@ -265,7 +291,7 @@ def _copy(rest: str, context: Path, workdir: str, where: str) -> tuple[dict[str,
     """(texts, blobs) a COPY/ADD lays into the world, by absolute destination path."""
     words = shlex.split(rest)
     if any(a.startswith("--from") for a in words):
-        raise TaskFormatError(f"{where}: COPY --from (multi-stage) cannot be laid out without building")
+        raise TaskFormatError(f"{where}: COPY --from: multi-stage builds are not supported")
     args = [a for a in words if not a.startswith("--")]
     if len(args) < 2:
         raise TaskFormatError(f"{where}: COPY needs a source and a destination")
@@ -395,7 +421,8 @@ def load_harbor_task(task_dir: Path) -> Task:
             limits=limits,
             network=bool(env_cfg.get("allow_internet", False)),
             workdir=built.workdir if built else "/app",
-            scratch_dirs=GRADING_DIRS,
+            scratch_dirs=[*GRADING_DIRS, *(built.scratch_dirs if built else [])],
+            build=built.build if built else None,
         ),
         verifier=Verifier(
             kind="harbor",
@@ -458,7 +485,8 @@ def load_terminal_bench_task(task_dir: Path) -> Task:
         environment=Environment(
             limits=Limits(timeout_s=_number(config, "max_agent_timeout_sec", where, 3600.0)),
             workdir=built.workdir,
-            scratch_dirs=GRADING_DIRS,
+            scratch_dirs=[*GRADING_DIRS, *built.scratch_dirs],
+            build=built.build,
         ),
         verifier=Verifier(
             kind="terminal-bench",

@@ -28,14 +28,11 @@ from agentsd.envs.tools import BASH, SUBMIT, ToolCall, ToolParseError, parse_too
 from agentsd.envs.verifiers import verify
 from agentsd.errors import AgentsdError
 from agentsd.sandboxes.base import Sandbox, writable_dirs
+from agentsd.sandboxes.builds import BuildError, restore_script
 from agentsd.sandboxes.fleet import SandboxConfig, make_sandbox
-from agentsd.types import ExecResult, SandboxSpec, Task, Termination
+from agentsd.types import SYSTEM_DIRS, ExecResult, SandboxSpec, Task, Termination
 
 SHELL_STATE = "/tmp/.agentsd-shell"
-# Top directories a sandbox's own programs live in: never replaced by a task's scratch mount.
-SYSTEM_DIRS = frozenset(
-    {"usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "opt", "var", "proc", "dev", "sys"}
-)
 NEXT_STATE_CHARS = 2000
 SETUP_TIMEOUT_S = 600.0
 # Restores the previous command's directory and exports, runs the command, saves them again (also
@@ -113,6 +110,9 @@ class TerminalEnv(gym.Env[str, str]):
         try:
             self.sandbox.start()
             self._lay_out(task)
+        except BuildError as exc:
+            self._release()
+            raise EnvSetupError(f"task {task.id}: building its environment failed: {exc}") from None
         except BaseException:
             self._release()
             raise
@@ -226,8 +226,8 @@ class TerminalEnv(gym.Env[str, str]):
             )
             raise EnvSetupError(
                 f"task {task.id}: world files under {', '.join(system)} ({', '.join(files[:3])}"
-                f"{' ...' if len(files) > 3 else ''}): files in system directories need the task's "
-                "environment built into an image, which agentsd does not do yet"
+                f"{' ...' if len(files) > 3 else ''}): files in system directories go into the task's "
+                "image: give them as COPY steps of environment.build (as a Dockerfile import does)"
             )
         spec.scratch_dirs = sorted(set(spec.scratch_dirs) | extra)
         return spec
@@ -246,6 +246,14 @@ class TerminalEnv(gym.Env[str, str]):
             self.sandbox.write_file(target, text.encode(), mode=0o755 if target.endswith(".sh") else None)
         for path, encoded in task.world.blobs.items():
             self.sandbox.write_file(self.in_workdir(path), base64.b64decode(encoded))
+        if task.environment.build is not None:  # what the build left under the tmpfs mounts
+            result = self.sandbox.exec(
+                ["sh", "-c", restore_script(self.sandbox.spec)], timeout=SETUP_TIMEOUT_S
+            )
+            if result.exit_code != 0:
+                raise EnvSetupError(
+                    f"task {task.id}: restoring the built workdir failed ({format_result(result)[-1500:]})"
+                )
         if task.world.setup:
             result = self.sandbox.exec(["bash", "-c", task.world.setup], timeout=SETUP_TIMEOUT_S, cwd=workdir)
             if result.exit_code != 0:

@@ -1,18 +1,18 @@
 """The `docker` sandbox backend: one container per episode on a Docker engine (DOCKER_HOST).
 
-The container runs the family's image with no network (unless the task asks), memory, CPU and
-process limits, no-new-privileges, a read-only root filesystem, size-limited tmpfs for the
-workspace, /tmp and /var/tmp (owned by the agent, uid 1000) and a bounded /dev/shm, with an init
-that reaps orphans. Every capability is dropped except CAP_SETUID, CAP_SETGID and CAP_KILL, which
-only the supervisor holds: it runs as container root, started over one `docker exec` session whose
-stdin/stdout carry the authenticated protocol, and runs every command and file operation as uid
-1000 with no supplementary groups (root-to-1000 clears the capabilities). The agent therefore
-cannot signal, ptrace or read the supervisor, nor the container's init. The session itself runs
-under `timeout -k` for the episode's limit, and every command has its own deadline and
-process-group kill inside. Containers carry labels (sandbox id, owner process, run and episode ids,
-creation time; agentsd's own always win over a spec's) so `agentsd sandbox reap` finds what a dead
-collector left. Engine calls retry (tenacity) on transient engine errors only: connection failures
-and 5xx answers.
+The container runs the family's image (or the task's built image, sandboxes/docker_build.py) with no
+network (unless the task asks), memory, CPU and process limits, no-new-privileges, a read-only root
+filesystem, size-limited tmpfs for the workspace, /tmp and /var/tmp (owned by the agent, uid 1000)
+and a bounded /dev/shm, with an init that reaps orphans. Every capability is dropped except
+CAP_SETUID, CAP_SETGID and CAP_KILL, which only the supervisor holds: it runs as container root,
+started over one `docker exec` session whose stdin/stdout carry the authenticated protocol, and runs
+every command and file operation as uid 1000 with no supplementary groups (root-to-1000 clears the
+capabilities). The agent therefore cannot signal, ptrace or read the supervisor, nor the container's
+init. The session itself runs under `timeout -k` for the episode's limit, and every command has its
+own deadline and process-group kill inside. Containers carry labels (sandbox id, owner process, run
+and episode ids, creation time; agentsd's own always win over a spec's) so `agentsd sandbox reap`
+finds what a dead collector left. Engine calls retry (tenacity) on transient engine errors only:
+connection failures and 5xx answers.
 
 Not protected against: what the engine itself allows (a misconfigured daemon, kernel exploits);
 without user-namespace remapping on the engine, container root is host uid 0 (only the supervisor
@@ -41,6 +41,7 @@ from agentsd.sandboxes.base import (
     writable_dirs,
 )
 from agentsd.sandboxes.channel import SupervisedSandbox, SupervisorClient, read_exact, write_all
+from agentsd.sandboxes.docker_build import ensure_image
 from agentsd.sandboxes.supervisor import MAX_FRAME_BYTES, ProtocolError
 from agentsd.types import SandboxSpec
 
@@ -162,6 +163,8 @@ class DockerSandbox(SupervisedSandbox):
         from docker.types import Ulimit
 
         self._docker = docker_client(self.engine)
+        if self.spec.build is not None:
+            self.image = ensure_image(self._docker, self.engine, self.spec, self.image)
         file_bytes = self.spec.limits.disk_mb * 1024 * 1024
         limits = self.spec.limits
         tmpfs_opts = f"rw,exec,nosuid,size={limits.disk_mb}m,uid={AGENT_UID},gid={AGENT_GID}"

@@ -1,18 +1,20 @@
 """The `local` sandbox backend: bubblewrap namespaces on this machine, no container engine needed.
 
 Each sandbox is one bwrap process tree: new user, PID, network, IPC, UTS and mount namespaces; the
-host's /usr, /etc and library directories (or a prepared rootfs) mounted read-only; private,
-size-limited tmpfs mounts for the workspace, /tmp, /var/tmp and /dev/shm; all capabilities dropped;
-uid 1000 inside. The whole tree runs as one unprivileged host user (`host_user`, created by
-scripts/setup.sh) when agentsd runs as root: the cgroup is joined as root, then the launcher drops
-to that user (setpriv: uid, gid, no supplementary groups, no capabilities) before bwrap starts, so
-nothing inside has host uid 0 behind it: /proc/sys, /proc/sysrq-trigger and root-only host files
-are closed to it by the kernel's own owner checks. It dies with the process that started it
-(--die-with-parent). Memory, process count and CPU are limited by a per-sandbox cgroup where the
-host allows it (sandboxes/cgroups.py), whose name records the owner process, so the reaper judges
-a sandbox by its owner's liveness alone; the log says which limits are in force. Inside runs the
-supervisor (sandboxes/supervisor.py), non-dumpable, over an authenticated channel; what bwrap and
-it write to stderr goes into a pipe (at most a pipe buffer, never the host's disk).
+host's /usr, /etc and library directories (or a prepared rootfs, or a task's built environment: its
+overlay layers mounted read-only over the host's in a mount namespace of the sandbox's own,
+sandboxes/local_build.py) mounted read-only; private, size-limited tmpfs mounts for the workspace,
+/tmp, /var/tmp and /dev/shm; all capabilities dropped; uid 1000 inside. The whole tree runs as one
+unprivileged host user (`host_user`, created by scripts/setup.sh) when agentsd runs as root: the
+cgroup is joined as root, then the launcher drops to that user (setpriv: uid, gid, no supplementary
+groups, no capabilities) before bwrap starts, so nothing inside has host uid 0 behind it: /proc/sys,
+/proc/sysrq-trigger and root-only host files are closed to it by the kernel's own owner checks. It
+dies with the process that started it (--die-with-parent). Memory, process count and CPU are limited
+by a per-sandbox cgroup where the host allows it (sandboxes/cgroups.py), whose name records the
+owner process, so the reaper judges a sandbox by its owner's liveness alone; the log says which
+limits are in force. Inside runs the supervisor (sandboxes/supervisor.py), non-dumpable, over an
+authenticated channel; what bwrap and it write to stderr goes into a pipe (at most a pipe buffer,
+never the host's disk).
 
 Not protected against: kernel exploits (namespaces share the host kernel); reading world-readable
 files under the host's /usr and /etc; CPU contention beyond the cgroup quota; what the kernel
@@ -54,12 +56,12 @@ from agentsd.sandboxes.base import (
 )
 from agentsd.sandboxes.cgroups import SandboxCgroup
 from agentsd.sandboxes.channel import SupervisedSandbox, SupervisorClient, read_exact, write_all
+from agentsd.sandboxes.local_build import HOST_DIRS, ensure_built, mount_script
 from agentsd.types import SandboxSpec
 
 log = logging.getLogger("agentsd.sandbox")
 
 DEFAULT_HOST_USER = "agentsd-sandbox"
-_HOST_DIRS = ("usr", "bin", "lib", "lib32", "lib64", "libx32", "sbin", "etc")
 _START_TIMEOUT_S = 30.0
 _STDERR_KEEP = 4096
 _SANDBOX_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -145,7 +147,10 @@ class LocalSandbox(SupervisedSandbox):
         bwrap = shutil.which("bwrap")
         if bwrap is None:
             raise SandboxError("the local sandbox needs bubblewrap: apt-get install bubblewrap")
-        if self.rootfs is not None and not (self.rootfs / "usr/bin/python3").exists():
+        built = ensure_built(self.spec) if self.spec.build is not None else None
+        if built is not None:
+            self.rootfs = built / "root"
+        elif self.rootfs is not None and not (self.rootfs / "usr/bin/python3").exists():
             raise SandboxError(f"rootfs {self.rootfs} has no usr/bin/python3 (the supervisor needs it)")
         credentials = host_credentials(self.host_user)
         launcher = [bwrap]
@@ -156,6 +161,10 @@ class LocalSandbox(SupervisedSandbox):
                 setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
                 "--inh-caps=-all", "--bounding-set=-all", "--", bwrap,
             ]  # fmt: skip
+        if built is not None:  # the build's layers, read-only, in a mount namespace of this sandbox's own
+            mounts = mount_script(built, writable=False) + '\nexec "$@"'
+            unshare = ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", mounts]
+            launcher = [*unshare, "agentsd-layers", *launcher]
         limits = self.spec.limits
         owner = owner_identity()
         self._state.write({"id": self.id, "owner": owner, "labels": self.spec.labels, "backend": "local"})
@@ -221,7 +230,7 @@ class LocalSandbox(SupervisedSandbox):
         if self.rootfs is not None:
             args += ["--ro-bind", str(self.rootfs), "/"]
         else:
-            for name in _HOST_DIRS:
+            for name in HOST_DIRS:
                 host = Path("/") / name
                 if host.is_symlink():
                     args += ["--symlink", os.readlink(host), f"/{name}"]

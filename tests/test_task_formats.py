@@ -77,9 +77,20 @@ def test_harbor_task_fields(tmp_path: Path) -> None:
         512,
     )
     assert env.limits.timeout_s == 300.0 and task.verifier.timeout_s == 45.0 and not env.network
-    assert task.world.files == {"/app/data/seed.txt": "seed\n", "/app/conf/app.ini": "[app]\n"}
+    # a RUN step: the Dockerfile is built into the task's image, its steps in order
+    assert env.build is not None and env.build.base == "ubuntu:24.04" and not task.world.files
+    assert [(s.kind, s.where) for s in env.build.steps] == [
+        ("workdir", "Dockerfile:3"),
+        ("copy", "Dockerfile:6"),
+        ("copy", "Dockerfile:7"),
+        ("run", "Dockerfile:8"),
+    ]
+    copies = {**env.build.steps[1].files, **env.build.steps[2].files}
+    assert copies == {"/app/data/seed.txt": "seed\n", "/app/conf/app.ini": "[app]\n"}
+    run = env.build.steps[3]
+    assert (run.argv, run.workdir) == (["/bin/sh", "-c", "echo built > built.txt"], "/app")
+    assert run.env == {"DEBIAN_FRONTEND": "noninteractive", "GREETING": "hello", "MODE": "test"}
     assert task.world.env == {"GREETING": "hello", "MODE": "test"}
-    assert task.world.setup is not None and "echo built > built.txt" in task.world.setup
     assert task.verifier.kind == "harbor" and "test.sh" in task.verifier.files
     assert task.reference == {
         "files": {"solve.sh": "#!/bin/bash\necho hello > /app/out.txt\n"},
@@ -160,7 +171,7 @@ def test_terminal_bench_task_runs_and_grades_by_pytest(tmp_path: Path) -> None:
             {"environment/Dockerfile": "FROM x\nFROBNICATE y\n"},
             r"Dockerfile:2: unknown Dockerfile instruction FROBNICATE",
         ),
-        ({"environment/Dockerfile": "FROM x\nCOPY --from=build /a /b\n"}, r"COPY --from \(multi-stage\)"),
+        ({"environment/Dockerfile": "FROM x\nCOPY --from=build /a /b\n"}, r"COPY --from: multi-stage builds"),
     ],
 )
 def test_malformed_harbor_tasks_name_the_file_and_field(tmp_path: Path, change: dict, message: str) -> None:

@@ -21,6 +21,7 @@ from agentsd.envs.task_formats import TaskFormatError, load_harbor_task, load_su
 from agentsd.envs.terminal import EnvSetupError, TerminalEnv
 from agentsd.store import ReplayStore
 from agentsd.suites import load_tasks
+from agentsd.types import World
 
 BINARY = bytes(range(256)) * 4  # not UTF-8
 CLI = [sys.executable, "-m", "agentsd.cli.main", "tasks"]
@@ -106,7 +107,7 @@ def test_binary_files_are_task_content_in_the_world_the_tests_and_the_solution(
     assert run_nothing(env, task)[0] == 0.0
 
 
-def test_copy_into_system_directories_is_refused_by_name_not_a_broken_sandbox(
+def test_copy_into_system_directories_builds_the_files_into_the_tasks_image(
     env: TerminalEnv, tmp_path: Path
 ) -> None:
     # an empty scratch mount over /usr used to kill the sandbox (bwrap: execvp /usr/bin/python3)
@@ -115,10 +116,21 @@ def test_copy_into_system_directories_is_refused_by_name_not_a_broken_sandbox(
     )
     write(root, {"environment/tool": "#!/bin/sh\necho tool\n", "environment/app.conf": "x=1\n"})
     task = load_harbor_task(root)
+    assert task.environment.build is not None and not task.world.files
+    env.reset(options={"task": task})
+    result = env.run_command("tool && cat /etc/app.conf && ls /usr/bin/python3")
+    assert (result.exit_code, result.stdout) == (0, "tool\nx=1\n/usr/bin/python3\n")
+    # a hand-made task with files for /usr and no build is refused by name, not a broken sandbox
+    unbuilt = task.model_copy(
+        update={
+            "environment": task.environment.model_copy(update={"build": None}),
+            "world": World(files={"/usr/local/bin/tool": "#!/bin/sh\n", "/etc/app.conf": "x=1\n"}),
+        }
+    )
     with pytest.raises(
         EnvSetupError, match=r"world files under /etc, /usr \(/etc/app.conf, /usr/local/bin/tool\)"
     ):
-        env.reset(options={"task": task})
+        env.reset(options={"task": unbuilt})
 
 
 def test_copy_sources_stay_inside_the_build_context(tmp_path: Path) -> None:
