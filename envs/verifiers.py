@@ -18,6 +18,9 @@ assertion messages (bounded), which is what SDPO's teacher reads as hindsight. A
 crashes, times out or writes no reward yields `error` (termination env_error) and reward 0, never 1;
 so does one that could not run because its own script fetches from the network (curl, pip, uv, apt)
 and the sandbox has none (`could_not_run`): a wrong solution and a missing network never read alike.
+Without network, pip and uv install from the family's offline wheelhouse (OFFLINE_ENV), so the
+common `uv venv; uv pip install pytest==8.4.1; uv run pytest` scripts run after their failed fetch of
+uv itself.
 
 Not guaranteed: the work under test runs with the agent's rights inside the tests that exercise it
 and can lie to them (a module that exits 0 when imported); that is the task's tests' to detect.
@@ -58,6 +61,16 @@ VERIFIER_ENV = {
     "PYTHONSTARTUP": "",
     "BASH_ENV": "",
     "ENV": "",
+}
+OFFLINE_WHEELS = "/usr/local/share/agentsd/offline/wheels"
+# A verifier in a sandbox without network installs from the family's wheelhouse (the pytest pins
+# verifier scripts use) instead of failing on an index it cannot reach; uv finds the system Python.
+OFFLINE_ENV = {
+    "UV_OFFLINE": "1",
+    "UV_FIND_LINKS": OFFLINE_WHEELS,
+    "UV_PYTHON_DOWNLOADS": "never",
+    "PIP_NO_INDEX": "1",
+    "PIP_FIND_LINKS": OFFLINE_WHEELS,
 }
 PYTEST_ISOLATED = "-p no:cacheprovider -c /dev/null --rootdir=/tests --confcutdir=/tests"
 SITECUSTOMIZE = """\
@@ -151,6 +164,8 @@ def _run(
 ) -> tuple[str, int | None, Verdict | None]:
     """(output, exit code, a Verdict when the verifier timed out)."""
     isolated = {**VERIFIER_ENV, "AGENTSD_TASK_PYTHONPATH": task.world.env.get("PYTHONPATH", "")}
+    if not task.environment.network:
+        isolated.update(OFFLINE_ENV)
     result = sandbox.exec(
         ["bash", "-c", command],
         timeout=task.verifier.timeout_s,

@@ -2,7 +2,8 @@
 # Build the sandbox images on the engine named by DOCKER_HOST, without any image registry:
 #   1. agentsd/base:bookworm: a minimal Debian from debootstrap, imported with `docker import`;
 #   2. agentsd/{terminal,swe,gui}:latest from sandboxes/images/<family>/Dockerfile on that base
-#      (apt reaches the Debian mirror through the host network).
+#      (apt reaches the Debian mirror through the host network; the terminal family's offline test
+#      tooling is downloaded first with the host's pip, scripts/offline_tools.sh).
 # On a machine with a registry the same Dockerfiles build with their default BASE instead.
 # usage: DOCKER_HOST=unix:///path/docker.sock scripts/build_images.sh [terminal swe gui]
 set -euo pipefail
@@ -22,7 +23,11 @@ if [ "${REBUILD_BASE:-0}" = 1 ] || ! docker image inspect "$BASE" >/dev/null 2>&
 fi
 for family in "${families[@]}"; do
   case "$family" in
-    terminal) base="$BASE" ;;
+    terminal)
+      base="$BASE"
+      # the offline test tooling comes from the host's pip (the build's RUN steps lack its settings)
+      bash scripts/offline_tools.sh sandboxes/images/terminal/offline >/dev/null
+      ;;
     *) base=agentsd/terminal:latest ;;
   esac
   docker build --quiet --network host --build-arg "BASE=$base" -t "agentsd/$family:latest" \

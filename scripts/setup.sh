@@ -38,6 +38,14 @@ if [ "$(id -u)" = 0 ] && ! id -u agentsd-sandbox >/dev/null 2>&1; then
   useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin agentsd-sandbox
 fi
 
+# The terminal family's offline test tooling (uv, uvx and a wheelhouse of the pytest pins verifier
+# scripts use), on the host as in its image: the local sandbox runs the host's /usr.
+if [ "$(id -u)" = 0 ]; then
+  OFFLINE=/usr/local/share/agentsd/offline
+  bash scripts/offline_tools.sh "$OFFLINE" >/dev/null
+  ln -sf "$OFFLINE/bin/uv" "$OFFLINE/bin/uvx" /usr/local/bin/
+fi
+
 PYTHON=${PYTHON:-python3}
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || {
   echo "setup: agentsd needs Python 3.11 or newer; $PYTHON is $("$PYTHON" --version)" >&2

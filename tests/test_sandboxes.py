@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from sandbox_fixtures import SMALL, backend_config, spec
 
+from agentsd.envs.verifiers import OFFLINE_WHEELS
 from agentsd.sandboxes.base import MAX_OUTPUT_BYTES, Sandbox, diff, owner_identity
 from agentsd.sandboxes.cgroups import group_owner
 from agentsd.sandboxes.reaper import list_docker, list_local
@@ -59,6 +60,16 @@ def test_the_family_provides_the_same_tools_on_both_backends(sandbox: Sandbox) -
         "python3 -c 'import venv, ensurepip, pytest, pip' && test -s /etc/ssl/certs/ca-certificates.crt"
     )
     assert imports.exit_code == 0, imports.stderr
+    # the offline test tooling (offline.txt): uv, uvx, and every pinned wheel
+    offline = (Path(__file__).parents[1] / "sandboxes" / "images" / "terminal" / "offline.txt").read_text()
+    pins = [line.split()[0] for line in offline.splitlines() if line.strip() and line[0] != "#"]
+    uv = next(pin for pin in pins if pin.startswith("uv=="))
+    assert sandbox.exec("uv --version && uvx --version").stdout.split()[1] == uv.removeprefix("uv==")
+    wheels = sandbox.exec(f"ls {OFFLINE_WHEELS}").stdout
+    for pin in pins:
+        if pin != uv:
+            name, version = pin.split("==")
+            assert f"{name.replace('-', '_')}-{version}-" in wheels, (pin, wheels)
 
 
 def test_output_keeps_head_and_tail_and_flags_truncation(sandbox: Sandbox) -> None:

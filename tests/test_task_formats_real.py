@@ -179,6 +179,48 @@ def test_a_terminal_bench_task_without_run_tests_uses_the_default_runner(
         load_terminal_bench_task(write(tmp_path / "no-tests", files))
 
 
+# The run-tests.sh public Terminal-Bench tasks ship: fetch uv from the internet (fails here, and the
+# script goes on), then a venv with a pinned pytest.
+UV_RUN_TESTS = """\
+#!/bin/bash
+apt-get update
+apt-get install -y curl
+curl -LsSf https://astral.sh/uv/0.7.13/install.sh | sh
+source $HOME/.local/bin/env
+if [ "$PWD" = "/" ]; then
+    echo "Error: No working directory set. Please set a WORKDIR in your Dockerfile."
+    exit 1
+fi
+uv venv .tbench-testing
+source .tbench-testing/bin/activate
+uv pip install pytest==8.4.1 pytest-json-ctrf==0.3.5
+uv run pytest $TEST_DIR/test_outputs.py -rA
+"""
+
+
+def test_a_verifier_that_installs_its_pinned_pytest_with_uv_runs_offline(
+    env: TerminalEnv, tmp_path: Path
+) -> None:
+    # its `uv pip install pytest==8.4.1` used to need the index: every run was ungraded (env_error)
+    task = load_terminal_bench_task(
+        write(tmp_path / "answer-42", {**TERMINAL_BENCH, "run-tests.sh": UV_RUN_TESTS})
+    )
+    assert not task.environment.network
+    solved, info = run_reference(env, task)
+    assert (solved, info["termination"], info["reward_components"]) == (
+        1.0,
+        "done",
+        {"passed": 2, "failed": 0},
+    )
+    assert "pytest-8.4.1" in info["verifier_output"]  # the pinned one, not the system's pytest
+    nothing, info = run_nothing(env, task)
+    assert (nothing, info["termination"], info["reward_components"]) == (
+        0.0,
+        "done",
+        {"passed": 0, "failed": 2},
+    )
+
+
 # ---------------------------------------------------------------------------------------- the tasks commands
 
 
