@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agentsd.errors import ConfigError
 from agentsd.types import Termination
@@ -360,6 +360,15 @@ class LoraConfig(_Cfg):
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
 
 
+DEEPSPEED_PRESETS = Path(__file__).parent / "templates" / "deepspeed"
+
+
+def deepspeed_config_path(value: str) -> Path:
+    """A DeepSpeed preset's shipped file (zero1, zero2, zero3), or `value` as a path."""
+    preset = DEEPSPEED_PRESETS / f"{value}.json"
+    return preset if "/" not in value and preset.is_file() else Path(value)
+
+
 class TrainConfig(_Cfg):
     """`agentsd train`: SDPO on finalized trajectories from the store."""
 
@@ -401,8 +410,11 @@ class TrainConfig(_Cfg):
     max_steps: int | None = Field(
         default=None, gt=0, description="Stop after this many optimizer steps; None = run on."
     )
-    deepspeed: Path = Field(
-        default=Path("configs/deepspeed/zero2.json"), description="DeepSpeed JSON config."
+    deepspeed: str = Field(
+        default="zero2",
+        min_length=1,
+        description="DeepSpeed config: a preset shipped with agentsd (zero1, zero2, zero3) or the path "
+        "of a JSON file.",
     )
     histogram_every: int = Field(
         default=10, ge=1, description="Write age and reward histograms to MLflow every N steps."
@@ -423,6 +435,14 @@ class TrainConfig(_Cfg):
         description="Published versions kept on disk (newest first); older ones stay in the store's "
         "versions table with their files deleted. None = keep all.",
     )
+
+    @field_validator("deepspeed")
+    @classmethod
+    def _deepspeed_exists(cls, value: str) -> str:
+        if not deepspeed_config_path(value).is_file():
+            presets = ", ".join(sorted(p.stem for p in DEEPSPEED_PRESETS.glob("*.json")))
+            raise ValueError(f"{value!r} is neither a preset ({presets}) nor an existing JSON file")
+        return value
 
     @property
     def effective_lr(self) -> float:

@@ -3,7 +3,7 @@
 Each step takes up to `batch_trajectories` finalized trajectories this trainer run has not consumed
 (oldest first, within K_max of the current version, sampled by the base model or this trainer's
 lineage), builds their hindsight and teacher views, computes the SDPO loss (agentsd.sdpo_step) and
-steps a DeepSpeed engine (CPU accelerator with gloo here, ZeRO-1/2 from configs/deepspeed). Then, in
+steps a DeepSpeed engine (CPU accelerator with gloo here; presets zero1-3 ship with agentsd). Then, in
 this order: the teacher follows the student; a DeepSpeed checkpoint records the weights, optimizer,
 scheduler, version, lineage, teacher, advantage scale and the step's trajectory ids; the new
 version's weights (or LoRA adapter) are written atomically and registered in the store's versions
@@ -21,7 +21,7 @@ trajectories and broadcasts them, every rank trains its shard (every world-th tr
 divisor is the used-token count all-reduced over ranks (so DeepSpeed's gradient mean is the token mean
 over the global batch), and rank 0 alone publishes versions, marks trajectories consumed and logs.
 
-ZeRO-3 (configs/deepspeed/zero3.json): the chunked head runs in a module that registers the output
+ZeRO-3 (the zero3 preset): the chunked head runs in a module that registers the output
 projection as an external parameter, so DeepSpeed gathers it there; publishing gathers the weights
 on every rank and rank 0 writes them.
 
@@ -43,7 +43,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from agentsd.config import TrainConfig
+from agentsd.config import TrainConfig, deepspeed_config_path
 from agentsd.errors import ConfigError, LineageError, TrajectoryStateError
 from agentsd.hindsight import HindsightBuilder
 from agentsd.histograms import TrainingHistograms
@@ -139,7 +139,7 @@ class Trainer:
     # ------------------------------------------------------------------ setup
 
     def _deepspeed_config(self) -> dict[str, Any]:
-        path = self.config.deepspeed
+        path = deepspeed_config_path(self.config.deepspeed)
         try:
             ds = json.loads(Path(path).read_text())
         except (OSError, ValueError) as exc:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from agentsd.config import (
     CONFIG_KINDS,
@@ -12,6 +14,7 @@ from agentsd.config import (
     DockerSandboxConfig,
     RunConfig,
     TrainConfig,
+    deepspeed_config_path,
     load_config,
 )
 from agentsd.errors import ConfigError
@@ -89,3 +92,19 @@ def test_unreadable_files_and_malformed_overrides(tmp_path: Path) -> None:
     for override in ("sdpo.top_k", "=3", "sdpo..top_k=3"):
         with pytest.raises(ConfigError, match=r"expected key\.path=value"):
             load_config(TrainConfig, [], [override])
+
+
+def test_deepspeed_presets_ship_with_the_package_and_resolve_from_any_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the default used to be configs/deepspeed/zero2.json: `agentsd train` failed outside the checkout
+    monkeypatch.chdir(tmp_path)
+    for preset in ("zero1", "zero2", "zero3"):
+        path = deepspeed_config_path(TrainConfig(deepspeed=preset).deepspeed)
+        assert path.is_absolute() and "zero_optimization" in json.loads(path.read_text())
+    assert deepspeed_config_path(TrainConfig().deepspeed).name == "zero2.json"
+    own = tmp_path / "mine.json"
+    own.write_text("{}")
+    assert deepspeed_config_path(TrainConfig(deepspeed=str(own)).deepspeed) == own
+    with pytest.raises(ValidationError, match=r"'zero9' is neither a preset \(zero1, zero2, zero3\)"):
+        TrainConfig(deepspeed="zero9")

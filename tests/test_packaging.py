@@ -56,3 +56,5 @@ def test_wheel_has_no_generic_top_level_modules(tmp_path: Path) -> None:
     assert "agentsd/envs/suites/terminal/count-lines/tests/test.sh" in names  # suites ship as data
     assert "agentsd/envs/suites/swe/repos/agentsd-suite__ledger.bundle" in names
     assert "agentsd/sandboxes/images/terminal/Dockerfile" in names
+    assert "agentsd/sandboxes/images/terminal/provides.txt" in names  # what the Dockerfile COPYs
+    assert "agentsd/templates/deepspeed/zero2.json" in names  # `train` runs outside the checkout

@@ -50,7 +50,7 @@ def train_cmd(store: str, run_dir: Path, *extra: str) -> list[str]:
     config = str(REPO / "configs/train/sdpo.yaml")
     return [sys.executable, "-m", "agentsd.cli.main", "train", "-c", config, f"store.url={store}",
             f"run_dir={run_dir}", "batch_trajectories=2", "chunk_tokens=64", "tracking.enabled=false",
-            f"deepspeed={REPO / 'configs/deepspeed/zero2.json'}", "keep_versions=2", "keep_checkpoints=1",
+            "deepspeed=zero2", "keep_versions=2", "keep_checkpoints=1",
             *extra]  # fmt: skip
 
 
@@ -117,7 +117,7 @@ def test_a_published_version_loads_into_the_hf_policy(collected: str, tmp_path: 
     shutil.copy(Path(collected.removeprefix("sqlite:///")), tmp_path / "r.db")
     cfg = TrainConfig.model_validate(
         {"run_dir": str(tmp_path / "t"), "store": {"url": f"sqlite:///{tmp_path}/r.db"},
-         "batch_trajectories": 6, "lr": 1e-4, "deepspeed": str(REPO / "configs/deepspeed/zero1.json"),
+         "batch_trajectories": 6, "lr": 1e-4, "deepspeed": "zero1",
          "tracking": {"enabled": False}, "histogram_every": 1,
          "teacher": {"mode": "sync_every", "sync_every": 1, "gate_on_eval": True}}
     )  # fmt: skip
@@ -186,7 +186,7 @@ def lineage_scenario(tmp: str) -> None:
         return TrainConfig.model_validate(
             {"run_dir": str(tmp_path / run_dir), "store": {"url": f"sqlite:///{tmp_path}/r.db"},
              "batch_trajectories": 2, "chunk_tokens": 64, "tracking": {"enabled": False},
-             "deepspeed": str(REPO / "configs/deepspeed/zero2.json"), **extra}
+             "deepspeed": "zero2", **extra}
         )  # fmt: skip
 
     with ReplayStore(f"sqlite:///{tmp_path}/r.db") as replay:
@@ -254,7 +254,7 @@ def test_agentsd_run_collects_and_trains_at_once(tmp_path: Path) -> None:
         "collect.sampling.max_new_tokens=16", "collect.tracking.enabled=false",
         "train.tracking.enabled=false",
         "train.batch_trajectories=1", "train.chunk_tokens=64",
-        f"train.deepspeed={REPO / 'configs/deepspeed/zero2.json'}",
+        "train.deepspeed=zero2",
     ]  # fmt: skip
     done = subprocess.run(
         cmd, capture_output=True, text=True, timeout=1200, env={**os.environ, "OMP_NUM_THREADS": "1"}
@@ -325,7 +325,7 @@ def test_lora_trains_an_adapter_that_the_policy_merges(collected: str, tmp_path:
     shutil.copy(Path(collected.removeprefix("sqlite:///")), tmp_path / "r.db")
     cfg = TrainConfig.model_validate(
         {"run_dir": str(tmp_path / "t"), "store": {"url": f"sqlite:///{tmp_path}/r.db"},
-         "batch_trajectories": 6, "lr": 1e-3, "deepspeed": str(REPO / "configs/deepspeed/zero2.json"),
+         "batch_trajectories": 6, "lr": 1e-3, "deepspeed": "zero2",
          "lora": {"rank": 4, "alpha": 8}, "teacher": {"mode": "ema", "ema": 0.5},
          "tracking": {"enabled": False}}
     )  # fmt: skip
@@ -368,7 +368,7 @@ def test_zero3_trains_with_the_live_teacher_and_publishes_whole_weights(
 
     shutil.copy(Path(collected.removeprefix("sqlite:///")), tmp_path / "r.db")
     settings = {"run_dir": str(tmp_path / "t"), "store": {"url": f"sqlite:///{tmp_path}/r.db"},
-                "batch_trajectories": 6, "lr": 1e-4, "deepspeed": str(REPO / "configs/deepspeed/zero3.json"),
+                "batch_trajectories": 6, "lr": 1e-4, "deepspeed": "zero3",
                 "tracking": {"enabled": False}}  # fmt: skip
     with ReplayStore(f"sqlite:///{tmp_path}/r.db") as replay:
         ema = TrainConfig.model_validate({**settings, "teacher": {"mode": "ema"}})
