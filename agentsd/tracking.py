@@ -9,6 +9,7 @@ Not guaranteed: MLflow calls are synchronous; a tracking server that is down mak
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -19,6 +20,10 @@ from typing import Any, Protocol, runtime_checkable
 from agentsd.config import TrackingConfig
 
 _PARAM_MAX_CHARS = 6000  # MLflow's limit on one parameter value
+# Parameter names whose values are credentials (api_key, auth_token, password, client_secret ...);
+# names of where a secret lives (api_key_env) are not secrets.
+_SECRET = re.compile(r"(?:^|_)(?:api_?key|token|password|secret)$", re.IGNORECASE)
+REDACTED = "[redacted]"
 
 
 @runtime_checkable
@@ -142,12 +147,15 @@ class MlflowTracker:
 
 
 def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested mappings -> {"a.b.c": "value"}, values cut to MLflow's limit."""
+    """Nested mappings -> {"a.b.c": "value"}, values cut to MLflow's limit, secrets redacted (a key,
+    token or password is never a run parameter)."""
     out: dict[str, str] = {}
     for key, value in params.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
             out.update(flatten_params(value, f"{name}."))
+        elif _SECRET.search(str(key)) and value not in (None, "", "EMPTY"):
+            out[name] = REDACTED
         else:
             out[name] = str(value)[:_PARAM_MAX_CHARS]
     return out

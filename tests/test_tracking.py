@@ -63,3 +63,24 @@ def test_memory_tracker_keeps_what_was_logged() -> None:
         and tracker.status == "FAILED"
     )
     assert flatten_params({"x": "y" * 10_000})["x"] == "y" * 6000
+
+
+def test_secrets_in_a_config_are_never_logged(tmp_path: Path) -> None:
+    # policy.api_key used to be an MLflow parameter, readable by anyone with the tracking server
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    from agentsd.config import CollectConfig
+
+    config = CollectConfig.model_validate(
+        {"policy": {"backend": "openai", "base_url": "http://localhost:1/v1", "api_key": "sk-live-123"}}
+    )
+    run_dir = tmp_path / "run"
+    with open_tracker(TrackingConfig(experiment="exp"), run_dir, "collect") as tracker:
+        tracker.log_params({**config.model_dump(mode="json"), "judge": {"api_key_env": "OPENAI_API_KEY"}})
+        tracker.log_params({"auth_token": "t0k", "hf_token": "", "password": "hunter2"})
+        run_id = tracker.run_id  # type: ignore[attr-defined]
+    params = MlflowClient(tracking_uri=f"sqlite:///{run_dir / 'mlflow.db'}").get_run(run_id).data.params
+    assert not [k for k, v in params.items() if v in ("sk-live-123", "t0k", "hunter2")]
+    assert params["policy.api_key"] == params["auth_token"] == params["password"] == "[redacted]"
+    assert params["judge.api_key_env"] == "OPENAI_API_KEY" and params["hf_token"] == ""
