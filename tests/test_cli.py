@@ -195,3 +195,29 @@ def test_the_deepspeed_launchers_local_rank_argument_becomes_the_environment(
     monkeypatch.delenv("LOCAL_RANK")
     assert _launcher_local_rank(["train", "--local_rank", "3", "lr=1"]) == ["train", "lr=1"]
     assert os.environ["LOCAL_RANK"] == "3"
+
+
+def test_piped_tables_keep_one_row_per_line_and_every_listing_has_json(
+    filled_store: tuple[str, list[str]], tmp_path: Path
+) -> None:
+    # piped, `replay ls` was cut to 80 columns: a 9-column table folded into unreadable fragments
+    url, ids = filled_store
+    env = {k: v for k, v in _env().items() if k != "COLUMNS"}
+    piped = subprocess.run(
+        [sys.executable, "-m", "agentsd.cli.main", "replay", "ls", "--store", url],
+        capture_output=True, text=True, env=env, check=True,
+    ).stdout  # fmt: skip
+    for traj_id in ids:
+        (line,) = [line for line in piped.splitlines() if traj_id in line]
+        assert "task-" in line and ("finalized" in line or "running" in line), line
+    for args in (
+        ["replay", "versions", "--store", url],
+        ["tasks", "ls", "terminal"],
+        ["sandbox", "ls", "--engine", "unix:///nonexistent.sock"],
+        ["model", "ls"],
+    ):
+        out = agentsd(*args, "--json").stdout
+        rows = [json.loads(line) for line in out.splitlines()]
+        assert all(isinstance(row, dict) for row in rows), (args, out[:300])
+        if args[0] == "tasks":
+            assert len(rows) == 20 and {"id", "family", "hash", "instruction"} <= set(rows[0])

@@ -2,19 +2,39 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 import yaml
+from pydantic import BaseModel
 from rich.console import Console
 
 from agentsd.config import DEFAULT_STORE_URL, read_yaml_mapping
 
-console = Console()
+# Piped output is not a terminal: Rich would fold every table to 80 columns, which leaves a 9-column
+# listing unreadable. Tables printed into a pipe keep one row per line unless COLUMNS says otherwise.
+PIPED_WIDTH = 4096
+console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else PIPED_WIDTH)
 err_console = Console(stderr=True)
+JsonLines = Annotated[bool, typer.Option("--json", help="One JSON object per line instead of a table.")]
+
+
+def print_json_lines(rows: Iterable[Any]) -> None:
+    """Each row (a pydantic model, a dataclass or a mapping) as one line of JSON on stdout."""
+    for row in rows:
+        data: Any = row
+        if isinstance(row, BaseModel):
+            data = row.model_dump(mode="json")
+        elif dataclasses.is_dataclass(row) and not isinstance(row, type):
+            data = dataclasses.asdict(row)
+        sys.stdout.write(json.dumps(data, default=str) + "\n")
+
 
 ConfigFiles = Annotated[
     list[Path] | None,

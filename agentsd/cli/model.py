@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from agentsd.cli.common import console, err_console
+from agentsd.cli.common import JsonLines, console, err_console, print_json_lines
 
 app = typer.Typer(help="Install and locate models.", no_args_is_help=True)
 
@@ -41,7 +41,7 @@ def path(
 
 
 @app.command("ls")
-def ls() -> None:
+def ls(as_json: JsonLines = False) -> None:
     """List the models in the local cache."""
     from agentsd.modelcache import cache_dir, installed_info
 
@@ -51,6 +51,12 @@ def ls() -> None:
         if root.exists()
         else []
     )
+    if as_json:
+        print_json_lines(
+            {"name": e.name, "source": (installed_info(e) or {}).get("source"), "path": str(e)}
+            for e in entries
+        )
+        return
     if not entries:
         console.print(f"no models in {root}; run `agentsd model install`")
         return

@@ -10,7 +10,15 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 import typer
 from rich.table import Table
 
-from agentsd.cli.common import ConfigFiles, StoreUrl, console, err_console, store_url
+from agentsd.cli.common import (
+    ConfigFiles,
+    JsonLines,
+    StoreUrl,
+    console,
+    err_console,
+    print_json_lines,
+    store_url,
+)
 
 if TYPE_CHECKING:
     from agentsd.store import ReplayStore
@@ -53,17 +61,12 @@ def _summary_table(rows: list[TrajectorySummary]) -> Table:
     return table
 
 
-def _print_json_lines(rows: list[TrajectorySummary]) -> None:
-    for r in rows:
-        sys.stdout.write(r.model_dump_json() + "\n")
-
-
 @app.command("ls")
 def ls(
     status: Annotated[str | None, typer.Option(help="running | finalized")] = None,
     task: Annotated[str | None, typer.Option(help="Only this task id.")] = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many, newest first.")] = 50,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    as_json: JsonLines = False,
     store: StoreUrl = None,
     config: ConfigFiles = None,
 ) -> None:
@@ -79,7 +82,7 @@ def ls(
         rows = st.list(status=wanted, task_id=task, limit=limit)
         total = st.count()
     if as_json:
-        _print_json_lines(rows)
+        print_json_lines(rows)
         return
     console.print(_summary_table(rows))
     console.print(f"{len(rows)} shown of {total} in the store")
@@ -212,7 +215,7 @@ def unfinished(
     stale_after: Annotated[
         float | None, typer.Option(help="Also list writers on other hosts silent this many seconds.")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    as_json: JsonLines = False,
     store: StoreUrl = None,
     config: ConfigFiles = None,
 ) -> None:
@@ -220,7 +223,7 @@ def unfinished(
     with _open(store, config) as st:
         rows = st.unfinished(stale_after_s=stale_after)
     if as_json:
-        _print_json_lines(rows)
+        print_json_lines(rows)
         return
     console.print(_summary_table(rows))
     console.print(
@@ -279,10 +282,13 @@ def discard(
 
 
 @app.command("versions")
-def versions(store: StoreUrl = None, config: ConfigFiles = None) -> None:
+def versions(store: StoreUrl = None, config: ConfigFiles = None, as_json: JsonLines = False) -> None:
     """List published policy versions."""
     with _open(store, config) as st:
         rows = st.versions()
+    if as_json:
+        print_json_lines(rows)
+        return
     import datetime as dt
 
     table = Table()

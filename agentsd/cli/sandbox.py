@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from agentsd.cli.common import ConfigFiles, config_sections, console, err_console
+from agentsd.cli.common import ConfigFiles, JsonLines, config_sections, console, err_console, print_json_lines
 
 if TYPE_CHECKING:
     from agentsd.sandboxes.reaper import SandboxRecord
@@ -51,9 +51,12 @@ def _collect(engines: list[str]) -> list[SandboxRecord]:
 
 
 @app.command("ls")
-def ls(engine: Engines = None, config: ConfigFiles = None) -> None:
+def ls(engine: Engines = None, config: ConfigFiles = None, as_json: JsonLines = False) -> None:
     """List local sandboxes and the agentsd containers of each engine, with their owners."""
     records = _collect(_engines(engine, config))
+    if as_json:
+        print_json_lines(records)
+        return
     table = Table()
     for col in ("backend", "engine", "id", "status", "age", "owner", "owner alive"):
         table.add_column(col, overflow="fold")

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
-from agentsd.cli.common import ConfigFiles, StoreUrl, console, store_url
+from agentsd.cli.common import (
+    ConfigFiles,
+    JsonLines,
+    StoreUrl,
+    console,
+    err_console,
+    print_json_lines,
+    store_url,
+)
 
 if TYPE_CHECKING:
     from agentsd.envs.terminal import TerminalEnv
@@ -49,6 +57,21 @@ def _table(tasks: list[Task], hashes: list[str] | None = None) -> Table:
     return table
 
 
+def _listed(task: Task, digest: str) -> dict[str, Any]:
+    """What `tasks ls --json` says of a task (the columns of the table, whole)."""
+    return {
+        "id": task.id,
+        "family": task.family.value,
+        "verifier": task.verifier.kind,
+        "workdir": task.environment.workdir,
+        "built": task.environment.build is not None,
+        "difficulty": task.meta.get("difficulty"),
+        "category": task.meta.get("category"),
+        "instruction": task.instruction,
+        "hash": digest,
+    }
+
+
 @app.command("ls")
 def ls(
     suite: Annotated[
@@ -66,6 +89,7 @@ def ls(
     ] = False,
     store: StoreUrl = None,
     config: ConfigFiles = None,
+    as_json: JsonLines = False,
 ) -> None:
     """List the tasks of a suite, or those imported into the store (--from-store)."""
     from agentsd.envs.task_formats import read_suite, suite_names
@@ -76,11 +100,19 @@ def ls(
         url = store_url(store, config)
         with ReplayStore(url) as st:
             chosen = st.select_tasks(suite or "*")
+        if as_json:
+            print_json_lines(_listed(task, digest) for digest, task in chosen)
+            return
         console.print(_table([task for _, task in chosen], [digest for digest, _ in chosen]))
         console.print(f"{len(chosen)} tasks in {url} (collect or evaluate them with suite=store:GLOB)")
         return
     suite = suite or "terminal"
     tasks, problems = read_suite(suite)
+    if as_json:
+        print_json_lines(_listed(task, task.content_hash()) for task in tasks)
+        for problem in problems:
+            err_console.print(f"[red]failed[/] {problem}", highlight=False)
+        raise typer.Exit(1 if problems else 0)
     console.print(_table(tasks))
     _summary(f"{len(tasks) + len(problems)} tasks", len(tasks), problems)
     console.print(f"shipped suites: {', '.join(suite_names())}", highlight=False)
