@@ -12,6 +12,9 @@ that moment into one `generate` call. Policy versions: with `version_pickup: tur
 a newer published version between batches; with `episode` a newer version waits until the running
 episodes end (new ones wait too), so each trajectory is sampled by one version.
 
+`stop(reason)` (any thread) ends a run early: no new episode starts and running ones close at once
+as `interrupted`, their stored turns kept, so a restart reruns them as new attempts.
+
 Not guaranteed: fairness between episodes beyond FIFO; a version published mid-episode in `turn`
 mode shows up in the turns' versions, which is what the trainer's staleness correction is for.
 """
@@ -19,6 +22,7 @@ mode shows up in the turns' versions, which is what the trainer's staleness corr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -113,6 +117,7 @@ class CollectStats:
     version_load_failures: int = 0
     terminations: Counter[str] = field(default_factory=Counter)
     started: float = field(default_factory=time.monotonic)
+    stopped: str | None = None  # why the run stopped before its plan was done (Collector.stop)
 
     @property
     def mean_reward(self) -> float:
@@ -182,6 +187,21 @@ class Collector:
         self._version_lock = asyncio.Lock()
         self._load_failures: dict[int, tuple[int, float]] = {}  # version -> (failures, retry after)
         self._todo: list[tuple[int, int]] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._episode_tasks: list[asyncio.Future[None]] = []
+
+    def stop(self, reason: str) -> None:
+        """Stop the run from any thread: no new episode starts, running ones end now as
+        `interrupted` (their stored turns stay) and `run` returns with `stats.stopped = reason`."""
+        self.stats.stopped = self.stats.stopped or reason
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nothing runs
+                loop.call_soon_threadsafe(self._cancel_episodes)
+
+    def _cancel_episodes(self) -> None:
+        for task in self._episode_tasks:
+            task.cancel()
 
     # ------------------------------------------------------------------ resume
 
@@ -247,6 +267,8 @@ class Collector:
 
         async def one(episode: int, attempt: int) -> None:
             async with slots:
+                if self.stats.stopped:
+                    return
                 await self._pickup_between_episodes()
                 self._running += 1
                 self._idle.clear()
@@ -257,10 +279,19 @@ class Collector:
                     if self._running == 0:
                         self._idle.set()
 
+        self._loop = asyncio.get_running_loop()
+        self._episode_tasks = [asyncio.ensure_future(one(e, a)) for e, a in todo]
+        if self.stats.stopped:  # stopped before the run started
+            self._cancel_episodes()
         try:
-            await asyncio.gather(*(one(e, a) for e, a in todo))
+            outcomes = await asyncio.gather(*self._episode_tasks, return_exceptions=True)
         finally:
             await queue.close()
+        failures = [
+            o for o in outcomes if isinstance(o, BaseException) and not isinstance(o, asyncio.CancelledError)
+        ]
+        if failures:
+            raise failures[0]
         return self.stats
 
     async def _episode(self, queue: GenerationQueue, episode: int, attempt: int) -> None:
@@ -283,7 +314,11 @@ class Collector:
             },
         )
         started = time.monotonic()
-        env = self.make_env(task, labels)
+        try:
+            env = self.make_env(task, labels)
+        except asyncio.CancelledError:
+            self.store.interrupt(tid, self.stats.stopped or "collector stopped")
+            raise
         loop = AgentLoop(self.fmt, queue.generate, self.limits)
 
         async def on_turn(turn: Turn) -> None:
@@ -291,6 +326,9 @@ class Collector:
 
         try:
             result = await loop.run(env, task, on_turn)
+        except asyncio.CancelledError:  # stopped (Collector.stop, Ctrl-C): the turns so far stay
+            self.store.interrupt(tid, self.stats.stopped or "collector stopped")
+            raise
         except Exception as exc:  # a bug in the loop itself: the trajectory still closes
             result = EpisodeResult(Termination.AGENT_ERROR, None, [], feedback=f"agent loop failed: {exc!r}")
         finally:

@@ -602,3 +602,43 @@ def test_the_demonstration_sits_between_the_tools_and_the_task(tmp_path: Path, t
         )
         first = store.get(trajectory_id("d", 0, 0)).turns[0]
     assert "uname -s > kernel.txt" in tokenizer.decode(first.prompt_ids)
+
+
+def test_a_trainer_that_dies_stops_the_collector_and_keeps_every_stored_turn(
+    tmp_path: Path, tokenizer: Any
+) -> None:
+    # `agentsd run` used to collect to the end of its plan for a trainer that had died at the start
+    from agentsd.trainer_process import TrainerProcess
+
+    backend_config("local")
+
+    def slow(prompt: str) -> str:  # never submits: every episode would run to its turn limit
+        return tool_call("bash", command="sleep 0.3; echo working")
+
+    policy = ScriptedPolicy(tokenizer, slow)
+    cfg = collect_config(tmp_path, concurrency=2, max_turns=40)
+    dies = "import sys, time; time.sleep(2); print('CUDA error: out of memory', file=sys.stderr); sys.exit(3)"
+    trainer = TrainerProcess([sys.executable, "-c", dies])
+    with ReplayStore(cfg.store.url) as store:
+        collector = Collector(cfg, policy, store, [make_task(i) for i in range(8)], run_name="sup")
+        trainer.watch(lambda code: collector.stop(f"the trainer exited with status {code}"))
+        stats = asyncio.run(collector.run())
+        assert stats.stopped == "the trainer exited with status 3"
+        assert "CUDA error: out of memory" in trainer.tail()
+        rows = store.list(limit=None)
+        assert 1 <= len(rows) < 8  # the plan was not run to its end
+        assert all(r.status is TrajectoryStatus.FINALIZED for r in rows)  # nothing left running
+        stopped = [r for r in rows if r.termination is Termination.INTERRUPTED]
+        assert stopped and all(r.n_turns >= 1 for r in stopped)  # their turns stay
+        assert store.get(stopped[0].id).meta["interrupted_because"] == "the trainer exited with status 3"
+    assert trainer.wait() == 3
+
+
+def test_a_trainer_that_finishes_its_work_is_not_reported(tmp_path: Path) -> None:
+    from agentsd.trainer_process import TrainerProcess
+
+    deaths: list[int] = []
+    trainer = TrainerProcess([sys.executable, "-c", "import time; time.sleep(1)"])
+    trainer.expect_exit()
+    trainer.watch(deaths.append)
+    assert trainer.wait() == 0 and deaths == []

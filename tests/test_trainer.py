@@ -23,7 +23,7 @@ from agentsd.collector import Collector
 from agentsd.config import CollectConfig, ModelConfig
 from agentsd.policies.hf import HFPolicy
 from agentsd.store import ReplayStore
-from agentsd.types import Termination
+from agentsd.types import Termination, TrajectoryStatus
 from agentsd.weights import weights_hash
 
 pytestmark = pytest.mark.slow
@@ -266,6 +266,45 @@ def test_agentsd_run_collects_and_trains_at_once(tmp_path: Path) -> None:
         assert len(trajectories) == 2
         assert replay.consumed_by(replay.versions()[0].meta["run_id"]) == trajectories
         assert [v.version for v in replay.versions()] == [1, 2]
+
+
+def test_agentsd_run_stops_and_fails_when_its_trainer_is_killed(tmp_path: Path) -> None:
+    # a dead trainer went unnoticed until collection ended
+    backend_config("local")
+    store = f"sqlite:///{tmp_path}/r.db"
+    cmd = [
+        sys.executable, "-m", "agentsd.cli.main", "run", "-c", str(REPO / "configs/run/local.yaml"),
+        f"collect.store.url={store}", f"train.store.url={store}", f"collect.run_dir={tmp_path}/c",
+        f"train.run_dir={tmp_path}/t", "collect.max_tasks=20", "collect.repeats=5", "collect.max_turns=30",
+        "collect.sampling.max_new_tokens=64", "collect.tracking.enabled=false",
+        "train.tracking.enabled=false", "train.deepspeed=zero2",
+    ]  # fmt: skip
+    run = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    try:
+        trainer = None
+        with ReplayStore(store) as replay:
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline and run.poll() is None:
+                children = Path(f"/proc/{run.pid}/task/{run.pid}/children").read_text().split()
+                trainers = [c for c in children if b"--until" in Path(f"/proc/{c}/cmdline").read_bytes()]
+                if trainers and replay.count() >= 1:  # collecting, the trainer up: kill it
+                    trainer = int(trainers[0])
+                    break
+                time.sleep(0.5)
+        assert trainer is not None, "the trainer never started"
+        os.kill(trainer, signal.SIGKILL)
+        _, err = run.communicate(timeout=600)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 2, err[-3000:]
+    assert "the trainer died (exit status -9) while collecting" in err
+    with ReplayStore(store) as replay:
+        rows = replay.list(limit=None)
+        assert 1 <= len(rows) < 100 and all(r.status is TrajectoryStatus.FINALIZED for r in rows)
 
 
 def _grad_norms(output: str) -> list[float]:

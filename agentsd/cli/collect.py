@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -11,6 +12,7 @@ import typer
 from agentsd.cli.common import ConfigFiles, StoreUrl, console, err_console
 
 if TYPE_CHECKING:
+    from agentsd.collector import Collector
     from agentsd.config import CollectConfig, EvalConfig
     from agentsd.policies import Policy
     from agentsd.runs import RunKind
@@ -30,10 +32,17 @@ def collect(
     run_collect(cfg)
 
 
-def run_collect(cfg: CollectConfig, *, kind: RunKind = "collect", new: bool = False) -> str:
-    """The collect run of `cfg`, with a progress bar, to the end of its plan; returns its name.
-    The run's plan is recorded on its first start and must match on every later one; `new`: the run
-    name must not exist yet."""
+def run_collect(
+    cfg: CollectConfig,
+    *,
+    kind: RunKind = "collect",
+    new: bool = False,
+    on_collector: Callable[[Collector], None] | None = None,
+) -> str:
+    """The collect run of `cfg`, with a progress bar, to the end of its plan (or until something
+    calls `stop` on the collector `on_collector` is given); returns its name. The run's plan is
+    recorded on its first start and must match on every later one; `new`: the run name must not
+    exist yet."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from agentsd.collector import Collector, CollectStats
@@ -81,6 +90,8 @@ def run_collect(cfg: CollectConfig, *, kind: RunKind = "collect", new: bool = Fa
             judge=judge,
         )  # fmt: skip
         progress.update(bar, total=len(collector.todo()))
+        if on_collector is not None:
+            on_collector(collector)
         stats = asyncio.run(collector.run())
     policy.close()
     terminations = ", ".join(f"{k} {v}" for k, v in sorted(stats.terminations.items())) or "none"
@@ -89,6 +100,8 @@ def run_collect(cfg: CollectConfig, *, kind: RunKind = "collect", new: bool = Fa
         f"rerun); mean reward {stats.mean_reward:.3f}; terminations: {terminations}",
         highlight=False,
     )
+    if stats.stopped:
+        err_console.print(f"[yellow]collection stopped early:[/] {stats.stopped}", highlight=False)
     return run_name
 
 

@@ -4,19 +4,23 @@ The trainer runs as a child process (`agentsd train --wait --until FILE` on the 
 the collector in this process; they share only the replay store: trajectories go one way, published
 policy versions the other (the collector picks them up per `collect.version_pickup`), and staleness
 stays bounded by the trainer's K_max. When the collector's plan is done, the trainer trains what is
-left and exits. Either side can be killed and restarted: both resume.
+left and exits. A trainer that dies early is noticed within a second: the collector stops (running
+episodes close as interrupted, every stored turn kept) and the run exits non-zero with the
+trainer's last words. Either side can be killed and restarted: both resume.
 """
 
 from __future__ import annotations
 
-import subprocess
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 import yaml
 
 from agentsd.cli.common import ConfigFiles, StoreUrl, console, err_console
+
+if TYPE_CHECKING:
+    from agentsd.collector import Collector
 
 
 def run(
@@ -28,6 +32,7 @@ def run(
     from agentsd.cli.collect import run_collect
     from agentsd.config import RunConfig, load_config
     from agentsd.errors import AgentsdError
+    from agentsd.trainer_process import TrainerProcess
 
     cfg = load_config(RunConfig, config or [], overrides or [])
     if store:
@@ -40,16 +45,34 @@ def run(
     cmd = [sys.executable, "-m", "agentsd.cli.main", "train", "-c", str(train_config), "--wait",
            "--until", str(done_file)]  # fmt: skip
     err_console.print(f"starting the trainer: {' '.join(cmd[2:])}")
-    trainer = subprocess.Popen(cmd)
+    trainer = TrainerProcess(cmd)
+    died: list[int] = []
+
+    def watch(collector: Collector) -> None:
+        def on_death(code: int) -> None:
+            died.append(code)
+            collector.stop(f"the trainer exited with status {code}")
+
+        trainer.watch(on_death)
+
     try:
-        run_collect(cfg.collect)
+        run_collect(cfg.collect, on_collector=watch)
+        if died:
+            raise AgentsdError(
+                f"the trainer died (exit status {died[0]}) while collecting: collection stopped, the "
+                f"turns stored so far are kept; rerun `agentsd run` to resume. The trainer said:\n"
+                f"{trainer.tail()}"
+            )
+        trainer.expect_exit()
         done_file.touch()
         err_console.print("collection done; the trainer trains what is left")
         code = trainer.wait()
     except BaseException:
-        trainer.terminate()  # it resumes from its last checkpoint next time
-        trainer.wait()
+        trainer.stop()  # it resumes from its last checkpoint next time
         raise
     if code != 0:
-        raise AgentsdError(f"the trainer exited with status {code}; rerun `agentsd run` to resume")
+        raise AgentsdError(
+            f"the trainer exited with status {code}; rerun `agentsd run` to resume. The trainer said:\n"
+            f"{trainer.tail()}"
+        )
     console.print("run done: collected the plan and trained on every trajectory", highlight=False)
