@@ -6,11 +6,15 @@ attempt), which is how a restarted collector knows where it stopped: it closes i
 trajectories whose writer died (termination `interrupted`, turns kept), skips episodes that have
 a finalized trajectory, and runs the rest, interrupted ones again as a new attempt.
 
-Episodes run as asyncio tasks (at most `concurrency` at once); environments step in threads; every
-policy call goes through one GenerationQueue that batches the requests of all episodes waiting at
-that moment into one `generate` call. Policy versions: with `version_pickup: turn` the queue loads
-a newer published version between batches; with `episode` a newer version waits until the running
-episodes end (new ones wait too), so each trajectory is sampled by one version.
+Episodes run as asyncio tasks (at most `concurrency` at once), their sandboxes leased from one
+SandboxFleet for the run (engines, per-engine limits, warm pool, reaping at start); environments
+step in threads; every policy call goes through one GenerationQueue that batches the requests of all
+episodes waiting at that moment into one `generate` call. Policy versions: with `version_pickup:
+episode` each episode samples with the version that was newest when it started, to its end, while
+new episodes start on a new version at once (the queue serves each version's requests as a group and
+switches the policy between groups; at most `max_live_versions` sample at once, the oldest episodes
+switching to the newest beyond that); with `turn` every running episode moves to a new version at
+its next turn.
 
 `stop(reason)` (any thread) ends a run early: no new episode starts and running ones close at once
 as `interrupted`, their stored turns kept, so a restart reruns them as new attempts.
@@ -25,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -34,7 +39,8 @@ from typing import Any
 
 from agentsd.agent import STOP_STRINGS, AgentLoop, ChatFormat, EpisodeLimits, EpisodeResult
 from agentsd.config import CollectConfig, SamplingConfig
-from agentsd.policies.base import Policy, load_checked
+from agentsd.policies.base import Policy, PolicyError, base_version, load_checked
+from agentsd.sandboxes.fleet import SandboxFleet
 from agentsd.store import ReplayStore
 from agentsd.tracking import NullTracker, Tracker
 from agentsd.types import Completion, Family, PolicyVersion, Task, Termination, TrajectoryStatus, Turn
@@ -42,10 +48,16 @@ from agentsd.types import Completion, Family, PolicyVersion, Task, Termination, 
 VERSION_POLL_S = 5.0
 LOAD_RETRY_S = (30.0, 600.0)  # a version that failed to load is retried after 30 s, doubling to 10 min
 BATCH_LINGER_S = 0.02  # how long the queue waits for more episodes to join a batch
+VersionOf = int | Callable[[], int] | None  # a request's policy version, or how to find it when served
 
 
 class GenerationQueue:
-    """Batches concurrent episodes' policy calls into one `generate` call per round."""
+    """Batches concurrent episodes' policy calls into one `generate` call per round and version.
+
+    Each request names the policy version its episode samples with (or a function giving it, asked
+    when the round is served, after `before_batch`); a round serves its requests grouped by version,
+    calling `activate(version)` (which switches the policy) before each group's `generate`. Without
+    `activate` every request is served by whatever the policy serves."""
 
     def __init__(
         self,
@@ -53,20 +65,22 @@ class GenerationQueue:
         sampling: SamplingConfig,
         max_batch: int,
         before_batch: Callable[[], None] | None = None,
+        activate: Callable[[int], None] | None = None,
     ) -> None:
         self.policy = policy
         self.sampling = sampling
         self.max_batch = max_batch
         self.before_batch = before_batch
-        self._queue: asyncio.Queue[tuple[list[int], asyncio.Future[Completion]]] = asyncio.Queue()
+        self.activate = activate
+        self._queue: asyncio.Queue[tuple[list[int], VersionOf, asyncio.Future[Completion]]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
-        self.batches: list[int] = []  # sizes, for tests and the benchmark
+        self.batches: list[int] = []  # sizes of generate calls, for tests and the benchmark
 
-    async def generate(self, prompt: list[int]) -> Completion:
+    async def generate(self, prompt: list[int], version: VersionOf = None) -> Completion:
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._serve())
         future: asyncio.Future[Completion] = asyncio.get_running_loop().create_future()
-        await self._queue.put((prompt, future))
+        await self._queue.put((prompt, version, future))
         return await future
 
     async def _serve(self) -> None:
@@ -75,27 +89,47 @@ class GenerationQueue:
             await asyncio.sleep(BATCH_LINGER_S)
             while len(batch) < self.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            self.batches.append(len(batch))
             try:
                 if self.before_batch is not None:
                     await asyncio.to_thread(self.before_batch)
-                completions = await asyncio.to_thread(
-                    self.policy.generate, [p for p, _ in batch], self.sampling, STOP_STRINGS
-                )
             except Exception as exc:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
+                _fail(batch, exc)
                 continue
-            for (_, future), completion in zip(batch, completions, strict=True):
-                if not future.done():
-                    future.set_result(completion)
+            groups: dict[int | None, list[tuple[list[int], VersionOf, asyncio.Future[Completion]]]] = {}
+            for request in batch:
+                version = request[1]() if callable(request[1]) else request[1]
+                groups.setdefault(version, []).append(request)
+            for version, group in groups.items():
+                await self._serve_group(version, group)
+
+    async def _serve_group(
+        self, version: int | None, group: list[tuple[list[int], VersionOf, asyncio.Future[Completion]]]
+    ) -> None:
+        self.batches.append(len(group))
+        try:
+            if self.activate is not None and version is not None:
+                await asyncio.to_thread(self.activate, version)
+            completions = await asyncio.to_thread(
+                self.policy.generate, [p for p, _, _ in group], self.sampling, STOP_STRINGS
+            )
+        except Exception as exc:
+            _fail(group, exc)
+            return
+        for (_, _, future), completion in zip(group, completions, strict=True):
+            if not future.done():
+                future.set_result(completion)
 
     async def close(self) -> None:
         if self._worker is not None:
             self._worker.cancel()
             with _suppress_cancel():
                 await self._worker
+
+
+def _fail(requests: Sequence[tuple[Any, Any, asyncio.Future[Completion]]], exc: Exception) -> None:
+    for _, _, future in requests:
+        if not future.done():
+            future.set_exception(exc)
 
 
 class _suppress_cancel:
@@ -182,13 +216,18 @@ class Collector:
         )
         self.stats = CollectStats(planned=len(self.episodes))
         self._running = 0
-        self._idle = asyncio.Event()
         self._last_poll = 0.0
         self._version_lock = asyncio.Lock()
+        # versions: new episodes start on `current`; each running episode samples with its own
+        self.current = policy.version
+        self.episode_versions: dict[str, int] = {}  # running trajectory id -> the version it samples with
+        self._versions: dict[int, PolicyVersion] = {0: base_version(policy.model_name)}
+        self._switch_lock = threading.Lock()  # the policy serves one version at a time
         self._load_failures: dict[int, tuple[int, float]] = {}  # version -> (failures, retry after)
         self._todo: list[tuple[int, int]] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._episode_tasks: list[asyncio.Future[None]] = []
+        self.fleet: SandboxFleet | None = None  # the run's sandboxes, while `run` runs
 
     def stop(self, reason: str) -> None:
         """Stop the run from any thread: no new episode starts, running ones end now as
@@ -256,9 +295,9 @@ class Collector:
             self.config.sampling,
             max_batch=getattr(self.config.policy, "max_batch", self.config.concurrency),
             before_batch=self._pickup_between_turns if self.config.version_pickup == "turn" else None,
+            activate=self._activate,
         )
         slots = asyncio.Semaphore(self.config.concurrency)
-        self._idle.set()
         # env steps, resets and closes run in threads: one per episode, plus the policy's calls
         # (the default executor has only cpu_count + 4 threads)
         asyncio.get_running_loop().set_default_executor(
@@ -269,17 +308,16 @@ class Collector:
             async with slots:
                 if self.stats.stopped:
                     return
-                await self._pickup_between_episodes()
+                if self.config.version_pickup == "episode":
+                    await self._pickup_for_new_episode()
                 self._running += 1
-                self._idle.clear()
                 try:
                     await self._episode(queue, episode, attempt)
                 finally:
                     self._running -= 1
-                    if self._running == 0:
-                        self._idle.set()
 
         self._loop = asyncio.get_running_loop()
+        self.fleet = SandboxFleet(self.config.sandbox)  # reaps what a dead collector left first
         self._episode_tasks = [asyncio.ensure_future(one(e, a)) for e, a in todo]
         if self.stats.stopped:  # stopped before the run started
             self._cancel_episodes()
@@ -287,6 +325,7 @@ class Collector:
             outcomes = await asyncio.gather(*self._episode_tasks, return_exceptions=True)
         finally:
             await queue.close()
+            await asyncio.to_thread(self.fleet.close)
         failures = [
             o for o in outcomes if isinstance(o, BaseException) and not isinstance(o, asyncio.CancelledError)
         ]
@@ -298,7 +337,9 @@ class Collector:
         task = self.episodes[episode]
         tid = trajectory_id(self.run_name, episode, attempt)
         labels = {"run_id": self.run_name, "episode_id": tid}
-        version = self.policy.version
+        version = self.current
+        self.episode_versions[tid] = version
+        self._bound_live_versions()
         self.store.begin(
             task=task,
             policy_model=self.policy.model_name,
@@ -315,24 +356,12 @@ class Collector:
         )
         started = time.monotonic()
         try:
-            env = self.make_env(task, labels)
-        except asyncio.CancelledError:
-            self.store.interrupt(tid, self.stats.stopped or "collector stopped")
-            raise
-        loop = AgentLoop(self.fmt, queue.generate, self.limits)
-
-        async def on_turn(turn: Turn) -> None:
-            self.store.append_turn(tid, turn)
-
-        try:
-            result = await loop.run(env, task, on_turn)
+            result = await self._play(queue, task, tid, labels)
         except asyncio.CancelledError:  # stopped (Collector.stop, Ctrl-C): the turns so far stay
             self.store.interrupt(tid, self.stats.stopped or "collector stopped")
             raise
-        except Exception as exc:  # a bug in the loop itself: the trajectory still closes
-            result = EpisodeResult(Termination.AGENT_ERROR, None, [], feedback=f"agent loop failed: {exc!r}")
         finally:
-            await asyncio.to_thread(env.close)
+            self.episode_versions.pop(tid, None)
         duration = time.monotonic() - started
         self.store.finalize(
             tid,
@@ -344,6 +373,25 @@ class Collector:
                   **({"error": result.feedback} if result.reward is None and result.feedback else {})},
         )  # fmt: skip
         self._record(result, duration)
+
+    async def _play(
+        self, queue: GenerationQueue, task: Task, tid: str, labels: dict[str, str]
+    ) -> EpisodeResult:
+        """One episode in its environment, every policy call with the episode's own version."""
+        env = self.make_env(task, labels)
+
+        async def generate(prompt: list[int]) -> Completion:
+            return await queue.generate(prompt, lambda: self.episode_versions.get(tid, self.current))
+
+        async def on_turn(turn: Turn) -> None:
+            self.store.append_turn(tid, turn)
+
+        try:
+            return await AgentLoop(self.fmt, generate, self.limits).run(env, task, on_turn)
+        except Exception as exc:  # a bug in the loop itself: the trajectory still closes
+            return EpisodeResult(Termination.AGENT_ERROR, None, [], feedback=f"agent loop failed: {exc!r}")
+        finally:
+            await asyncio.to_thread(env.close)
 
     def _record(self, result: EpisodeResult, duration: float) -> None:
         stats = self.stats
@@ -362,7 +410,8 @@ class Collector:
                 "collect/mean_reward": stats.mean_reward,
                 "collect/tokens_per_s": stats.tokens_per_s,
                 "collect/version_load_failures": float(stats.version_load_failures),
-                "collect/policy_version": float(self.policy.version),
+                "collect/policy_version": float(self.current),
+                "collect/live_versions": float(len({*self.episode_versions.values(), self.current})),
                 **{f"termination/{k}": float(v) for k, v in stats.terminations.items()},
             },
             step=stats.episodes,
@@ -371,6 +420,10 @@ class Collector:
             self.on_episode(stats)
 
     # ------------------------------------------------------------------ versions
+    # New episodes start on `current`, the newest version verified here; each running episode keeps
+    # sampling with its own (`episode_versions`), and the queue switches the policy between them. A new
+    # version is loaded (hash-checked) once when it is picked up; switching back to a version still in
+    # use is the backend's cheap path (weights kept in memory, LoRA per request).
 
     def _newer_version(self) -> PolicyVersion | None:
         now = time.monotonic()
@@ -381,51 +434,100 @@ class Collector:
 
     def _loadable_newer(self) -> PolicyVersion | None:
         """The newest version of the followed lineage (`version_lag` steps behind it) if it is newer
-        than the one sampling and not waiting out a failed load."""
+        than the one new episodes start on and not waiting out a failed load."""
         latest = self.store.latest_version(self.config.lineage)
         if latest is not None and self.config.version_lag:
             line = [v for v in self.store.versions() if v.lineage == latest.lineage]
             latest = line[-1 - self.config.version_lag] if len(line) > self.config.version_lag else None
-        if latest is None or latest.version <= self.policy.version:
+        if latest is None or latest.version <= self.current:
             return None
         failed = self._load_failures.get(latest.version)
         if failed is not None and time.monotonic() < failed[1]:
             return None
         return latest
 
-    def _load(self, version: PolicyVersion) -> None:
-        """Switch to `version`. Any failure (files pruned or corrupt, a weights hash that does not
-        match the store's, the backend refusing them) keeps the current version sampling; the version
-        is retried later with backoff (a newer one is tried at the next poll), and failures are
-        counted in collect/version_load_failures."""
+    def _load(self, version: PolicyVersion) -> bool:
+        """Load `version` (hash-checked) and make it `current`. Any failure (files pruned or corrupt,
+        a weights hash that does not match the store's, the backend refusing them) keeps the current
+        version; the version is retried later with backoff (a newer one is tried at the next poll),
+        and failures are counted in collect/version_load_failures."""
         log = logging.getLogger("agentsd.collector")
-        try:
-            load_checked(self.policy, version)
-        except Exception as exc:  # a bad version must never stop collection
-            count = self._load_failures.get(version.version, (0, 0.0))[0] + 1
-            delay = min(LOAD_RETRY_S[0] * 2 ** (count - 1), LOAD_RETRY_S[1])
-            self._load_failures[version.version] = (count, time.monotonic() + delay)
-            self.stats.version_load_failures += 1
-            log.warning(
-                "version %d could not be loaded (%s); still sampling with version %d, retrying in %.0f s",
-                version.version, exc, self.policy.version, delay,
+        with self._switch_lock:
+            try:
+                load_checked(self.policy, version)
+            except Exception as exc:  # a bad version must never stop collection
+                count = self._load_failures.get(version.version, (0, 0.0))[0] + 1
+                delay = min(LOAD_RETRY_S[0] * 2 ** (count - 1), LOAD_RETRY_S[1])
+                self._load_failures[version.version] = (count, time.monotonic() + delay)
+                self.stats.version_load_failures += 1
+                log.warning(
+                    "version %d could not be loaded (%s); new episodes stay on version %d, retry in %.0f s",
+                    version.version, exc, self.current, delay,
+                )  # fmt: skip
+                return False
+            self._load_failures.pop(version.version, None)
+            self._versions[version.version] = version
+            self.current = version.version
+            return True
+
+    def _activate(self, version: int) -> None:
+        """Make the policy serve `version` for the next generate call (the queue's worker thread). A
+        version that no longer loads (its files pruned) hands its episodes to `current`."""
+        with self._switch_lock:
+            if self.policy.version == version:
+                return
+            try:
+                self.policy.load_version(self._version_record(version))
+                return
+            except Exception as exc:
+                logging.getLogger("agentsd.collector").warning(
+                    "version %d no longer loads (%s): its episodes switch to version %d",
+                    version,
+                    exc,
+                    self.current,
+                )
+            self._move_episodes(version, self.current)
+            if self.policy.version != self.current:
+                self.policy.load_version(self._version_record(self.current))
+
+    def _version_record(self, version: int) -> PolicyVersion:
+        record = self._versions.get(version) or self.store.get_version(version)
+        if record is None:
+            raise PolicyError(f"version {version} is not in the store")
+        self._versions[version] = record
+        return record
+
+    def _move_episodes(self, old: int, new: int) -> None:
+        for tid, version in list(self.episode_versions.items()):
+            if version == old:
+                self.episode_versions[tid] = new
+
+    def _bound_live_versions(self) -> None:
+        """At most `max_live_versions` versions sample at once: episodes on the oldest ones switch to
+        `current` (their next turns record it; the trainer's correction handles the mix)."""
+        live = sorted({*self.episode_versions.values(), self.current})
+        while len(live) > self.config.max_live_versions:
+            oldest = live.pop(0)
+            logging.getLogger("agentsd.collector").info(
+                "max_live_versions=%d: episodes on version %d switch to version %d",
+                self.config.max_live_versions, oldest, self.current,
             )  # fmt: skip
-            return
-        self._load_failures.pop(version.version, None)
+            self._move_episodes(oldest, self.current)
 
     def _pickup_between_turns(self) -> None:
+        """turn mode: a newer version takes over every running episode at its next turn."""
         newer = self._newer_version()
-        if newer is not None:
-            self._load(newer)
+        if newer is not None and self._load(newer):
+            for tid in self.episode_versions:
+                self.episode_versions[tid] = self.current
 
-    async def _pickup_between_episodes(self) -> None:
-        async with self._version_lock:  # episodes about to start wait behind a pending switch
-            if self._newer_version() is None:
-                return
-            await self._idle.wait()  # running episodes finish on the version they started with
-            newest = self._loadable_newer()  # the trainer may have moved on while we waited
-            if newest is not None:
-                await asyncio.to_thread(self._load, newest)
+    async def _pickup_for_new_episode(self) -> None:
+        """episode mode: a newer version becomes `current` before the episode starts; running episodes
+        keep theirs."""
+        async with self._version_lock:  # episodes starting at once load a new version once
+            newer = self._newer_version()
+            if newer is not None:
+                await asyncio.to_thread(self._load, newer)
 
     def _default_env(self, task: Task, labels: dict[str, str]) -> Any:
         from agentsd.envs import env_class
@@ -433,5 +535,5 @@ class Collector:
         if task.family is Family.RUBRIC:  # one judge for the run, shared by every episode's env
             from agentsd.envs.rubric import RubricEnv
 
-            return RubricEnv(sandbox=self.config.sandbox, labels=labels, judge=self.judge)
-        return env_class(task.family)(sandbox=self.config.sandbox, labels=labels)
+            return RubricEnv(fleet=self.fleet, sandbox=self.config.sandbox, labels=labels, judge=self.judge)
+        return env_class(task.family)(fleet=self.fleet, sandbox=self.config.sandbox, labels=labels)

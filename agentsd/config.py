@@ -109,6 +109,12 @@ class HFPolicyConfig(_Cfg):
     backend: Literal["hf"] = "hf"
     device: str = Field(default="cpu", description="torch device.")
     max_batch: int = Field(default=8, gt=0, description="Concurrent episodes batched into one generate call.")
+    loaded_versions: int = Field(
+        default=2,
+        ge=1,
+        description="Weights of this many policy versions kept in memory, so episodes sampling with "
+        "different versions switch without reading disk (at least collect.max_live_versions).",
+    )
 
 
 class VLLMPolicyConfig(_Cfg):
@@ -221,7 +227,17 @@ class CollectConfig(_Cfg):
         "before the task: small models follow the format far more often. Terminal and SWE tools only.",
     )
     version_pickup: Literal["turn", "episode"] = Field(
-        default="episode", description="When a collector switches to a newly published policy version."
+        default="episode",
+        description="episode: each episode samples with the newest version when it starts, to its end "
+        "(new episodes start on a new version at once, beside older running ones); turn: every running "
+        "episode switches to a new version at its next turn.",
+    )
+    max_live_versions: int = Field(
+        default=2,
+        ge=1,
+        description="Versions sampling at once (episode pickup): when a new one would exceed it, the "
+        "episodes on the oldest switch to the newest (their turns record it). vLLM with full weights "
+        "restarts its engine per switch: set 1 there.",
     )
     lineage: str | None = Field(
         default=None,
@@ -238,6 +254,15 @@ class CollectConfig(_Cfg):
     judge: JudgeConfig | None = Field(
         default=None, description="The LLM judge of rubric criteria without a programmatic check."
     )
+
+    @model_validator(mode="after")
+    def _versions_fit(self) -> CollectConfig:
+        if isinstance(self.policy, HFPolicyConfig) and self.policy.loaded_versions < self.max_live_versions:
+            raise ValueError(
+                f"policy.loaded_versions ({self.policy.loaded_versions}) < max_live_versions "
+                f"({self.max_live_versions}): episodes' versions would be reread from disk at every switch"
+            )
+        return self
 
 
 class EvalConfig(CollectConfig):

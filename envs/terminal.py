@@ -29,7 +29,7 @@ from agentsd.envs.verifiers import verify
 from agentsd.errors import AgentsdError
 from agentsd.sandboxes.base import Sandbox, writable_dirs
 from agentsd.sandboxes.builds import BuildError, restore_script
-from agentsd.sandboxes.fleet import SandboxConfig, make_sandbox
+from agentsd.sandboxes.fleet import SandboxConfig, SandboxFleet, make_sandbox
 from agentsd.types import SYSTEM_DIRS, ExecResult, SandboxSpec, Task, Termination
 
 SHELL_STATE = "/tmp/.agentsd-shell"
@@ -81,9 +81,11 @@ class TerminalEnv(gym.Env[str, str]):
         max_observation_chars: int = 16_000,
         max_action_chars: int = 32_000,
         labels: dict[str, str] | None = None,
+        fleet: SandboxFleet | None = None,
     ) -> None:
         self.default_task = task
-        self.sandbox_config = sandbox or LocalSandboxConfig()
+        self.fleet = fleet  # episodes' sandboxes come from it (its engines, limits, warm pool) when given
+        self.sandbox_config = fleet.config if fleet is not None else sandbox or LocalSandboxConfig()
         self.labels = labels or {}
         self.max_observation_chars = max_observation_chars
         self.observation_space = text_space(max_observation_chars)
@@ -106,9 +108,8 @@ class TerminalEnv(gym.Env[str, str]):
         self._release()
         self.task = task
         spec = self._spec(task)
-        self.sandbox = make_sandbox(self.sandbox_config, spec)
         try:
-            self.sandbox.start()
+            self.sandbox = self._open_sandbox(spec)
             self._lay_out(task)
         except BuildError as exc:
             self._release()
@@ -262,8 +263,22 @@ class TerminalEnv(gym.Env[str, str]):
     def _obs(self, text: str) -> str:
         return fit_text(text, self.max_observation_chars)
 
+    def _open_sandbox(self, spec: SandboxSpec) -> Sandbox:
+        if self.fleet is not None:
+            return self.fleet.lease(spec)
+        sandbox = make_sandbox(self.sandbox_config, spec)
+        try:
+            sandbox.start()
+        except BaseException:
+            sandbox.close()
+            raise
+        return sandbox
+
     def _release(self) -> None:
-        if self.sandbox is not None:
-            self.sandbox.close()
-            self.sandbox = None
+        sandbox, self.sandbox = self.sandbox, None
+        if sandbox is not None:
+            if self.fleet is not None:
+                self.fleet.release(sandbox)
+            else:
+                sandbox.close()
         self._over = True

@@ -1,17 +1,23 @@
 """A fleet: many sandboxes at once over one backend's engines, with a warm pool.
 
-`SandboxFleet(config).acquire(spec)` is a context manager that yields a started sandbox and always
-closes it. The fleet spreads sandboxes over the configured engines (the least loaded first), never
-runs more than `max_per_engine` (docker) or `max_sandboxes` (local) at once per engine, and waits
-for a free slot otherwise. With a warm pool, that many sandboxes per engine are started ahead of
-need for each sandbox shape asked for (image, limits, network, workdir), so an episode does not wait
-for a start; warm sandboxes carry the label pool=warm instead of the episode's labels.
+`SandboxFleet(config).lease(spec)` returns a started sandbox and `release(sandbox)` gives it back
+(`acquire(spec)` is both around a block); collect, run, eval and `tasks verify` get every episode's
+sandbox this way. The fleet spreads sandboxes over the configured engines (the least loaded
+first), never runs more than `max_per_engine` (docker) or `max_sandboxes` (local) at once per
+engine, and waits for a free slot otherwise. With a warm pool, that many sandboxes per engine are
+started ahead of need for each sandbox shape asked for (image, limits, network, workdir, build), so
+an episode does not wait for a start; warm sandboxes carry the label pool=warm instead of the
+episode's labels. An engine that does not answer when the fleet starts, or whose sandbox fails to
+start and which then fails a ping, is taken out for ENGINE_COOLDOWN_S (its warm sandboxes closed)
+and the start is retried on another engine (tenacity).
 
 A new fleet first reaps what dead owners left on its engines (sandboxes/reaper.py), so a collector
 that restarts after a crash cleans up after itself.
 
 Not guaranteed: sandboxes of a fleet whose process is killed stay until the next fleet starts or
-`agentsd sandbox reap` runs (local ones die with the process; their cgroups and records stay).
+`agentsd sandbox reap` runs (local ones die with the process; their cgroups and records stay); an
+episode whose engine dies after its sandbox started is not moved to another engine (it ends with
+the sandbox's error).
 """
 
 from __future__ import annotations
@@ -19,18 +25,21 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections import deque
+import time
+from collections import Counter, deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from agentsd.config import DockerSandboxConfig, LocalSandboxConfig
-from agentsd.sandboxes.base import Sandbox
+from agentsd.sandboxes.base import Sandbox, SandboxError
+from agentsd.sandboxes.builds import BuildError
 from agentsd.types import SandboxSpec
 
 log = logging.getLogger("agentsd.sandbox")
 
 SandboxConfig = LocalSandboxConfig | DockerSandboxConfig
 LOCAL_ENGINE = "local"
+ENGINE_COOLDOWN_S = 30.0  # how long an engine that failed its health check stays out
 
 
 def make_sandbox(config: SandboxConfig, spec: SandboxSpec, engine: str | None = None) -> Sandbox:
@@ -49,23 +58,30 @@ def _shape(spec: SandboxSpec) -> str:
     return spec.model_copy(update={"labels": {}}).model_dump_json()
 
 
+class _EngineDown(SandboxError):
+    """A sandbox could not start because its engine stopped answering: try another engine."""
+
+
 class SandboxFleet:
     """Sandboxes for concurrent episodes over the engines of one backend."""
 
     def __init__(self, config: SandboxConfig, *, reap_leaked: bool = True) -> None:
         self.config = config
-        if reap_leaked:  # what a crashed collector left on these engines goes before new work starts
-            self._reap()
         if isinstance(config, LocalSandboxConfig):
             self.engines, self.capacity = [LOCAL_ENGINE], config.max_sandboxes
         else:
             self.engines, self.capacity = list(config.engines), config.max_per_engine
         self.warm_pool = min(config.warm_pool, self.capacity)
         self._busy = dict.fromkeys(self.engines, 0)  # running episodes + warm sandboxes, per engine
+        self._down_until = dict.fromkeys(self.engines, 0.0)  # engines taken out after a failed check
         self._pool: dict[tuple[str, str], deque[Sandbox]] = {}
+        self._leases: dict[str, tuple[str, SandboxSpec]] = {}  # sandbox id -> (engine, spec)
+        self.leased: Counter[str] = Counter()  # sandboxes handed out per engine, over the fleet's life
         self._cond = threading.Condition()
         self._closed = False
         self._refill = ThreadPoolExecutor(max_workers=2, thread_name_prefix="agentsd-warm")
+        if reap_leaked:  # what a crashed collector left on these engines goes before new work starts
+            self._reap()
 
     def _reap(self) -> None:
         from agentsd.sandboxes.reaper import reap_docker, reap_local
@@ -73,25 +89,86 @@ class SandboxFleet:
         if isinstance(self.config, LocalSandboxConfig):
             removed = reap_local()
         else:
-            removed = [r for engine in self.config.engines for r in reap_docker(engine)]
+            removed = []
+            for engine in self.config.engines:
+                try:
+                    removed += reap_docker(engine)
+                except SandboxError as exc:  # an engine that does not answer is out until it does
+                    self._take_out(engine, exc)
         for record in removed:
             log.info("reaped leaked sandbox %s on %s (owner %s died)", record.id, record.engine, record.owner)
 
+    # ------------------------------------------------------------------ leases
+
+    def lease(self, spec: SandboxSpec) -> Sandbox:
+        """A started sandbox for `spec` on the least-loaded healthy engine (a warm one when the pool
+        has it), waiting while every engine is at capacity; give it back with `release`. An engine
+        whose sandbox fails to start and which then fails its health check is taken out for
+        ENGINE_COOLDOWN_S and the start is retried on another one."""
+        from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+        retrying = Retrying(
+            retry=retry_if_exception_type(_EngineDown),
+            stop=stop_after_attempt(len(self.engines) + 1),
+            wait=wait_exponential(multiplier=0.2, max=2.0),
+            reraise=True,
+        )
+        for attempt in retrying:
+            with attempt:
+                return self._lease_once(spec)
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    def _lease_once(self, spec: SandboxSpec) -> Sandbox:
+        engine, sandbox = self._take(spec)
+        if sandbox is None:
+            sandbox = make_sandbox(self.config, spec, None if engine == LOCAL_ENGINE else engine)
+            try:
+                sandbox.start()
+            except BuildError:  # the task's own build failed: no engine is to blame
+                self._free(engine)
+                raise
+            except SandboxError as exc:
+                self._free(engine)
+                if engine != LOCAL_ENGINE and not self._healthy(engine):
+                    self._take_out(engine, exc)
+                    raise _EngineDown(f"engine {engine} failed: {exc}") from exc
+                raise
+            except BaseException:
+                self._free(engine)
+                raise
+        with self._cond:
+            self._leases[sandbox.id] = (engine, spec)
+            self.leased[engine] += 1
+        return sandbox
+
+    def release(self, sandbox: Sandbox) -> None:
+        """Close a leased sandbox and free its slot (then refill the warm pool)."""
+        try:
+            sandbox.close()
+        finally:
+            with self._cond:
+                engine, spec = self._leases.pop(sandbox.id)
+            self._free(engine)
+            self._schedule_refill(spec)
+
     @contextlib.contextmanager
     def acquire(self, spec: SandboxSpec) -> Iterator[Sandbox]:
-        engine, sandbox = self._take(spec)
+        """`lease` and `release` around a block."""
+        sandbox = self.lease(spec)
         try:
-            if sandbox is None:
-                sandbox = make_sandbox(self.config, spec, None if engine == LOCAL_ENGINE else engine)
-                sandbox.start()
             yield sandbox
         finally:
-            if sandbox is not None:
-                sandbox.close()
-            with self._cond:
-                self._busy[engine] -= 1
-                self._cond.notify_all()
-            self._schedule_refill(spec)
+            self.release(sandbox)
+
+    def engine_of(self, sandbox: Sandbox) -> str:
+        """The engine a leased sandbox runs on."""
+        with self._cond:
+            return self._leases[sandbox.id][0]
+
+    def _free(self, engine: str) -> None:
+        with self._cond:
+            self._busy[engine] -= 1
+            self._cond.notify_all()
 
     def _take(self, spec: SandboxSpec) -> tuple[str, Sandbox | None]:
         shape = _shape(spec)
@@ -99,15 +176,55 @@ class SandboxFleet:
             while True:
                 if self._closed:
                     raise RuntimeError("the sandbox fleet is closed")
-                for engine in sorted(self.engines, key=lambda e: self._busy[e]):
+                now = time.monotonic()
+                up = [e for e in self.engines if self._down_until[e] <= now]
+                if not up:
+                    back = min(self._down_until.values()) - now
+                    raise SandboxError(
+                        f"no sandbox engine answers ({', '.join(self.engines)}); the first is retried in "
+                        f"{back:.0f} s"
+                    )
+                for engine in sorted(up, key=lambda e: self._busy[e]):
                     pool = self._pool.get((engine, shape))
                     if pool:
                         return engine, pool.popleft()  # already counted in _busy
-                engine = min(self.engines, key=lambda e: self._busy[e])
+                engine = min(up, key=lambda e: self._busy[e])
                 if self._busy[engine] < self.capacity:
                     self._busy[engine] += 1
                     return engine, None
-                self._cond.wait()
+                self._cond.wait(timeout=ENGINE_COOLDOWN_S)
+
+    # ------------------------------------------------------------------ engine health
+
+    def _healthy(self, engine: str) -> bool:
+        """Whether a docker engine answers a ping."""
+        from agentsd.sandboxes.docker_sandbox import docker_client
+
+        try:
+            client = docker_client(engine)
+            try:
+                return bool(client.ping())
+            finally:
+                client.close()
+        except Exception:  # any failure to answer is a failed check
+            return False
+
+    def _take_out(self, engine: str, why: Exception) -> None:
+        with self._cond:
+            self._down_until[engine] = time.monotonic() + ENGINE_COOLDOWN_S
+            pools = [key for key in self._pool if key[0] == engine]
+            for key in pools:  # warm sandboxes on a dead engine are not handed out
+                for sandbox in self._pool.pop(key):
+                    self._busy[engine] -= 1
+                    with contextlib.suppress(Exception):
+                        sandbox.close()
+            self._cond.notify_all()
+        log.warning("sandbox engine %s taken out for %.0f s: %s", engine, ENGINE_COOLDOWN_S, why)
+
+    def engines_up(self) -> list[str]:
+        now = time.monotonic()
+        with self._cond:
+            return [e for e in self.engines if self._down_until[e] <= now]
 
     def prewarm(self, spec: SandboxSpec) -> None:
         """Fill the warm pool for this shape of sandbox (in the background)."""
@@ -116,7 +233,7 @@ class SandboxFleet:
     def _schedule_refill(self, spec: SandboxSpec) -> None:
         if self.warm_pool and not self._closed:
             warm = spec.model_copy(update={"labels": {"pool": "warm"}})
-            for engine in self.engines:
+            for engine in self.engines_up():
                 with contextlib.suppress(RuntimeError):  # executor shut down by close()
                     self._refill.submit(self._fill, engine, warm)
 

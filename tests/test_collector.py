@@ -466,6 +466,18 @@ def test_hf_policy_loads_a_published_version(tmp_path: Path) -> None:
             PolicyVersion(version=2, model="default", checkpoint_uri=str(tmp_path / "bad"), created_at=0.0)
         )
     assert policy.version == 1
+    # episodes on different versions switch back and forth: the base model and version 1 stay in
+    # memory (version 1's files are gone, and it still loads)
+    import shutil
+
+    from agentsd.policies.base import base_version
+
+    base_norm = changed["model.norm.weight"] * 2
+    policy.load_version(base_version("default"))
+    assert policy.version == 0 and torch.equal(policy.model.state_dict()["model.norm.weight"], base_norm)
+    shutil.rmtree(out)
+    policy.load_version(PolicyVersion(version=1, model="default", checkpoint_uri=str(out), created_at=0.0))
+    assert torch.equal(policy.model.state_dict()["model.norm.weight"], changed["model.norm.weight"])
 
 
 @pytest.mark.slow
@@ -642,3 +654,57 @@ def test_a_trainer_that_finishes_its_work_is_not_reported(tmp_path: Path) -> Non
     trainer.expect_exit()
     trainer.watch(deaths.append)
     assert trainer.wait() == 0 and deaths == []
+
+
+def _long_or_short(store: ReplayStore, long_turns: int) -> Any:
+    """Replies: the long task runs `sleep` for `long_turns` turns (publishing version 1 at its second
+    turn), then submits; the short ones are solved in three turns."""
+
+    def respond(prompt: str) -> str:
+        if "LONG TASK" not in prompt:
+            return solver(prompt)
+        turns = prompt.count("<|im_start|>assistant") - 1
+        if turns == 2 and store.latest_version() is None:
+            store.register_version(1, model="scripted", checkpoint_uri="", lineage="t", parent=None,
+                                   weights_hash=None)  # fmt: skip
+        if turns < long_turns:
+            return tool_call("bash", command="sleep 0.3; echo still working")
+        return tool_call("submit")
+
+    return respond
+
+
+def long_task() -> Task:
+    return Task(
+        id="long", family="terminal", instruction="LONG TASK: keep working, then submit.",
+        verifier=Verifier(kind="script", script="true"),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("max_live", [2, 1])
+def test_a_long_episode_keeps_its_version_while_new_episodes_start_on_the_newest_at_once(
+    tmp_path: Path, tokenizer: Any, monkeypatch: pytest.MonkeyPatch, max_live: int
+) -> None:
+    # a newer version used to wait for every running episode to end, and new episodes waited too:
+    # with hour-long episodes, concurrency fell to zero for an hour
+    backend_config("local")
+    monkeypatch.setattr(collector_mod, "VERSION_POLL_S", 0.0)
+    cfg = collect_config(tmp_path, concurrency=2, max_turns=30, max_live_versions=max_live)
+    tasks = [long_task(), *(make_task(i) for i in range(1, 5))]
+    with ReplayStore(cfg.store.url) as store:
+        policy = ScriptedPolicy(tokenizer, _long_or_short(store, long_turns=14))
+        stats = asyncio.run(Collector(cfg, policy, store, tasks, run_name="live").run())
+        assert stats.terminations == {"done": 5}
+        runs = [store.get(trajectory_id("live", e, 0)) for e in range(5)]
+    long, shorts = runs[0], runs[1:]
+    later = [s for s in shorts if s.version_start == 1]
+    assert later, [s.version_start for s in shorts]  # picked up by episodes that started after it
+    assert long.finalized_at is not None
+    # ... which started and finished while the long episode was still running
+    assert all(s.finalized_at is not None and s.finalized_at < long.finalized_at for s in later)
+    assert all({t.policy_version for t in s.turns} == {1} for s in later)
+    versions = [t.policy_version for t in long.turns]
+    if max_live == 2:  # the long episode samples with the version it started with, to its end
+        assert set(versions) == {0}
+    else:  # one live version: the long episode switched to the newest, and its turns say so
+        assert versions[0] == 0 and versions[-1] == 1 and versions == sorted(versions)

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
+from pathlib import Path
 
+import pytest
 from sandbox_fixtures import backend_config, spec
 
-from agentsd.sandboxes.base import owner_identity
+from agentsd.config import DockerSandboxConfig
+from agentsd.envs.task_formats import SUITES_DIR, load_harbor_task
+from agentsd.envs.terminal import TerminalEnv
+from agentsd.sandboxes.base import Sandbox, SandboxError, owner_identity
 from agentsd.sandboxes.fleet import SandboxFleet
 from agentsd.sandboxes.reaper import list_docker, list_local
+
+SUITE = SUITES_DIR / "terminal"
 
 
 def _ids_alive(backend: str, config: object, *, mine: bool = False) -> set[str]:
@@ -86,3 +94,59 @@ def test_a_new_fleet_reaps_what_a_dead_owner_left(backend: str) -> None:
     assert ids <= _ids_alive(backend, config)
     SandboxFleet(config).close()
     assert not ids & _ids_alive(backend, config)
+
+
+def _second_name_for(engine: str, tmp: Path) -> str:
+    """Another URL of the same Docker engine (a link to its socket): two engine entries on one machine."""
+    assert engine.startswith("unix://"), engine
+    alias = tmp / "engine-alias.sock"
+    alias.symlink_to(engine.removeprefix("unix://"))
+    return f"unix://{alias}"
+
+
+@pytest.mark.docker
+def test_sandboxes_spread_over_two_engines_within_each_engines_limit(tmp_path: Path) -> None:
+    # every sandbox used to go to the first engine, and max_per_engine did nothing in collect
+    first = backend_config("docker").engines[0]  # type: ignore[union-attr]
+    engines = [first, _second_name_for(first, tmp_path)]
+    config = DockerSandboxConfig(engines=engines, max_per_engine=2)
+    with SandboxFleet(config) as fleet:
+        held = [fleet.lease(spec(episode=str(i))) for i in range(4)]
+        assert sorted(fleet.engine_of(s) for s in held) == sorted(engines * 2)
+        waiting: list[Sandbox] = []
+        late = threading.Thread(target=lambda: waiting.append(fleet.lease(spec(episode="late"))))
+        late.start()
+        late.join(timeout=1.0)
+        assert not waiting  # both engines full: the fifth waits for a slot
+        fleet.release(held.pop(0))
+        late.join(timeout=120)
+        assert len(waiting) == 1 and waiting[0].exec("echo ok").stdout == "ok\n"
+        for sandbox in [*held, *waiting]:
+            fleet.release(sandbox)
+    assert fleet.leased == Counter({engines[0]: 3, engines[1]: 2}) or fleet.leased == Counter(
+        {engines[0]: 2, engines[1]: 3}
+    )
+
+
+@pytest.mark.docker
+def test_an_engine_that_stops_answering_is_taken_out_and_episodes_start_on_another(tmp_path: Path) -> None:
+    good = backend_config("docker").engines[0]  # type: ignore[union-attr]
+    dead = f"unix://{tmp_path}/no-engine.sock"
+    # not reaped at start: the dead engine looks healthy until a sandbox fails on it
+    config = DockerSandboxConfig(engines=[dead, good], max_per_engine=2)
+    with SandboxFleet(config, reap_leaked=False) as fleet:
+        sandbox = fleet.lease(spec(episode="first"))  # tried on the dead engine first, then moved
+        assert fleet.engine_of(sandbox) == good and fleet.engines_up() == [good]
+        assert sandbox.exec("echo moved").stdout == "moved\n"
+        fleet.release(sandbox)
+    with SandboxFleet(config) as fleet:  # reaping at start finds it dead at once
+        assert fleet.engines_up() == [good]
+        env = TerminalEnv(fleet=fleet)
+        try:
+            env.reset(options={"task": load_harbor_task(SUITE / "count-lines")})
+            assert fleet.engine_of(env.sandbox) == good  # type: ignore[arg-type]
+        finally:
+            env.close()
+    only_dead = DockerSandboxConfig(engines=[dead])
+    with SandboxFleet(only_dead) as fleet, pytest.raises(SandboxError, match=r"no sandbox engine answers"):
+        fleet.lease(spec(episode="nowhere"))

@@ -177,7 +177,9 @@ def verify(
         str, typer.Argument(help="A shipped suite name, a task directory or a directory of them.")
     ] = "terminal",
     backend: Annotated[str, typer.Option(help="local | docker")] = "local",
-    engine: Annotated[str | None, typer.Option(help="Docker engine URL [else $DOCKER_HOST].")] = None,
+    engine: Annotated[
+        list[str] | None, typer.Option(help="Docker engine URL; repeat for a fleet [else $DOCKER_HOST].")
+    ] = None,
     judge_url: Annotated[
         str | None,
         typer.Option(help="Rubric tasks: an OpenAI-compatible judge endpoint for criteria without a check."),
@@ -192,13 +194,14 @@ def verify(
     from agentsd.envs.rubric import RubricEnv
     from agentsd.envs.task_formats import read_suite
     from agentsd.errors import AgentsdError
+    from agentsd.sandboxes.fleet import SandboxFleet
     from agentsd.types import Family
 
     if backend not in ("local", "docker"):
         raise AgentsdError(f"--backend {backend!r}: expected local or docker")
     sandbox: LocalSandboxConfig | DockerSandboxConfig = LocalSandboxConfig()
     if backend == "docker":
-        sandbox = DockerSandboxConfig(engines=[engine]) if engine else DockerSandboxConfig()
+        sandbox = DockerSandboxConfig(engines=engine) if engine else DockerSandboxConfig()
     judge = None
     if judge_url:
         from agentsd.config import JudgeConfig
@@ -208,11 +211,12 @@ def verify(
     tasks, failed = read_suite(suite)
     skipped: list[str] = []
     ok = 0
+    fleet = SandboxFleet(sandbox)  # reaps what a dead run left; takes out engines that do not answer
     for task in tasks:
         env = (
-            RubricEnv(sandbox=sandbox, judge=judge)
+            RubricEnv(fleet=fleet, judge=judge)
             if task.family is Family.RUBRIC
-            else env_class(task.family)(sandbox=sandbox)
+            else env_class(task.family)(fleet=fleet)
         )
         try:
             problem, note = _prove(task, env)
@@ -228,6 +232,7 @@ def verify(
         else:
             failed.append(f"{task.id}: {problem}")
             console.print(f"[red]FAIL[/] {task.id}: {problem[:500]}", highlight=False, markup=False)
+    fleet.close()
     _summary(f"{len(tasks)} tasks verified", ok, failed, skipped)
     if failed:
         raise typer.Exit(1)

@@ -8,7 +8,10 @@ agent loop decides every token the model sees and training never re-tokenizes.
 Versions: weights are published as numbered versions (agentsd.types.PolicyVersion: a directory of
 full weights, or a LoRA adapter over the base model). `load_version` switches a backend to one;
 between switches every completion reports the version it was sampled with. Version 0 is the base
-model as configured.
+model as configured (`base_version`: no checkpoint). A collector switches back and forth between
+the versions its running episodes sample with, so backends keep switching cheap where they can: the
+hf backend keeps the weights of its last `loaded_versions` versions in memory, vLLM and `vllm serve`
+switch LoRA adapters per request; full weights on vLLM restart its engine.
 
 Not guaranteed here: batching across callers (the collector's GenerationQueue does it) and
 thread safety (one generate call at a time per policy).
@@ -55,6 +58,19 @@ class Policy(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+BASE_CHECKPOINT = ""
+"""The checkpoint_uri of version 0: the base model as the policy was configured."""
+
+
+def base_version(model: str) -> PolicyVersion:
+    """Version 0, the configured base model, as a version a policy can switch back to."""
+    return PolicyVersion(version=0, model=model, checkpoint_uri=BASE_CHECKPOINT, created_at=0.0)
+
+
+def is_base(version: PolicyVersion) -> bool:
+    return version.version == 0 and version.checkpoint_uri == BASE_CHECKPOINT
 
 
 def load_checked(policy: Policy, version: PolicyVersion) -> None:

@@ -7,7 +7,9 @@ sampled token's log-prob, which is exactly the behaviour log-prob training needs
 finished sequences from the batch and the cache, so a short reply does not pay for a long one.
 
 Versions: `load_version` loads a full checkpoint's weights into the live model, or merges a LoRA
-adapter into a fresh copy of the base weights, and reports the new version from then on.
+adapter into a fresh copy of the base weights, and reports the new version from then on. The weights
+of the last `loaded_versions` versions stay in memory (the base model's included, once the policy
+has moved off it), so switching between the versions of running episodes reads no disk.
 
 Not guaranteed: bit-identical samples across batch compositions (padding changes float rounding by
 ~1e-6); prefix reuse across calls (each call prefills its prompts; continuous batching and prefix
@@ -17,12 +19,13 @@ caching are the vllm backend's job).
 from __future__ import annotations
 
 import random
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
 from agentsd.config import HFPolicyConfig, ModelConfig, SamplingConfig
 from agentsd.modelcache import resolve_model
-from agentsd.policies.base import PolicyError, checkpoint_kind, end_of_turn_ids, validate_prompts
+from agentsd.policies.base import PolicyError, checkpoint_kind, end_of_turn_ids, is_base, validate_prompts
 from agentsd.types import Completion, PolicyVersion
 
 STOP_TAIL_TOKENS = 16  # how many trailing tokens are decoded to look for a stop string
@@ -57,6 +60,7 @@ class HFPolicy:
         # no seed: a fresh one, without re-seeding torch's global generator as torch.seed() would
         self.rng.manual_seed(seed if seed is not None else random.getrandbits(63))
         self._version = 0
+        self._loaded: OrderedDict[int, dict[str, Any]] = OrderedDict()  # version -> weights, LRU
 
     @property
     def version(self) -> int:
@@ -139,18 +143,42 @@ class HFPolicy:
     # ------------------------------------------------------------------ versions
 
     def load_version(self, version: PolicyVersion) -> None:
-        """Load `version`'s weights; on any error the model keeps its current weights and version
-        (every key and shape is checked before the first tensor is copied)."""
-        kind = checkpoint_kind(version.checkpoint_uri)
-        where = f"policy version {version.version} ({version.checkpoint_uri})"
+        """Load `version`'s weights (from memory when it is among the last `loaded_versions`); on any
+        error the model keeps its current weights and version (every key and shape is checked before
+        the first tensor is copied)."""
+        if version.version == self._version:
+            return
+        if self._version not in self._loaded:  # keep what is sampling now: episodes may switch back
+            self._remember(self._version, {k: v.detach().clone() for k, v in self.model.state_dict().items()})
+        state = self._loaded.get(version.version)
+        if state is None:
+            state = self._read(version)
+            self._check_fits(state, version)
+            self._remember(version.version, state)
+        else:
+            self._loaded.move_to_end(version.version)
+        self._assign(state)
+        self._version = version.version
+
+    def _remember(self, version: int, state: dict[str, Any]) -> None:
+        self._loaded[version] = state
+        self._loaded.move_to_end(version)
+        while len(self._loaded) > self.config.loaded_versions:
+            self._loaded.popitem(last=False)
+
+    def _read(self, version: PolicyVersion) -> dict[str, Any]:
+        where = f"policy version {version.version} ({version.checkpoint_uri or 'the base model'})"
         try:
-            state = (
-                _read_weights(version.checkpoint_uri)
-                if kind == "full"
-                else self._merged_adapter(version.checkpoint_uri)
-            )
+            if is_base(version):
+                return _read_weights(str(self.path))
+            if checkpoint_kind(version.checkpoint_uri) == "full":
+                return _read_weights(version.checkpoint_uri)
+            return self._merged_adapter(version.checkpoint_uri)
         except (OSError, RuntimeError, ValueError) as exc:
             raise PolicyError(f"{where}: {exc}") from exc
+
+    def _check_fits(self, state: dict[str, Any], version: PolicyVersion) -> None:
+        where = f"policy version {version.version} ({version.checkpoint_uri or 'the base model'})"
         current = self.model.state_dict()
         tie = getattr(self.model.config, "tie_word_embeddings", False)
         tied = {k for k in current if k not in state and "lm_head" in k and tie}
@@ -164,10 +192,11 @@ class HFPolicy:
                 f"{where} does not fit {self.model_name}: missing {absent[:5]}, unexpected {unexpected[:5]}, "
                 f"other shapes {reshaped[:5]}"
             )
+
+    def _assign(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict({k: v.to(self.dtype) for k, v in state.items()}, strict=False)
-        if tied:
+        if getattr(self.model.config, "tie_word_embeddings", False):
             self.model.tie_weights()
-        self._version = version.version
 
     def _merged_adapter(self, uri: str) -> dict[str, Any]:
         from peft import PeftModel

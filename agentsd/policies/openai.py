@@ -28,7 +28,7 @@ from typing import Any
 
 from agentsd.config import ModelConfig, OpenAIPolicyConfig, SamplingConfig
 from agentsd.modelcache import resolve_model
-from agentsd.policies.base import PolicyError, checkpoint_kind, end_of_turn_ids, validate_prompts
+from agentsd.policies.base import PolicyError, checkpoint_kind, end_of_turn_ids, is_base, validate_prompts
 from agentsd.types import Completion, PolicyVersion
 
 _TOKEN_ID = re.compile(r"^token_id:(-?\d+)$")
@@ -66,6 +66,7 @@ class OpenAIPolicy:
             raise PolicyError(
                 f"policy.served_model {self.served!r}: {config.base_url} serves {[m['id'] for m in served]}"
             )
+        self.base_served = self.served  # what version 0 is
         self._version = 0
         self._pool = ThreadPoolExecutor(max_workers=config.max_concurrent_requests)
 
@@ -158,6 +159,9 @@ class OpenAIPolicy:
 
     def load_version(self, version: PolicyVersion) -> None:
         uri = version.checkpoint_uri
+        if is_base(version):  # the server's own model, no adapter
+            self.served, self._version = self.base_served, 0
+            return
         if checkpoint_kind(uri) == "lora":
             name = f"agentsd-v{version.version}"
             if name not in {m["id"] for m in self._models()}:

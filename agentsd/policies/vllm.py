@@ -22,7 +22,7 @@ from typing import Any
 
 from agentsd.config import ModelConfig, SamplingConfig, VLLMPolicyConfig
 from agentsd.modelcache import resolve_model
-from agentsd.policies.base import PolicyError, checkpoint_kind, end_of_turn_ids, validate_prompts
+from agentsd.policies.base import PolicyError, checkpoint_kind, end_of_turn_ids, is_base, validate_prompts
 from agentsd.types import Completion, PolicyVersion
 
 
@@ -132,6 +132,14 @@ class VLLMPolicy:
 
     def load_version(self, version: PolicyVersion) -> None:
         uri = version.checkpoint_uri
+        if version.version == self._version:
+            return
+        if is_base(version):  # back to the configured model: no adapter, its own weights
+            if self.weights_path != self.base_path:
+                self._start(self.base_path, enable_lora=self.lora_enabled)
+                self.weights_path = self.base_path
+            self.lora, self._version = None, 0
+            return
         if checkpoint_kind(uri) == "lora":
             from vllm.lora.request import LoRARequest
 
