@@ -146,6 +146,7 @@ class CollectStats:
     skipped: int = 0
     interrupted: int = 0
     episodes: int = 0
+    turns: int = 0  # stored turns of this process's episodes, finished or running
     completion_tokens: int = 0
     rewards: list[float] = field(default_factory=list)
     version_load_failures: int = 0
@@ -228,6 +229,11 @@ class Collector:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._episode_tasks: list[asyncio.Future[None]] = []
         self.fleet: SandboxFleet | None = None  # the run's sandboxes, while `run` runs
+
+    @property
+    def running(self) -> int:
+        """Episodes running now."""
+        return self._running
 
     def stop(self, reason: str) -> None:
         """Stop the run from any thread: no new episode starts, running ones end now as
@@ -385,6 +391,8 @@ class Collector:
 
         async def on_turn(turn: Turn) -> None:
             self.store.append_turn(tid, turn)
+            self.stats.turns += 1
+            self.stats.completion_tokens += len(turn.completion_ids)
 
         try:
             return await AgentLoop(self.fmt, generate, self.limits).run(env, task, on_turn)
@@ -397,7 +405,6 @@ class Collector:
         stats = self.stats
         stats.episodes += 1
         tokens = sum(len(t.completion_ids) for t in result.turns)
-        stats.completion_tokens += tokens
         if result.reward is not None:
             stats.rewards.append(result.reward)
         stats.terminations[result.termination.value] += 1

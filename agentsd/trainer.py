@@ -116,6 +116,14 @@ def set_mmap_threshold(size: int) -> bool:
         return False
 
 
+# What a published version records of the step that made it (collectors show it as progress).
+PUBLISHED_METRICS = ("loss", "kl", "rho/p99", "rho/max", "age_versions/mean", "reward/mean")
+
+
+def published_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    return {f"step_{k.replace('/', '_')}": metrics[k] for k in PUBLISHED_METRICS if k in metrics}
+
+
 class Trainer:
     def __init__(
         self, config: TrainConfig, store: ReplayStore, *, name: str, tracker: Tracker | None = None
@@ -418,7 +426,7 @@ class Trainer:
         # checkpoint before publishing: a trainer killed in between republishes the checkpoint's
         # weights under the same number, so a number never names two sets of weights
         self._checkpoint(ids)
-        self._publish()
+        self._publish(metrics)
         if self.rank == 0:
             self.store.mark_consumed(self.run_id, ids, self.version)
             self.tracker.log_metrics(metrics, step=self.step_count)
@@ -490,19 +498,19 @@ class Trainer:
 
     # ------------------------------------------------------------------ persistence
 
-    def _publish(self) -> None:
-        """Write version `self.version` atomically and register it in the store (rank 0; under
-        ZeRO-3 every rank takes part in gathering the weights)."""
+    def _publish(self, metrics: dict[str, float] | None = None) -> None:
+        """Write version `self.version` atomically and register it in the store with the step's
+        headline metrics (rank 0; under ZeRO-3 every rank takes part in gathering the weights)."""
         if self.zero3:
             import deepspeed
 
             with deepspeed.zero.GatheredParameters(list(self.model.parameters()), modifier_rank=None):
                 if self.rank == 0:
-                    self._write_version()
+                    self._write_version(metrics or {})
         elif self.rank == 0:
-            self._write_version()
+            self._write_version(metrics or {})
 
-    def _write_version(self) -> None:
+    def _write_version(self, metrics: dict[str, float]) -> None:
         versions = self.run_dir / VERSIONS
         versions.mkdir(parents=True, exist_ok=True)
         final = versions / f"v{self.version:06d}"
@@ -527,7 +535,7 @@ class Trainer:
                 self.version, model=self.config.model.name, checkpoint_uri=str(final.absolute()),
                 lineage=self.lineage, parent=self.parent, weights_hash=weights_hash(final),
                 meta={"trainer": self.name, "run_id": self.run_id, "step": self.step_count,
-                      "lora": self.config.lora is not None},
+                      "lora": self.config.lora is not None, **published_metrics(metrics)},
             )  # fmt: skip
         except TrajectoryStateError:  # another lineage registered this number a moment ago
             raise self._moved_on(self.store.get_version(self.version)) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated
 
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     from agentsd.config import CollectConfig, EvalConfig
     from agentsd.policies import Policy
     from agentsd.runs import RunKind
+    from agentsd.store import ReplayStore
 
 
 def collect(
@@ -39,15 +41,14 @@ def run_collect(
     new: bool = False,
     on_collector: Callable[[Collector], None] | None = None,
 ) -> str:
-    """The collect run of `cfg`, with a progress bar, to the end of its plan (or until something
+    """The collect run of `cfg`, with a live display, to the end of its plan (or until something
     calls `stop` on the collector `on_collector` is given); returns its name. The run's plan is
     recorded on its first start and must match on every later one; `new`: the run name must not
     exist yet."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from agentsd.collector import Collector, CollectStats
+    from agentsd.collector import Collector
     from agentsd.config import EvalConfig
     from agentsd.policies import make_policy
+    from agentsd.progress import LiveStatus
     from agentsd.runs import claim_run, plan_of
     from agentsd.store import ReplayStore
     from agentsd.suites import load_tasks
@@ -71,28 +72,15 @@ def run_collect(
     with (
         ReplayStore(cfg.store.url) as replay,
         open_tracker(cfg.tracking, cfg.run_dir, run_name) as tracker,
-        Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]:.1f} tok/s  mean reward {task.fields[reward]:.3f}"),
-            TimeElapsedColumn(),
-            console=err_console,
-        ) as progress,
     ):
-        bar = progress.add_task("episodes", total=0, rate=0.0, reward=0.0)
-
-        def on_episode(stats: CollectStats) -> None:
-            progress.update(bar, advance=1, rate=stats.tokens_per_s, reward=stats.mean_reward)
-
-        collector = Collector(
-            cfg, policy, replay, tasks, run_name=run_name, tracker=tracker, on_episode=on_episode,
-            judge=judge,
-        )  # fmt: skip
-        progress.update(bar, total=len(collector.todo()))
+        collector = Collector(cfg, policy, replay, tasks, run_name=run_name, tracker=tracker, judge=judge)
+        planned = len(collector.todo())
         if on_collector is not None:
             on_collector(collector)
-        stats = asyncio.run(collector.run())
+        with LiveStatus(
+            f"{kind} {run_name}", lambda: collect_figures(collector, replay, planned), err_console
+        ):
+            stats = asyncio.run(collector.run())
     policy.close()
     terminations = ", ".join(f"{k} {v}" for k, v in sorted(stats.terminations.items())) or "none"
     console.print(
@@ -103,6 +91,33 @@ def run_collect(
     if stats.stopped:
         err_console.print(f"[yellow]collection stopped early:[/] {stats.stopped}", highlight=False)
     return run_name
+
+
+def collect_figures(collector: Collector, store: ReplayStore, planned: int) -> dict[str, str]:
+    """What the live display shows of a collect run: episodes, throughput, reward, versions, and the
+    trainer's last published step (from the store, so a separate `agentsd train` shows too)."""
+    st = collector.stats
+    elapsed = max(time.monotonic() - st.started, 1e-9)
+    newest = store.latest_version(collector.config.lineage)
+    live = sorted({*collector.episode_versions.values(), collector.current})
+    figures = {
+        "episodes": f"{st.episodes} done, {collector.running} running, {planned} planned"
+        + (f" ({st.skipped} done before)" if st.skipped else ""),
+        "turns": f"{st.turns} ({st.turns / elapsed:.2f}/s), {st.completion_tokens} tokens "
+        f"({st.tokens_per_s:.1f}/s)",
+        "mean reward": f"{st.mean_reward:.3f} over {len(st.rewards)} graded"
+        + (f"; {dict(st.terminations)}" if st.terminations else ""),
+        "policy version": f"{collector.current} for new episodes; sampling {', '.join(map(str, live))}",
+        "staleness": f"{(newest.version if newest else 0) - collector.current} versions behind the newest "
+        f"({newest.version if newest else 0})",
+    }
+    if newest is not None and "step_loss" in newest.meta:
+        m = newest.meta
+        figures["trainer"] = (
+            f"step {m.get('step')} -> version {newest.version}: loss {m['step_loss']:.4f}, "
+            f"kl {m.get('step_kl', 0.0):.4f}, rho p99 {m.get('step_rho_p99', 0.0):.2f}"
+        )
+    return figures
 
 
 def load_published(policy: Policy, cfg: EvalConfig) -> None:

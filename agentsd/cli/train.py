@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from agentsd.cli.common import ConfigFiles, StoreUrl, console, err_console
+
+if TYPE_CHECKING:
+    from agentsd.trainer import Trainer
 
 
 def train(
@@ -29,6 +32,7 @@ def train(
 ) -> None:
     """Train until max_steps (or until no untrained trajectory is left); a restart resumes."""
     from agentsd.config import TrainConfig, load_config
+    from agentsd.progress import LiveStatus
     from agentsd.store import ReplayStore
     from agentsd.tracking import open_tracker
     from agentsd.trainer import Trainer
@@ -47,20 +51,44 @@ def train(
         err_console.print(
             f"lineage {trainer.lineage}: starting at version {trainer.version}, step {trainer.step_count}"
         )
-        while cfg.max_steps is None or trainer.step_count < cfg.max_steps:  # a total: resumes count
-            results = trainer.run(max_steps=1, wait=wait, stop=(lambda: until.exists()) if until else None)
-            if not results:
-                break
-            result = results[0]
-            m = result.metrics
-            err_console.print(
-                f"step {result.step} -> version {result.version}: {len(result.trajectories)} trajectories, "
-                f"loss {m.get('loss', 0.0):.4f}, kl {m.get('kl', 0.0):.4f}, "
-                f"rho max {m.get('rho/max', 0.0):.2f}, grad norm {m.get('grad_norm', float('nan')):.8g}",
-                highlight=False,
-                soft_wrap=True,  # one line per step in logs, whatever the width
-            )
+        shown: dict[str, str] = {"state": "starting"}
+
+        def figures() -> dict[str, str]:
+            return {"step": str(trainer.step_count), "version": str(trainer.version), **shown}
+
+        with LiveStatus(f"train {name}", figures, err_console):
+            _steps(trainer, cfg.max_steps, wait, until, shown)
         if trainer.step_count % cfg.histogram_every:  # the distributions of the last steps too
             trainer.log_histograms()
         trainer.close()
     console.print(f"trained to version {trainer.version} ({trainer.step_count} steps)", highlight=False)
+
+
+def _steps(
+    trainer: Trainer, max_steps: int | None, wait: bool, until: Path | None, shown: dict[str, str]
+) -> None:
+    """Step until `max_steps` (a total: a resumed trainer counts its earlier steps) or until the
+    store has nothing new (with `wait`: until `until` exists and it has nothing new); a log line per
+    step, the live figures in `shown`."""
+    trained = 0
+    stop = (lambda: until.exists()) if until else None
+    while max_steps is None or trainer.step_count < max_steps:
+        shown["state"] = "training (waits while the store has nothing new)" if wait else "training"
+        results = trainer.run(max_steps=1, wait=wait, stop=stop)
+        if not results:
+            break
+        result, m = results[0], results[0].metrics
+        trained += len(result.trajectories)
+        shown["trained"] = f"{trained} trajectories"
+        shown["last step"] = (
+            f"loss {m.get('loss', 0.0):.4f}, kl {m.get('kl', 0.0):.4f}, rho p99 {m.get('rho/p99', 0.0):.2f}, "
+            f"max {m.get('rho/max', 0.0):.2f}, staleness {m.get('age_versions/mean', 0.0):.1f} versions"
+        )
+        err_console.print(
+            f"step {result.step} -> version {result.version}: {len(result.trajectories)} trajectories, "
+            f"loss {m.get('loss', 0.0):.4f}, kl {m.get('kl', 0.0):.4f}, rho max {m.get('rho/max', 0.0):.2f}, "
+            f"grad norm {m.get('grad_norm', float('nan')):.8g}",
+            highlight=False,
+            soft_wrap=True,  # one line per step in logs, whatever the width
+        )
+    shown["state"] = "done"
