@@ -58,6 +58,11 @@ class TrackingConfig(_Cfg):
         default=None, description="MLflow tracking URI; None = sqlite:///<run_dir>/mlflow.db."
     )
     experiment: str = Field(default="agentsd", min_length=1, description="MLflow experiment name.")
+    parent_run_id: str | None = Field(
+        default=None,
+        description="Nest this run under that MLflow run (`agentsd run` nests its collector and trainer "
+        "under one parent run).",
+    )
 
 
 class LocalSandboxConfig(_Cfg):

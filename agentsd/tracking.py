@@ -161,6 +161,9 @@ def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str
     return out
 
 
+PARENT_TAG = "mlflow.parentRunId"  # what makes MLflow show a run nested under another
+
+
 def default_tracking_uri(run_dir: Path) -> str:
     return f"sqlite:///{(run_dir / 'mlflow.db').absolute()}"
 
@@ -174,7 +177,10 @@ def open_tracker(cfg: TrackingConfig, run_dir: Path, run_name: str) -> Iterator[
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
         uri = cfg.uri or default_tracking_uri(run_dir)
-        tracker = MlflowTracker(uri, cfg.experiment, run_name, artifact_root=run_dir / "mlartifacts")
+        tags = {PARENT_TAG: cfg.parent_run_id} if cfg.parent_run_id else None
+        tracker = MlflowTracker(
+            uri, cfg.experiment, run_name, artifact_root=run_dir / "mlartifacts", tags=tags
+        )
     try:
         yield tracker
     except BaseException:

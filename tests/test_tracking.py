@@ -84,3 +84,36 @@ def test_secrets_in_a_config_are_never_logged(tmp_path: Path) -> None:
     assert not [k for k, v in params.items() if v in ("sk-live-123", "t0k", "hunter2")]
     assert params["policy.api_key"] == params["auth_token"] == params["password"] == "[redacted]"
     assert params["judge.api_key_env"] == "OPENAI_API_KEY" and params["hf_token"] == ""
+
+
+def test_agentsd_run_nests_collector_and_trainer_under_one_parent_run(tmp_path: Path) -> None:
+    # two MLflow stores, unrelated runs: reward and trajectory age could not be seen on one page
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    from agentsd.cli.run import nest_tracking
+    from agentsd.config import RunConfig
+
+    cfg = RunConfig.model_validate(
+        {
+            "collect": {"run_dir": str(tmp_path / "r" / "collect")},
+            "train": {"run_dir": str(tmp_path / "r" / "train")},
+        }
+    )
+    home = tmp_path / "r"
+    with open_tracker(nest_tracking(cfg, home), home, "r") as parent:
+        for tracking in (cfg.collect.tracking, cfg.train.tracking):
+            tracking.parent_run_id = parent.run_id  # type: ignore[attr-defined]
+        with open_tracker(cfg.collect.tracking, cfg.collect.run_dir, "collect") as collect:
+            collect.log_metrics({"episode/reward": 1.0}, step=1)
+        with open_tracker(cfg.train.tracking, cfg.train.run_dir, "train") as train:
+            train.log_metrics({"age_versions/mean": 2.0}, step=1)
+        parent_id = parent.run_id  # type: ignore[attr-defined]
+    assert cfg.collect.tracking.uri == cfg.train.tracking.uri == f"sqlite:///{home.absolute()}/mlflow.db"
+    client = MlflowClient(tracking_uri=cfg.collect.tracking.uri)
+    experiment = client.get_experiment_by_name("agentsd")
+    assert experiment is not None
+    children = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'"
+    )
+    assert sorted(r.info.run_name for r in children) == ["collect", "train"]
