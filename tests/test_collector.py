@@ -656,19 +656,19 @@ def test_a_trainer_that_finishes_its_work_is_not_reported(tmp_path: Path) -> Non
     assert trainer.wait() == 0 and deaths == []
 
 
-def _long_or_short(store: ReplayStore, long_turns: int) -> Any:
-    """Replies: the long task runs `sleep` for `long_turns` turns (publishing version 1 at its second
-    turn), then submits; the short ones are solved in three turns."""
+def _long_or_short(store: ReplayStore, max_long_turns: int) -> Any:
+    """Replies: the first short episode publishes version 1; the short ones are solved in three turns;
+    the long one keeps working until every short one has finished (or `max_long_turns`)."""
 
     def respond(prompt: str) -> str:
         if "LONG TASK" not in prompt:
+            if "file1.txt" in prompt and store.latest_version() is None:
+                store.register_version(1, model="scripted", checkpoint_uri="", lineage="t", parent=None,
+                                       weights_hash=None)  # fmt: skip
             return solver(prompt)
         turns = prompt.count("<|im_start|>assistant") - 1
-        if turns == 2 and store.latest_version() is None:
-            store.register_version(1, model="scripted", checkpoint_uri="", lineage="t", parent=None,
-                                   weights_hash=None)  # fmt: skip
-        if turns < long_turns:
-            return tool_call("bash", command="sleep 0.3; echo still working")
+        if store.count(status=TrajectoryStatus.FINALIZED) < 4 and turns < max_long_turns:
+            return tool_call("bash", command="sleep 0.2; echo still working")
         return tool_call("submit")
 
     return respond
@@ -689,10 +689,10 @@ def test_a_long_episode_keeps_its_version_while_new_episodes_start_on_the_newest
     # with hour-long episodes, concurrency fell to zero for an hour
     backend_config("local")
     monkeypatch.setattr(collector_mod, "VERSION_POLL_S", 0.0)
-    cfg = collect_config(tmp_path, concurrency=2, max_turns=30, max_live_versions=max_live)
+    cfg = collect_config(tmp_path, concurrency=2, max_turns=60, max_live_versions=max_live)
     tasks = [long_task(), *(make_task(i) for i in range(1, 5))]
     with ReplayStore(cfg.store.url) as store:
-        policy = ScriptedPolicy(tokenizer, _long_or_short(store, long_turns=14))
+        policy = ScriptedPolicy(tokenizer, _long_or_short(store, max_long_turns=50))
         stats = asyncio.run(Collector(cfg, policy, store, tasks, run_name="live").run())
         assert stats.terminations == {"done": 5}
         runs = [store.get(trajectory_id("live", e, 0)) for e in range(5)]

@@ -288,11 +288,13 @@ def test_eval_trajectories_move_with_run_dir(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------------------------- grading offline
 
+# Harbor's usual test.sh: uv from the internet, then a Python the image does not have (3.13): uv
+# would download it. Offline, nothing can run it: the run is ungraded, not a 0.
 FETCHING_TEST = """\
 #!/bin/bash
 curl -LsSf https://astral.sh/uv/0.7.13/install.sh | sh
 source $HOME/.local/bin/env
-uvx -p 3.11 -w pytest==8.4.1 pytest /tests/test_out.py -rA
+uvx -p 3.13 -w pytest==8.4.1 pytest /tests/test_out.py -rA
 if [ $? -eq 0 ]; then echo 1 > /logs/verifier/reward.txt; else echo 0 > /logs/verifier/reward.txt; fi
 """
 FALLBACK_TEST = """\
@@ -318,7 +320,7 @@ def test_a_verifier_that_needs_the_network_it_lacks_is_an_env_error_never_a_zero
         write(tmp_path / "t", {**HARBOR, "tests/test.sh": FETCHING_TEST, "tests/test_out.py": TEST_OUT})
     )
     assert not task.environment.network
-    for run in (run_nothing, run_reference):  # uvx never arrives: no test can run either way
+    for run in (run_nothing, run_reference):  # Python 3.13 never arrives: no test can run either way
         reward, info = run(env, task)
         assert reward == 0.0 and info["termination"] == "env_error", info
         assert "could not run: it fetches from the network (test.sh:2: curl" in info["feedback"], info

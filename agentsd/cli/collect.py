@@ -100,6 +100,8 @@ def collect_figures(collector: Collector, store: ReplayStore, planned: int) -> d
     elapsed = max(time.monotonic() - st.started, 1e-9)
     newest = store.latest_version(collector.config.lineage)
     live = sorted({*collector.episode_versions.values(), collector.current})
+    newest_number = newest.version if newest else 0
+    behind = newest_number - collector.current
     figures = {
         "episodes": f"{st.episodes} done, {collector.running} running, {planned} planned"
         + (f" ({st.skipped} done before)" if st.skipped else ""),
@@ -108,8 +110,7 @@ def collect_figures(collector: Collector, store: ReplayStore, planned: int) -> d
         "mean reward": f"{st.mean_reward:.3f} over {len(st.rewards)} graded"
         + (f"; {dict(st.terminations)}" if st.terminations else ""),
         "policy version": f"{collector.current} for new episodes; sampling {', '.join(map(str, live))}",
-        "staleness": f"{(newest.version if newest else 0) - collector.current} versions behind the newest "
-        f"({newest.version if newest else 0})",
+        "staleness": f"{behind} version{'' if behind == 1 else 's'} behind the newest ({newest_number})",
     }
     if newest is not None and "step_loss" in newest.meta:
         m = newest.meta
