@@ -45,6 +45,8 @@ StoreUrl = Annotated[
     typer.Option(
         "--store",
         "-s",
+        envvar="AGENTSD_STORE",
+        show_envvar=False,  # the help says it, with where the store comes from otherwise
         help="Replay store URL or SQLite path "
         f"[env AGENTSD_STORE; else store.url of -c files; else {DEFAULT_STORE_URL}]",
     ),
