@@ -54,6 +54,28 @@ def train_cmd(store: str, run_dir: Path, *extra: str) -> list[str]:
             *extra]  # fmt: skip
 
 
+def test_train_runs_from_any_directory_on_its_shipped_deepspeed_preset(
+    collected: str, tmp_path: Path
+) -> None:
+    # the default deepspeed config was a path relative to the checkout: `train` failed elsewhere
+    import shutil
+
+    shutil.copy(Path(collected.removeprefix("sqlite:///")), tmp_path / "r.db")
+    cmd = [sys.executable, "-m", "agentsd.cli.main", "train", f"store.url=sqlite:///{tmp_path}/r.db",
+           f"run_dir={tmp_path}/train", "max_steps=1", "batch_trajectories=2", "chunk_tokens=64",
+           "tracking.enabled=false"]  # fmt: skip
+    done = subprocess.run(
+        cmd,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "trained to version 1 (1 steps)" in done.stdout
+
+
 def test_train_publishes_versions_and_resumes_after_a_kill(collected: str, tmp_path: Path) -> None:
     import shutil
 
