@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import threading
 import time
@@ -153,6 +154,9 @@ class CollectStats:
     terminations: Counter[str] = field(default_factory=Counter)
     started: float = field(default_factory=time.monotonic)
     stopped: str | None = None  # why the run stopped before its plan was done (Collector.stop)
+    backlog: int = 0  # untrained trajectories of this run (finished or running), at the last look
+    pacing_waits: int = 0  # episodes that waited for the trainer before starting
+    pacing_wait_s: float = 0.0
 
     @property
     def mean_reward(self) -> float:
@@ -304,6 +308,7 @@ class Collector:
             activate=self._activate,
         )
         slots = asyncio.Semaphore(self.config.concurrency)
+        starting = asyncio.Lock()
         # env steps, resets and closes run in threads: one per episode, plus the policy's calls
         # (the default executor has only cpu_count + 4 threads)
         asyncio.get_running_loop().set_default_executor(
@@ -314,9 +319,14 @@ class Collector:
             async with slots:
                 if self.stats.stopped:
                     return
-                if self.config.version_pickup == "episode":
-                    await self._pickup_for_new_episode()
-                self._running += 1
+                async with starting:  # one start at a time: pacing counts every started episode
+                    if self.config.version_pickup == "episode":
+                        await self._pickup_for_new_episode()
+                    if self.config.pacing.enabled:
+                        await self._pace()
+                    if self.stats.stopped:
+                        return
+                    self._running += 1
                 try:
                     await self._episode(queue, episode, attempt)
                 finally:
@@ -418,6 +428,9 @@ class Collector:
                 "collect/tokens_per_s": stats.tokens_per_s,
                 "collect/version_load_failures": float(stats.version_load_failures),
                 "collect/policy_version": float(self.current),
+                "pacing/backlog": float(stats.backlog),
+                "pacing/waits": float(stats.pacing_waits),
+                "pacing/wait_s": stats.pacing_wait_s,
                 "collect/live_versions": float(len({*self.episode_versions.values(), self.current})),
                 **{f"termination/{k}": float(v) for k, v in stats.terminations.items()},
             },
@@ -425,6 +438,37 @@ class Collector:
         )
         if self.on_episode is not None:
             self.on_episode(stats)
+
+    # ------------------------------------------------------------------ pacing
+
+    def expected_staleness(self) -> tuple[int, int]:
+        """(backlog, the staleness an episode started now would have when trained): the trainer is
+        at the newest version and trains the backlog ahead of it first, batch by batch."""
+        pacing = self.config.pacing
+        backlog = self._running + self.store.count_untrained(
+            id_prefix=f"{self.run_name}.", terminations=pacing.train_on
+        )
+        newest = self.store.latest_version(self.config.lineage)
+        behind = (newest.version if newest else 0) - self.current
+        return backlog, behind + math.ceil((backlog + 1) / pacing.batch_trajectories) - 1
+
+    async def _pace(self) -> None:
+        """Hold a new episode until it would be trained within K_max and the backlog is under
+        `max_backlog` (running episodes are never held)."""
+        pacing, waited_since = self.config.pacing, None
+        while not self.stats.stopped:
+            backlog, staleness = await asyncio.to_thread(self.expected_staleness)
+            self.stats.backlog = backlog
+            if staleness <= pacing.max_staleness and backlog < pacing.max_backlog:
+                break
+            if waited_since is None:
+                waited_since = time.monotonic()
+                self.stats.pacing_waits += 1
+            await asyncio.sleep(pacing.poll_s)
+            if self.config.version_pickup == "episode":
+                await self._pickup_for_new_episode()  # the trainer has likely moved on meanwhile
+        if waited_since is not None:
+            self.stats.pacing_wait_s += time.monotonic() - waited_since
 
     # ------------------------------------------------------------------ versions
     # New episodes start on `current`, the newest version verified here; each running episode keeps

@@ -182,6 +182,29 @@ class JudgeConfig(_Cfg):
 # ---------------------------------------------------------------------------- commands
 
 
+TRAINED_TERMINATIONS = [Termination.DONE, Termination.TIMEOUT, Termination.TURNS, Termination.CONTEXT]
+"""The endings whose trajectories a trainer learns from by default (`train.train_on`)."""
+
+
+class PacingConfig(_Cfg):
+    """Staleness-aware pacing: a collector starts an episode only while the staleness it would have
+    when trained stays within the trainer's K_max, from the store's backlog of trajectories not yet
+    trained on. `agentsd run` turns it on and fills it from its train section (off for a
+    `version_lag` experiment); a separate collect feeding a separate trainer sets it by hand."""
+
+    enabled: bool = Field(default=False, description="Pace new episodes by the trainer's backlog.")
+    max_staleness: int = Field(default=4, ge=0, description="The trainer's sdpo.max_staleness (K_max).")
+    batch_trajectories: int = Field(default=8, gt=0, description="The trainer's batch_trajectories.")
+    max_backlog: int = Field(
+        default=32, gt=0, description="Untrained trajectories (finished or running) at most, whatever K_max."
+    )
+    train_on: list[Termination] = Field(
+        default_factory=lambda: list(TRAINED_TERMINATIONS),
+        description="The trainer's train_on: the endings that count as backlog.",
+    )
+    poll_s: float = Field(default=1.0, gt=0, description="How often a waiting collector looks again.")
+
+
 class CollectConfig(_Cfg):
     """`agentsd collect`: run agents on a task suite and append every turn to the store."""
 
@@ -237,6 +260,7 @@ class CollectConfig(_Cfg):
         "(new episodes start on a new version at once, beside older running ones); turn: every running "
         "episode switches to a new version at its next turn.",
     )
+    pacing: PacingConfig = Field(default_factory=PacingConfig)
     max_live_versions: int = Field(
         default=2,
         ge=1,
@@ -418,12 +442,7 @@ class TrainConfig(_Cfg):
     grad_clip: float = Field(default=1.0, gt=0)
     batch_trajectories: int = Field(default=8, gt=0, description="Trajectories per optimizer step.")
     train_on: list[Termination] = Field(
-        default_factory=lambda: [
-            Termination.DONE,
-            Termination.TIMEOUT,
-            Termination.TURNS,
-            Termination.CONTEXT,
-        ],
+        default_factory=lambda: list(TRAINED_TERMINATIONS),
         min_length=1,
         description="How a trajectory must have ended to be trained on. env_error (the verifier or the "
         "sandbox failed: its reward and verdict mean nothing), agent_error and interrupted (partial "
@@ -489,6 +508,16 @@ class RunConfig(_Cfg):
 
     @model_validator(mode="after")
     def _shared(self) -> RunConfig:
+        pacing = self.collect.pacing
+        if "enabled" not in pacing.model_fields_set:  # on, unless rollouts are made late on purpose
+            pacing.enabled = self.collect.version_lag == 0
+        for name, value in (
+            ("max_staleness", self.train.sdpo.max_staleness),
+            ("batch_trajectories", self.train.batch_trajectories),
+            ("train_on", list(self.train.train_on)),
+        ):
+            if name not in pacing.model_fields_set:
+                setattr(pacing, name, value)
         if self.collect.store.url != self.train.store.url:
             raise ValueError(
                 f"collect.store.url ({self.collect.store.url}) and "

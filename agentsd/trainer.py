@@ -142,6 +142,7 @@ class Trainer:
         self.weights_version: int | None = None  # the version the weights in the model are (None = base)
         self.advantage_scale = AdvantageScale()
         self.histograms = TrainingHistograms()
+        self.waited_s = 0.0  # time spent waiting for trajectories (wait mode), logged as train/waited_s
         self._setup()
 
     # ------------------------------------------------------------------ setup
@@ -613,6 +614,9 @@ class Trainer:
                 if not wait or (stop is not None and stop()):
                     break
                 time.sleep(poll_s)
+                self.waited_s += poll_s  # the backlog was empty: collection is the bottleneck
                 continue
+            if self.rank == 0:
+                self.tracker.log_metrics({"train/waited_s": self.waited_s}, step=self.step_count)
             results.append(result)
         return results

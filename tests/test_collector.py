@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -708,3 +709,65 @@ def test_a_long_episode_keeps_its_version_while_new_episodes_start_on_the_newest
         assert set(versions) == {0}
     else:  # one live version: the long episode switched to the newest, and its turns say so
         assert versions[0] == 0 and versions[-1] == 1 and versions == sorted(versions)
+
+
+class FakeTrainer:
+    """Trains in a thread the way the trainer selects: up to `batch` finalized trajectories no one has
+    consumed, oldest first, one step (one published version) every `step_s`; records the staleness
+    each one would be trained at and the largest backlog it saw."""
+
+    def __init__(self, url: str, batch: int, step_s: float) -> None:
+        self.url, self.batch, self.step_s = url, batch, step_s
+        self.ages: list[int] = []
+        self.max_backlog = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with ReplayStore(self.url) as store:
+            version = 0
+            while not self.stop.wait(self.step_s):
+                waiting = store.select_for_training(not_consumed_by="fake")
+                running = store.count(status=TrajectoryStatus.RUNNING)
+                self.max_backlog = max(self.max_backlog, len(waiting) + running)
+                chosen = waiting[: self.batch]
+                if not chosen:
+                    continue
+                self.ages += [version - s.version_start for s in chosen]
+                version += 1
+                store.mark_consumed("fake", [s.id for s in chosen], version)
+                store.register_version(version, model="scripted", checkpoint_uri="", lineage="fake",
+                                       parent=version - 1 or None, weights_hash=None)  # fmt: skip
+
+
+@pytest.mark.parametrize("paced", [True, False])
+def test_pacing_keeps_every_trajectory_within_k_max_of_the_trainer(
+    tmp_path: Path, tokenizer: Any, monkeypatch: pytest.MonkeyPatch, paced: bool
+) -> None:
+    # unpaced, the collector ran ahead of the trainer: trajectories waited in the store until they
+    # were too stale to train on (dropped by K_max) while the policy moved on
+    backend_config("local")
+    monkeypatch.setattr(collector_mod, "VERSION_POLL_S", 0.0)
+    k_max, batch, bound = 1, 2, 4
+    pacing = {"enabled": paced, "max_staleness": k_max, "batch_trajectories": batch, "max_backlog": bound,
+              "poll_s": 0.1}  # fmt: skip
+    cfg = collect_config(tmp_path, concurrency=4, pacing=pacing)
+    trainer = FakeTrainer(cfg.store.url, batch=batch, step_s=0.8)
+    trainer.thread.start()
+    try:
+        with ReplayStore(cfg.store.url) as store:
+            tasks = [make_task(i) for i in range(12)]
+            collector = Collector(cfg, ScriptedPolicy(tokenizer, solver), store, tasks, run_name="p")
+            stats = asyncio.run(collector.run())
+            assert stats.episodes == 12
+            while store.count_untrained(id_prefix="p.", terminations=[Termination.DONE]):
+                time.sleep(0.1)  # the trainer trains what is left
+    finally:
+        trainer.stop.set()
+        trainer.thread.join()
+    dropped = sum(age > k_max for age in trainer.ages)
+    if paced:
+        assert dropped == 0, trainer.ages
+        assert trainer.max_backlog <= bound and stats.pacing_waits > 0
+    else:
+        assert dropped > 0, trainer.ages  # the same plan without pacing wastes collection

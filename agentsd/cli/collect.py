@@ -112,6 +112,12 @@ def collect_figures(collector: Collector, store: ReplayStore, planned: int) -> d
         "policy version": f"{collector.current} for new episodes; sampling {', '.join(map(str, live))}",
         "staleness": f"{behind} version{'' if behind == 1 else 's'} behind the newest ({newest_number})",
     }
+    pacing = collector.config.pacing
+    if pacing.enabled:
+        figures["pacing"] = (
+            f"backlog {st.backlog} (at most {pacing.max_backlog}, K_max {pacing.max_staleness}); "
+            f"{st.pacing_waits} starts waited for the trainer, {st.pacing_wait_s:.0f} s"
+        )
     if newest is not None and "step_loss" in newest.meta:
         m = newest.meta
         figures["trainer"] = (

@@ -744,6 +744,20 @@ class ReplayStore:
             )
         return conds
 
+    def count_untrained(self, *, id_prefix: str, terminations: Sequence[Termination]) -> int:
+        """Finalized trajectories whose id starts with `id_prefix`, ended in one of `terminations`,
+        that no trainer has consumed yet: a collect run's backlog, for pacing."""
+        conds = [
+            trajectories.c.status == TrajectoryStatus.FINALIZED.value,
+            trajectories.c.id.startswith(id_prefix, autoescape=True),
+            trajectories.c.termination.in_([Termination(t).value for t in terminations]),
+            ~exists().where(consumed.c.trajectory_id == trajectories.c.id),
+        ]
+        with self._tx(write=False) as conn:
+            return int(
+                conn.execute(select(func.count()).select_from(trajectories).where(and_(*conds))).scalar_one()
+            )
+
     def mark_consumed(self, consumer: str, trajectory_ids: Sequence[str], version: int) -> None:
         """Record that `consumer` (a trainer run) trained on these trajectories at `version`."""
         if not trajectory_ids:
