@@ -771,3 +771,38 @@ def test_pacing_keeps_every_trajectory_within_k_max_of_the_trainer(
         assert trainer.max_backlog <= bound and stats.pacing_waits > 0
     else:
         assert dropped > 0, trainer.ages  # the same plan without pacing wastes collection
+
+
+def test_a_restarted_paced_collector_counts_what_its_earlier_process_left_untrained(
+    tmp_path: Path, tokenizer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the backlog lives in the store: a collector restarted after a crash must not start afresh
+    backend_config("local")
+    monkeypatch.setattr(collector_mod, "VERSION_POLL_S", 0.0)
+    pacing = {"enabled": True, "max_staleness": 1, "batch_trajectories": 2, "max_backlog": 4,
+              "poll_s": 0.1}  # fmt: skip
+    cfg = collect_config(tmp_path, concurrency=2, pacing=pacing)
+    tasks = [make_task(i) for i in range(8)]
+    with ReplayStore(cfg.store.url) as store:
+        for episode in range(5):  # what the earlier process finished and no trainer has taken yet
+            tid = store.begin(task=tasks[episode], policy_model="scripted", version=0,
+                              trajectory_id=trajectory_id("r", episode, 0))  # fmt: skip
+            store.append_turn(tid, make_turn_for(tokenizer))
+            store.finalize(tid, termination=Termination.DONE, reward=1.0)
+        collector = Collector(cfg, ScriptedPolicy(tokenizer, solver), store, tasks, run_name="r")
+        assert collector.expected_staleness() == (5, 2)  # 5 ahead: trained two steps from now
+        trainer = FakeTrainer(cfg.store.url, batch=2, step_s=0.5)
+        trainer.thread.start()
+        try:
+            stats = asyncio.run(collector.run())
+        finally:
+            trainer.stop.set()
+            trainer.thread.join()
+    assert stats.episodes == 3 and stats.skipped == 5 and stats.pacing_waits >= 1
+    assert all(age <= 1 for age in trainer.ages), trainer.ages
+
+
+def make_turn_for(tokenizer: Any) -> Turn:
+    ids = chat_ids(tokenizer, "hello")
+    return Turn(index=0, prompt_ids=ids, completion_ids=[1, 2], logprobs=[-0.1, -0.2],
+                policy_version=0, temperature=1.0)  # fmt: skip
