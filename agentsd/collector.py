@@ -57,8 +57,9 @@ class GenerationQueue:
 
     Each request names the policy version its episode samples with (or a function giving it, asked
     when the round is served, after `before_batch`); a round serves its requests grouped by version,
-    calling `activate(version)` (which switches the policy) before each group's `generate`. Without
-    `activate` every request is served by whatever the policy serves."""
+    each group by `generate_as(version, prompts)`, which switches the policy and samples with it
+    without another switch in between. Without it every request is served by whatever the policy
+    serves."""
 
     def __init__(
         self,
@@ -66,13 +67,13 @@ class GenerationQueue:
         sampling: SamplingConfig,
         max_batch: int,
         before_batch: Callable[[], None] | None = None,
-        activate: Callable[[int], None] | None = None,
+        generate_as: Callable[[int, list[list[int]]], list[Completion]] | None = None,
     ) -> None:
         self.policy = policy
         self.sampling = sampling
         self.max_batch = max_batch
         self.before_batch = before_batch
-        self.activate = activate
+        self.generate_as = generate_as
         self._queue: asyncio.Queue[tuple[list[int], VersionOf, asyncio.Future[Completion]]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self.batches: list[int] = []  # sizes of generate calls, for tests and the benchmark
@@ -107,12 +108,14 @@ class GenerationQueue:
         self, version: int | None, group: list[tuple[list[int], VersionOf, asyncio.Future[Completion]]]
     ) -> None:
         self.batches.append(len(group))
+        prompts = [p for p, _, _ in group]
         try:
-            if self.activate is not None and version is not None:
-                await asyncio.to_thread(self.activate, version)
-            completions = await asyncio.to_thread(
-                self.policy.generate, [p for p, _, _ in group], self.sampling, STOP_STRINGS
-            )
+            if self.generate_as is not None and version is not None:
+                completions = await asyncio.to_thread(self.generate_as, version, prompts)
+            else:
+                completions = await asyncio.to_thread(
+                    self.policy.generate, prompts, self.sampling, STOP_STRINGS
+                )
         except Exception as exc:
             _fail(group, exc)
             return
@@ -305,7 +308,7 @@ class Collector:
             self.config.sampling,
             max_batch=getattr(self.config.policy, "max_batch", self.config.concurrency),
             before_batch=self._pickup_between_turns if self.config.version_pickup == "turn" else None,
-            activate=self._activate,
+            generate_as=self._generate_as,
         )
         slots = asyncio.Semaphore(self.config.concurrency)
         starting = asyncio.Lock()
@@ -521,25 +524,31 @@ class Collector:
             self.current = version.version
             return True
 
-    def _activate(self, version: int) -> None:
-        """Make the policy serve `version` for the next generate call (the queue's worker thread). A
-        version that no longer loads (its files pruned) hands its episodes to `current`."""
+    def _generate_as(self, version: int, prompts: list[list[int]]) -> list[Completion]:
+        """Sample `prompts` with `version` (the queue's worker thread): the switch and the sampling
+        under one lock, so a version picked up meanwhile cannot swap the weights mid-batch."""
         with self._switch_lock:
-            if self.policy.version == version:
-                return
-            try:
-                self.policy.load_version(self._version_record(version))
-                return
-            except Exception as exc:
-                logging.getLogger("agentsd.collector").warning(
-                    "version %d no longer loads (%s): its episodes switch to version %d",
-                    version,
-                    exc,
-                    self.current,
-                )
-            self._move_episodes(version, self.current)
-            if self.policy.version != self.current:
-                self.policy.load_version(self._version_record(self.current))
+            self._activate(version)
+            return self.policy.generate(prompts, self.config.sampling, STOP_STRINGS)
+
+    def _activate(self, version: int) -> None:
+        """Make the policy serve `version` (the caller holds the switch lock). A version that no
+        longer loads (its files pruned) hands its episodes to `current`."""
+        if self.policy.version == version:
+            return
+        try:
+            self.policy.load_version(self._version_record(version))
+            return
+        except Exception as exc:
+            logging.getLogger("agentsd.collector").warning(
+                "version %d no longer loads (%s): its episodes switch to version %d",
+                version,
+                exc,
+                self.current,
+            )
+        self._move_episodes(version, self.current)
+        if self.policy.version != self.current:
+            self.policy.load_version(self._version_record(self.current))
 
     def _version_record(self, version: int) -> PolicyVersion:
         record = self._versions.get(version) or self.store.get_version(version)
