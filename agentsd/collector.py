@@ -49,6 +49,7 @@ from agentsd.types import Completion, Family, PolicyVersion, Task, Termination, 
 VERSION_POLL_S = 5.0
 LOAD_RETRY_S = (30.0, 600.0)  # a version that failed to load is retried after 30 s, doubling to 10 min
 BATCH_LINGER_S = 0.02  # how long the queue waits for more episodes to join a batch
+RECENT_STEPS = 5  # pacing: the trainer's last steps that say how many trajectories a step takes
 VersionOf = int | Callable[[], int] | None  # a request's policy version, or how to find it when served
 
 
@@ -446,14 +447,20 @@ class Collector:
 
     def expected_staleness(self) -> tuple[int, int]:
         """(backlog, the staleness an episode started now would have when trained): the trainer is
-        at the newest version and trains the backlog ahead of it first, batch by batch."""
+        at the newest version and trains the backlog ahead of it first, step by step, each step as
+        large as its recent ones were (a trainer that steps on whatever has arrived drains a backlog
+        in smaller bites than its batch size), never more than its batch."""
         pacing = self.config.pacing
         backlog = self._running + self.store.count_untrained(
             id_prefix=f"{self.run_name}.", terminations=pacing.train_on
         )
         newest = self.store.latest_version(self.config.lineage)
         behind = (newest.version if newest else 0) - self.current
-        return backlog, behind + math.ceil((backlog + 1) / pacing.batch_trajectories) - 1
+        recent = self.store.recent_step_sizes(RECENT_STEPS)
+        per_step = (
+            min(pacing.batch_trajectories, sum(recent) / len(recent)) if recent else pacing.batch_trajectories
+        )
+        return backlog, behind + math.ceil((backlog + 1) / max(per_step, 1.0)) - 1
 
     async def _pace(self) -> None:
         """Hold a new episode until it would be trained within K_max and the backlog is under

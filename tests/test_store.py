@@ -414,3 +414,26 @@ def test_missing_and_garbage_stores_give_one_clear_error(tmp_path: Path) -> None
     assert garbage.read_bytes() == b"this is not sqlite" * 100
     with pytest.raises(StoreError, match="expected a sqlite:/// or postgresql:// URL"):
         ReplayStore("mysql://x/y")
+
+
+def test_a_collect_runs_backlog_and_the_trainers_recent_step_sizes(store_url: str) -> None:
+    # what pacing reads: this run's finished, untrained trajectories; how many a step really takes
+    rng = random.Random(5)
+    store = ReplayStore(store_url)
+    ids = []
+    for n, termination in enumerate(
+        [Termination.DONE, Termination.DONE, Termination.DONE, Termination.ENV_ERROR]
+    ):
+        tid = store.begin(task_id="t", policy_model="m", version=0, trajectory_id=f"run.{n:06d}.0")
+        store.append_turn(tid, make_turn(0, rng, version=0))
+        store.finalize(tid, termination=termination, reward=1.0)
+        ids.append(tid)
+    other = store.begin(task_id="t", policy_model="m", version=0, trajectory_id="runner.000000.0")
+    store.append_turn(other, make_turn(0, rng, version=0))
+    store.finalize(other, termination=Termination.DONE, reward=1.0)
+    assert store.count_untrained(id_prefix="run.", terminations=[Termination.DONE]) == 3
+    store.mark_consumed("trainer", ids[:2], 1)
+    store.mark_consumed("trainer", ids[2:3], 2)
+    assert store.count_untrained(id_prefix="run.", terminations=[Termination.DONE]) == 0
+    assert store.recent_step_sizes(5) == [1, 2]
+    store.close()

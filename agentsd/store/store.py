@@ -758,6 +758,19 @@ class ReplayStore:
                 conn.execute(select(func.count()).select_from(trajectories).where(and_(*conds))).scalar_one()
             )
 
+    def recent_step_sizes(self, steps: int) -> list[int]:
+        """How many trajectories each of the last `steps` training steps took (newest first; every
+        step publishes one version): how fast a trainer really drains a backlog."""
+        query = (
+            select(func.count())
+            .select_from(consumed)
+            .group_by(consumed.c.consumer, consumed.c.version)
+            .order_by(func.max(consumed.c.at).desc(), consumed.c.version.desc())
+            .limit(steps)
+        )
+        with self._tx(write=False) as conn:
+            return [int(n) for n in conn.execute(query).scalars()]
+
     def mark_consumed(self, consumer: str, trajectory_ids: Sequence[str], version: int) -> None:
         """Record that `consumer` (a trainer run) trained on these trajectories at `version`."""
         if not trajectory_ids:
