@@ -564,12 +564,19 @@ class ExperimentConfig(_Cfg):
     train: TrainConfig = Field(default_factory=TrainConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     arms: list[ArmConfig] = Field(min_length=1)
+    compare_with: str | None = Field(
+        default=None,
+        description="The arm every other arm is compared with, paired by task (default: the arm with "
+        "no lag and the full correction, when there is one).",
+    )
 
     @model_validator(mode="after")
     def _arms(self) -> ExperimentConfig:
         names = [arm.name for arm in self.arms]
         if len(set(names)) != len(names) or "base" in names:
             raise ValueError(f"arms: names must be unique and not 'base', got {names}")
+        if self.compare_with is not None and self.compare_with not in names:
+            raise ValueError(f"compare_with: {self.compare_with!r} is not one of the arms {names}")
         for arm in self.arms:
             if arm.correction == "full" and arm.version_lag > self.train.sdpo.max_staleness:
                 raise ValueError(

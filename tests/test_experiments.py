@@ -19,6 +19,7 @@ import yaml
 from agentsd.config import ExperimentConfig, load_config
 from agentsd.errors import ConfigError
 from agentsd.experiments.arm import ExperimentError, arm_dir, eval_steps
+from agentsd.experiments.report import reference_arm
 from agentsd.experiments.staleness import main, record_experiment
 from agentsd.store import ReplayStore
 
@@ -65,6 +66,17 @@ def test_an_arm_whose_lag_full_correction_would_drop_everything_is_refused(tmp_p
         load_config(ExperimentConfig, [config], ["train.keep_versions=1"])
     with pytest.raises(ConfigError, match="unique"):
         load_config(ExperimentConfig, [config], ["arms=[{name: base}]"])
+
+
+def test_the_arm_others_are_compared_with_is_one_of_the_arms(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    assert reference_arm(load_config(ExperimentConfig, [config])) == "k0-full"  # no lag, full
+    assert reference_arm(load_config(ExperimentConfig, [config], ["compare_with=k1-none"])) == "k1-none"
+    only_stale = "arms=[{name: k1-none, version_lag: 1, correction: none}]"
+    no_default = load_config(ExperimentConfig, [config], [only_stale])
+    assert reference_arm(no_default) is None
+    with pytest.raises(ConfigError, match=r"compare_with.*k9-full"):
+        load_config(ExperimentConfig, [config], ["compare_with=k9-full"])
 
 
 def test_a_work_dir_keeps_the_experiment_it_was_started_with(tmp_path: Path) -> None:

@@ -237,7 +237,10 @@ def _plot_seed_mean(ax: Any, arm: str, points: list[tuple[int, float]]) -> None:
 
 
 def reference_arm(exp: ExperimentConfig) -> str | None:
-    """The arm the stale ones are compared with: no lag, full correction."""
+    """The arm the others are compared with: `compare_with`, else the one with no lag and the full
+    correction (None when there is neither)."""
+    if exp.compare_with is not None:
+        return exp.compare_with
     return next((a.name for a in exp.arms if a.version_lag == 0 and a.correction == "full"), None)
 
 
