@@ -1,10 +1,13 @@
 """The collector: many episodes at once over the sandbox fleet, every turn into the replay store.
 
 A collect run has a name and a plan: the suite's tasks times `repeats`, shuffled with `seed`, so the
-plan is the same every time the run starts. Episode n of run R writes trajectory `R.n.a` (a = the
-attempt), which is how a restarted collector knows where it stopped: it closes its own unfinished
-trajectories whose writer died (termination `interrupted`, turns kept), skips episodes that have
-a finalized trajectory, and runs the rest, interrupted ones again as a new attempt.
+plan is the same every time the run starts. The plan lives in the store (agentsd.store.leases): any
+number of collectors, on any number of machines, started with the same run name share it, each
+claiming one episode at a time under a lease its heartbeat extends. Episode n of run R writes
+trajectory `R.n.a` (a = the attempt). An episode whose collector died (a pid gone on this host, or a
+lease that expired anywhere) is claimed again: the claimer closes the silent attempt as
+`interrupted` (turns kept) and runs the next one. A collector runs until the plan is done, so the
+last ones wait for the episodes others hold, in case those die.
 
 Episodes run as asyncio tasks (at most `concurrency` at once), their sandboxes leased from one
 SandboxFleet for the run (engines, per-engine limits, warm pool, reaping at start); environments
@@ -17,7 +20,8 @@ switching to the newest beyond that); with `turn` every running episode moves to
 its next turn.
 
 `stop(reason)` (any thread) ends a run early: no new episode starts and running ones close at once
-as `interrupted`, their stored turns kept, so a restart reruns them as new attempts.
+as `interrupted`, their stored turns kept, and go back to the plan, so another collector or a
+restart reruns them as new attempts.
 
 Not guaranteed: fairness between episodes beyond FIFO; a version published mid-episode in `turn`
 mode shows up in the turns' versions, which is what the trainer's staleness correction is for.
@@ -32,6 +36,7 @@ import math
 import random
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -40,17 +45,33 @@ from typing import Any
 
 from agentsd.agent import STOP_STRINGS, AgentLoop, ChatFormat, EpisodeLimits, EpisodeResult
 from agentsd.config import CollectConfig, SamplingConfig
+from agentsd.errors import StoreError, TrajectoryStateError
+from agentsd.liveness import writer_identity
 from agentsd.policies.base import Policy, PolicyError, base_version, load_checked
 from agentsd.sandboxes.fleet import SandboxFleet
 from agentsd.store import ReplayStore
 from agentsd.tracking import NullTracker, Tracker
-from agentsd.types import Completion, Family, PolicyVersion, Task, Termination, TrajectoryStatus, Turn
+from agentsd.types import (
+    Completion,
+    EpisodeClaim,
+    Family,
+    LeaseState,
+    PolicyVersion,
+    Task,
+    Termination,
+    TrajectoryStatus,
+    TrajectorySummary,
+    Turn,
+)
 
 VERSION_POLL_S = 5.0
 LOAD_RETRY_S = (30.0, 600.0)  # a version that failed to load is retried after 30 s, doubling to 10 min
 BATCH_LINGER_S = 0.02  # how long the queue waits for more episodes to join a batch
+PLAN_POLL_S = 1.0  # how often a collector with nothing to claim looks at the plan again
 RECENT_STEPS = 5  # pacing: the trainer's last steps that say how many trajectories a step takes
 VersionOf = int | Callable[[], int] | None  # a request's policy version, or how to find it when served
+
+log = logging.getLogger("agentsd.collector")
 
 
 class GenerationQueue:
@@ -233,7 +254,9 @@ class Collector:
         self._versions: dict[int, PolicyVersion] = {0: base_version(policy.model_name)}
         self._switch_lock = threading.Lock()  # the policy serves one version at a time
         self._load_failures: dict[int, tuple[int, float]] = {}  # version -> (failures, retry after)
-        self._todo: list[tuple[int, int]] | None = None
+        self.holder = f"{writer_identity()}/{uuid.uuid4().hex[:8]}"  # this collector, in the plan's leases
+        self._held: dict[int, asyncio.Future[None]] = {}  # episodes running here -> their tasks
+        self._lost: set[int] = set()  # held episodes another collector took over
         self._loop: asyncio.AbstractEventLoop | None = None
         self._episode_tasks: list[asyncio.Future[None]] = []
         self.fleet: SandboxFleet | None = None  # the run's sandboxes, while `run` runs
@@ -256,51 +279,95 @@ class Collector:
         for task in self._episode_tasks:
             task.cancel()
 
-    # ------------------------------------------------------------------ resume
+    # ------------------------------------------------------------------ the plan and its leases
 
-    def todo(self) -> list[tuple[int, int]]:
-        """(episode, attempt) still to run; closes this run's trajectories whose writer died.
+    def open_plan(self) -> dict[LeaseState, int]:
+        """Give the run's plan its rows in the store (idempotent; any collector of the run may be
+        first) and count where its episodes stand; those done already are `stats.skipped`."""
+        self.store.open_plan(self.run_name, len(self.episodes))
+        counts = self.store.plan_counts(self.run_name)
+        self.stats.skipped = counts[LeaseState.DONE]
+        return counts
 
-        Computed once per Collector: `run` runs exactly this list."""
-        if self._todo is None:
-            self._todo = self._find_todo()
-        return self._todo
+    def _claim(self) -> EpisodeClaim | None:
+        """The next episode to run, claimed in the store. An episode taken over from a collector
+        whose lease expired has its silent attempt closed as `interrupted` (turns kept), unless that
+        attempt had finished after all (its collector died before saying so): then it is recorded as
+        done and the next episode is claimed."""
+        while True:
+            claim = self.store.claim_episode(self.run_name, self.holder, self.config.lease_s)
+            if claim is None or claim.taken_over is None:
+                return claim
+            old = trajectory_id(self.run_name, claim.episode, claim.taken_over)
+            try:
+                summary = self.store.summary(old)
+                if summary.status is TrajectoryStatus.RUNNING:
+                    self.store.interrupt(old, f"the lease of collector {claim.previous_holder} expired")
+                    self.stats.interrupted += 1
+                    log.warning(
+                        "%s: took over episode %d from %s",
+                        self.run_name,
+                        claim.episode,
+                        claim.previous_holder,
+                    )
+                    return claim
+            except TrajectoryStateError:  # never begun, or it finished while we looked
+                summary = self._summary_or_none(old)
+                if summary is None:
+                    return claim
+            if summary.termination is Termination.INTERRUPTED:
+                return claim
+            self.store.settle_episode(
+                self.run_name,
+                claim.episode,
+                self.holder,
+                claim.attempt,
+                state=LeaseState.DONE,
+                attempt_after=claim.taken_over,
+            )
 
-    def _find_todo(self) -> list[tuple[int, int]]:
-        attempts: dict[int, list[Any]] = {}
-        for summary in self.store.list(id_prefix=f"{self.run_name}.", limit=None):
-            _, episode, attempt = summary.id.rsplit(".", 2)
-            attempts.setdefault(int(episode), []).append((int(attempt), summary))
-        dead = {s.id for s in self.store.unfinished()}
-        todo = []
-        for episode in range(len(self.episodes)):
-            tries = sorted(attempts.get(episode, []), key=lambda pair: pair[0])
-            if not tries:
-                todo.append((episode, 0))
+    def _summary_or_none(self, tid: str) -> TrajectorySummary | None:
+        try:
+            return self.store.summary(tid)
+        except TrajectoryStateError:
+            return None
+
+    def _plan_done(self) -> bool:
+        counts = self.store.plan_counts(self.run_name)
+        return counts[LeaseState.WAITING] == 0 and counts[LeaseState.RUNNING] == 0
+
+    async def _heartbeats(self) -> None:
+        """Extend this collector's leases every lease_s/4; an episode whose lease was taken over
+        (this process was silent too long: stopped, partitioned) is cancelled without closing it,
+        since the collector that took it over has closed it already."""
+        while True:
+            await asyncio.sleep(self.config.lease_s / 4)
+            try:
+                held = await asyncio.to_thread(
+                    self.store.heartbeat, self.run_name, self.holder, self.config.lease_s
+                )
+            except StoreError as exc:  # the store is unreachable: beat again soon, leases may expire
+                log.warning("%s: heartbeat failed: %s", self.run_name, exc)
                 continue
-            attempt, last = tries[-1]
-            if last.status is TrajectoryStatus.RUNNING:
-                if last.id not in dead:
-                    self.stats.skipped += 1  # another live collector of this run owns it
-                    continue
-                self.store.interrupt(last.id, "collector restarted")
-                self.stats.interrupted += 1
-                todo.append((episode, attempt + 1))
-            elif last.termination is Termination.INTERRUPTED:
-                todo.append((episode, attempt + 1))
-            else:
-                self.stats.skipped += 1
-        return todo
+            for episode, task in list(self._held.items()):
+                if episode not in held and not task.done():
+                    log.warning(
+                        "%s: lost the lease on episode %d; another collector reruns it",
+                        self.run_name,
+                        episode,
+                    )
+                    self._lost.add(episode)
+                    task.cancel()
 
     # ------------------------------------------------------------------ running
 
     async def run(self) -> CollectStats:
-        todo = self.todo()
+        counts = await asyncio.to_thread(self.open_plan)
         self.tracker.log_params(
             {
                 "run_name": self.run_name,
                 "planned": len(self.episodes),
-                "to_run": len(todo),
+                "to_run": counts[LeaseState.WAITING] + counts[LeaseState.RUNNING],
                 **self.config.model_dump(mode="json"),
             }
         )
@@ -311,40 +378,27 @@ class Collector:
             before_batch=self._pickup_between_turns if self.config.version_pickup == "turn" else None,
             generate_as=self._generate_as,
         )
-        slots = asyncio.Semaphore(self.config.concurrency)
         starting = asyncio.Lock()
         # env steps, resets and closes run in threads: one per episode, plus the policy's calls
         # (the default executor has only cpu_count + 4 threads)
         asyncio.get_running_loop().set_default_executor(
             ThreadPoolExecutor(max_workers=self.config.concurrency + 4, thread_name_prefix="episode")
         )
-
-        async def one(episode: int, attempt: int) -> None:
-            async with slots:
-                if self.stats.stopped:
-                    return
-                async with starting:  # one start at a time: pacing counts every started episode
-                    if self.config.version_pickup == "episode":
-                        await self._pickup_for_new_episode()
-                    if self.config.pacing.enabled:
-                        await self._pace()
-                    if self.stats.stopped:
-                        return
-                    self._running += 1
-                try:
-                    await self._episode(queue, episode, attempt)
-                finally:
-                    self._running -= 1
-
         self._loop = asyncio.get_running_loop()
         self.fleet = SandboxFleet(self.config.sandbox)  # reaps what a dead collector left first
-        self._episode_tasks = [asyncio.ensure_future(one(e, a)) for e, a in todo]
+        self._episode_tasks = [
+            asyncio.ensure_future(self._worker(queue, starting)) for _ in range(self.config.concurrency)
+        ]
+        beating = asyncio.ensure_future(self._heartbeats())
         if self.stats.stopped:  # stopped before the run started
             self._cancel_episodes()
         try:
             outcomes = await asyncio.gather(*self._episode_tasks, return_exceptions=True)
         finally:
+            beating.cancel()
             await queue.close()
+            # claims a cancelled worker made but never ran go back to the plan
+            await asyncio.to_thread(self.store.release_episodes, self.run_name, self.holder)
             await asyncio.to_thread(self.fleet.close)
         failures = [
             o for o in outcomes if isinstance(o, BaseException) and not isinstance(o, asyncio.CancelledError)
@@ -353,7 +407,43 @@ class Collector:
             raise failures[0]
         return self.stats
 
-    async def _episode(self, queue: GenerationQueue, episode: int, attempt: int) -> None:
+    async def _worker(self, queue: GenerationQueue, starting: asyncio.Lock) -> None:
+        """Claim an episode, run it, repeat, until the plan is done (waiting while other collectors
+        hold the last episodes: one of them may die and its episodes come back) or the run stops."""
+        poll_s = min(self.config.lease_s / 4, PLAN_POLL_S)
+        while not self.stats.stopped:
+            if not await asyncio.to_thread(self.store.claimable_episodes, self.run_name):
+                if await asyncio.to_thread(self._plan_done):
+                    return
+                await asyncio.sleep(poll_s)  # others hold the rest: one may die and hand it back
+                continue
+            async with starting:  # one start at a time: pacing counts every started episode
+                if self.config.version_pickup == "episode":
+                    await self._pickup_for_new_episode()
+                if self.config.pacing.enabled:
+                    await self._pace()
+                if self.stats.stopped:
+                    return
+                claim = await asyncio.to_thread(self._claim)
+                if claim is not None:
+                    self._running += 1
+            if claim is None:  # another collector was faster
+                continue
+            episode = asyncio.ensure_future(self._episode(queue, claim))
+            self._held[claim.episode] = episode
+            try:
+                await episode
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if (current is not None and current.cancelling()) or claim.episode not in self._lost:
+                    raise  # the run stops
+            finally:
+                self._running -= 1
+                self._held.pop(claim.episode, None)
+                self._lost.discard(claim.episode)
+
+    async def _episode(self, queue: GenerationQueue, claim: EpisodeClaim) -> None:
+        episode, attempt = claim.episode, claim.attempt
         task = self.episodes[episode]
         tid = trajectory_id(self.run_name, episode, attempt)
         labels = {"run_id": self.run_name, "episode_id": tid}
@@ -372,26 +462,41 @@ class Collector:
                 "episode": episode,
                 "attempt": attempt,
                 "family": task.family.value,
+                "collector": self.holder,
             },
         )
         started = time.monotonic()
         try:
             result = await self._play(queue, task, tid, labels)
-        except asyncio.CancelledError:  # stopped (Collector.stop, Ctrl-C): the turns so far stay
-            self.store.interrupt(tid, self.stats.stopped or "collector stopped")
+        except asyncio.CancelledError:  # stopped (Collector.stop, Ctrl-C) or the lease was lost
+            if episode not in self._lost:  # the turns so far stay; the episode goes back to the plan
+                with contextlib.suppress(TrajectoryStateError):
+                    self.store.interrupt(tid, self.stats.stopped or "collector stopped")
+                self.store.settle_episode(
+                    self.run_name, episode, self.holder, attempt, state=LeaseState.WAITING
+                )
             raise
         finally:
             self.episode_versions.pop(tid, None)
         duration = time.monotonic() - started
-        self.store.finalize(
-            tid,
-            termination=result.termination,
-            reward=result.reward,
-            reward_components=result.reward_components,
-            hindsight=result.hindsight,
-            meta={**{k: v for k, v in result.meta.items() if v is not None}, "duration_s": duration,
-                  **({"error": result.feedback} if result.reward is None and result.feedback else {})},
-        )  # fmt: skip
+        try:
+            self.store.finalize(
+                tid,
+                termination=result.termination,
+                reward=result.reward,
+                reward_components=result.reward_components,
+                hindsight=result.hindsight,
+                meta={**{k: v for k, v in result.meta.items() if v is not None}, "duration_s": duration,
+                      **({"error": result.feedback} if result.reward is None and result.feedback else {})},
+            )  # fmt: skip
+        except TrajectoryStateError:  # closed by a collector that took the episode over
+            log.warning(
+                "%s: episode %d was taken over before it finished; its result is dropped",
+                self.run_name,
+                episode,
+            )
+            return
+        self.store.settle_episode(self.run_name, episode, self.holder, attempt, state=LeaseState.DONE)
         self._record(result, duration)
 
     async def _play(
@@ -451,7 +556,8 @@ class Collector:
         large as its recent ones were (a trainer that steps on whatever has arrived drains a backlog
         in smaller bites than its batch size), never more than its batch."""
         pacing = self.config.pacing
-        backlog = self._running + self.store.count_untrained(
+        running = self.store.plan_counts(self.run_name)[LeaseState.RUNNING]  # every collector's
+        backlog = running + self.store.count_untrained(
             id_prefix=f"{self.run_name}.", terminations=pacing.train_on
         )
         newest = self.store.latest_version(self.config.lineage)
@@ -512,7 +618,6 @@ class Collector:
         a weights hash that does not match the store's, the backend refusing them) keeps the current
         version; the version is retried later with backoff (a newer one is tried at the next poll),
         and failures are counted in collect/version_load_failures."""
-        log = logging.getLogger("agentsd.collector")
         with self._switch_lock:
             try:
                 load_checked(self.policy, version)
@@ -547,7 +652,7 @@ class Collector:
             self.policy.load_version(self._version_record(version))
             return
         except Exception as exc:
-            logging.getLogger("agentsd.collector").warning(
+            log.warning(
                 "version %d no longer loads (%s): its episodes switch to version %d",
                 version,
                 exc,
@@ -575,7 +680,7 @@ class Collector:
         live = sorted({*self.episode_versions.values(), self.current})
         while len(live) > self.config.max_live_versions:
             oldest = live.pop(0)
-            logging.getLogger("agentsd.collector").info(
+            log.info(
                 "max_live_versions=%d: episodes on version %d switch to version %d",
                 self.config.max_live_versions, oldest, self.current,
             )  # fmt: skip

@@ -283,6 +283,13 @@ class CollectConfig(_Cfg):
     judge: JudgeConfig | None = Field(
         default=None, description="The LLM judge of rubric criteria without a programmatic check."
     )
+    lease_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="An episode's lease in the store's plan: collectors of one run (any machine) claim "
+        "episodes under leases their heartbeat extends every lease_s/4; an episode whose collector "
+        "stopped beating for lease_s is rerun by another as a new attempt.",
+    )
 
     @model_validator(mode="after")
     def _versions_fit(self) -> CollectConfig:

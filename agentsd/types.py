@@ -457,3 +457,41 @@ class PolicyVersion(_Model):
     weights_hash: str | None = Field(
         default=None, description="sha256 of its weight files (agentsd.weights); None = not recorded."
     )
+
+
+class LeaseState(StrEnum):
+    """Where one episode of a run's plan stands (the episode_leases table)."""
+
+    WAITING = "waiting"
+    """Nobody runs it: never started, or its last attempt was interrupted and handed back."""
+    RUNNING = "running"
+    """A collector holds it under a lease that its heartbeat extends."""
+    DONE = "done"
+    """An attempt finished (any termination but interrupted)."""
+
+
+class EpisodeLease(_Model):
+    """One episode of a collect or eval run's plan as the store holds it.
+
+    `attempt` is the attempt now running or the last one started (-1: none yet); the trajectory of
+    attempt a is `<run>.<episode:06d>.<a>`. A RUNNING lease whose `expires_at` has passed belongs to a
+    collector that stopped beating: the next claim takes it over."""
+
+    run: str
+    episode: int = Field(ge=0)
+    state: LeaseState
+    attempt: int = Field(ge=-1)
+    holder: str | None = None
+    claimed_at: float | None = None
+    expires_at: float | None = None
+    updated_at: float
+
+
+class EpisodeClaim(_Model):
+    """What a claim hands a collector: the episode, the attempt to run it as, and the attempt it
+    took over from a collector whose lease expired (None when the episode was waiting)."""
+
+    episode: int = Field(ge=0)
+    attempt: int = Field(ge=0)
+    taken_over: int | None = None
+    previous_holder: str | None = None

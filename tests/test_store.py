@@ -348,6 +348,7 @@ def downgrade_to_schema_1(store_url: str) -> None:
         for table, column in [(table, column) for table, columns in added.items() for column in columns]:
             conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
         conn.execute(text("DROP TABLE runs"))
+        conn.execute(text("DROP TABLE IF EXISTS episode_leases"))
         conn.execute(text("UPDATE store_meta SET value = '1' WHERE key = 'schema_version'"))
     engine.dispose()
 
@@ -382,7 +383,7 @@ def test_a_schema_1_store_is_migrated_keeping_everything(store_url: str) -> None
     )
     store.close()
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT value FROM store_meta WHERE key = 'schema_version'")).scalar() == "2"
+        assert conn.execute(text("SELECT value FROM store_meta WHERE key = 'schema_version'")).scalar() == "3"
     engine.dispose()
 
 

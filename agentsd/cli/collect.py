@@ -53,6 +53,7 @@ def run_collect(
     from agentsd.store import ReplayStore
     from agentsd.suites import load_tasks
     from agentsd.tracking import open_tracker
+    from agentsd.types import LeaseState
 
     tasks = load_tasks(cfg.suite, cfg.tasks_url)[: cfg.max_tasks]
     run_name = cfg.name or re.sub(r"[^A-Za-z0-9_-]", "-", cfg.run_dir.name) or "collect"
@@ -74,7 +75,8 @@ def run_collect(
         open_tracker(cfg.tracking, cfg.run_dir, run_name) as tracker,
     ):
         collector = Collector(cfg, policy, replay, tasks, run_name=run_name, tracker=tracker, judge=judge)
-        planned = len(collector.todo())
+        counts = collector.open_plan()
+        planned = counts[LeaseState.WAITING] + counts[LeaseState.RUNNING]
         if on_collector is not None:
             on_collector(collector)
         with LiveStatus(

@@ -281,6 +281,49 @@ def discard(
     console.print(f"discarded {n} trajectories")
 
 
+@app.command("plan")
+def plan(
+    run: Annotated[str, typer.Argument(help="The collect or eval run's name.")],
+    as_json: JsonLines = False,
+    store: StoreUrl = None,
+    config: ConfigFiles = None,
+) -> None:
+    """Where a run's plan stands: episodes done, running (by which collector, how old the lease),
+    waiting, and interrupted (waiting to be rerun as a new attempt)."""
+    import time
+
+    from agentsd.types import LeaseState
+
+    with _open(store, config) as st:
+        leases = st.plan_leases(run)
+    if not leases:
+        err_console.print(f"no plan for run {run!r} in this store (no collector has opened it)")
+        raise typer.Exit(1)
+    if as_json:
+        print_json_lines(leases)
+        return
+    now = time.time()
+    waiting = [lease for lease in leases if lease.state is LeaseState.WAITING]
+    running = [lease for lease in leases if lease.state is LeaseState.RUNNING]
+    done = sum(lease.state is LeaseState.DONE for lease in leases)
+    rerun = sum(lease.attempt >= 0 for lease in waiting)
+    console.print(
+        f"run {run}: {len(leases)} episodes: {done} done, {len(running)} running, "
+        f"{len(waiting) - rerun} waiting, {rerun} interrupted (to be rerun)",
+        highlight=False,
+    )
+    if running:
+        table = Table()
+        for col in ("episode", "attempt", "collector", "lease age s", "expires in s"):
+            table.add_column(col, overflow="fold")
+        for lease in running:
+            age = f"{now - lease.claimed_at:.0f}" if lease.claimed_at else "-"
+            left = lease.expires_at - now if lease.expires_at is not None else None
+            expires = "-" if left is None else (f"{left:.0f}" if left > 0 else f"expired {-left:.0f} s ago")
+            table.add_row(str(lease.episode), str(lease.attempt), lease.holder or "-", age, expires)
+        console.print(table)
+
+
 @app.command("versions")
 def versions(store: StoreUrl = None, config: ConfigFiles = None, as_json: JsonLines = False) -> None:
     """List published policy versions."""

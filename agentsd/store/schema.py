@@ -28,7 +28,7 @@ from sqlalchemy import (
     update,
 )
 
-STORE_SCHEMA_VERSION = 2
+STORE_SCHEMA_VERSION = 3
 """Layout version of the tables below."""
 
 metadata = MetaData()
@@ -131,6 +131,20 @@ consumed = Table(
     Column("at", Float, nullable=False),
 )
 
+episode_leases = Table(  # schema 3: every episode of a run's plan, claimed by collectors under leases
+    "episode_leases",
+    metadata,
+    Column("run", String(128), primary_key=True),
+    Column("episode", Integer, primary_key=True, autoincrement=False),
+    Column("state", String(16), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("holder", String(256)),
+    Column("claimed_at", Float),
+    Column("expires_at", Float),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_episode_leases_run_state", "run", "state"),
+)
+
 Migration = Callable[[Connection], None]
 
 
@@ -160,5 +174,11 @@ def _to_2(conn: Connection) -> None:
         )
 
 
-MIGRATIONS: dict[int, Migration] = {1: _to_2}
+def _to_3(conn: Connection) -> None:
+    """Episode leases. Runs recorded before get their rows when a collector next opens them
+    (derived from their trajectories), so nothing is guessed here."""
+    episode_leases.create(conn)
+
+
+MIGRATIONS: dict[int, Migration] = {1: _to_2, 2: _to_3}
 """from_version -> function that upgrades a store from that version to from_version + 1."""

@@ -56,6 +56,7 @@ from agentsd.errors import (
 from agentsd.lineage import ancestry
 from agentsd.liveness import writer_alive, writer_identity
 from agentsd.sequences import TurnTokens
+from agentsd.store import leases
 from agentsd.store.rows import (
     check_turn_sequence,
     loads,
@@ -81,7 +82,10 @@ from agentsd.store.schema import (
 from agentsd.store.statements import CLAIM_TURNS, FINALIZE, SELECT_META, RawStatement, insert_all_columns
 from agentsd.types import (
     SCHEMA_VERSION,
+    EpisodeClaim,
+    EpisodeLease,
     HindsightSignal,
+    LeaseState,
     PolicyVersion,
     Task,
     Termination,
@@ -877,6 +881,59 @@ class ReplayStore:
                 return False
             raise
         return True
+
+    # ------------------------------------------------------------------ episode leases (leases.py)
+
+    def open_plan(self, run: str, episodes: int) -> None:
+        """Make sure every episode of `run` below `episodes` has a lease row (idempotent)."""
+        with self._tx(write=True) as conn:
+            leases.open_plan(conn, run, episodes, time.time())
+
+    def claim_episode(self, run: str, holder: str, lease_s: float) -> EpisodeClaim | None:
+        """The next claimable episode of `run`, now `holder`'s for `lease_s` seconds; None if none."""
+        with self._tx(write=True) as conn:
+            return leases.claim(conn, run, holder, lease_s, time.time())
+
+    def claimable_episodes(self, run: str) -> int:
+        """How many episodes of `run` a claim could take now (leases.claimable)."""
+        with self._tx(write=True) as conn:
+            return leases.claimable(conn, run, time.time())
+
+    def heartbeat(self, run: str, holder: str, lease_s: float) -> set[int]:
+        """Extend `holder`'s running leases on `run`; returns the episodes it still holds."""
+        with self._tx(write=True) as conn:
+            return leases.heartbeat(conn, run, holder, lease_s, time.time())
+
+    def settle_episode(
+        self,
+        run: str,
+        episode: int,
+        holder: str,
+        attempt: int,
+        *,
+        state: LeaseState,
+        attempt_after: int | None = None,
+    ) -> bool:
+        """End `holder`'s lease: DONE, or WAITING to hand the episode back (leases.settle)."""
+        with self._tx(write=True) as conn:
+            return leases.settle(
+                conn, run, episode, holder, attempt, time.time(), state=state, attempt_after=attempt_after
+            )
+
+    def release_episodes(self, run: str, holder: str) -> int:
+        """Hand back every episode `holder` still holds on `run`; how many."""
+        with self._tx(write=True) as conn:
+            return leases.release(conn, run, holder, time.time())
+
+    def plan_counts(self, run: str) -> dict[LeaseState, int]:
+        """How many episodes of `run`'s plan are waiting, running and done."""
+        with self._tx(write=False) as conn:
+            return leases.counts(conn, run)
+
+    def plan_leases(self, run: str) -> list[EpisodeLease]:
+        """Every episode row of `run`'s plan, in plan order (empty: no collector opened it yet)."""
+        with self._tx(write=False) as conn:
+            return leases.plan(conn, run)
 
 
 # ---------------------------------------------------------------------- helpers

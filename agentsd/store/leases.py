@@ -1,0 +1,209 @@
+"""Episode leases: a collect or eval run's plan in the store, shared by any number of collectors.
+
+Every episode of a run has one row (`episode_leases`): waiting, running under a collector's lease,
+or done. A collector claims the first claimable episode in one write transaction (`SELECT ... FOR
+UPDATE SKIP LOCKED` on PostgreSQL; SQLite's BEGIN IMMEDIATE serializes writers), so two collectors
+never get the same attempt. A lease lasts `lease_s` seconds from its last heartbeat; a collector
+beats for all its running episodes at once. An episode whose lease has expired is claimable again
+as the next attempt: the claimer closes the silent attempt (agentsd.collector). On this host a holder
+known dead (its pid gone) is expired at once; on another host only the lease's expiry counts.
+
+These are pure functions on a connection inside the caller's transaction; `ReplayStore` is their
+face. Not guaranteed: expiry across machines compares the claimer's clock with the time the holder
+last wrote (keep clocks in sync, and leases far longer than any skew); a holder that is alive but
+silent past its lease loses the episode (it finds out at its next heartbeat).
+"""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import ColumnElement, Connection, and_, func, insert, or_, select, update
+
+from agentsd.liveness import writer_alive
+from agentsd.store.schema import episode_leases, trajectories
+from agentsd.types import EpisodeClaim, EpisodeLease, LeaseState, Termination, TrajectoryStatus
+
+_C = episode_leases.c
+
+
+def holder_alive(holder: str) -> bool | None:
+    """Whether a lease holder's process still runs (None: it runs on another host). A holder is
+    `<writer_identity>/<token>`: one process may run several collectors."""
+    return writer_alive(holder.split("/", 1)[0])
+
+
+def open_plan(conn: Connection, run: str, episodes: int, now: float) -> None:
+    """Give every episode of `run` below `episodes` a row. Episodes that have trajectories already
+    (a run started before leases existed) start where those left off: done when the last attempt
+    finished, waiting when it was interrupted, running (and expired) when it never closed."""
+    known = set(conn.execute(select(_C.episode).where(_C.run == run)).scalars())
+    missing = [e for e in range(episodes) if e not in known]
+    if not missing:
+        return
+    last: dict[int, tuple[int, str, str | None, str]] = {}
+    pattern = re.compile(rf"^{re.escape(run)}\.(\d+)\.(\d+)$")
+    rows = conn.execute(
+        select(
+            trajectories.c.id, trajectories.c.status, trajectories.c.termination, trajectories.c.writer
+        ).where(trajectories.c.id.like(f"{run}.%"))
+    )
+    for tid, status, termination, writer in rows:
+        match = pattern.match(tid)
+        if match is None:
+            continue
+        episode, attempt = int(match[1]), int(match[2])
+        if episode not in last or attempt > last[episode][0]:
+            last[episode] = (attempt, status, termination, writer)
+    values = []
+    for episode in missing:
+        row = {
+            "run": run,
+            "episode": episode,
+            "state": LeaseState.WAITING.value,
+            "attempt": -1,
+            "holder": None,
+            "claimed_at": None,
+            "expires_at": None,
+            "updated_at": now,
+        }
+        if episode in last:
+            attempt, status, termination, writer = last[episode]
+            row["attempt"] = attempt
+            if status == TrajectoryStatus.RUNNING.value:
+                row |= {"state": LeaseState.RUNNING.value, "holder": writer, "expires_at": now}
+            elif termination != Termination.INTERRUPTED.value:
+                row["state"] = LeaseState.DONE.value
+        values.append(row)
+    conn.execute(insert(episode_leases), values)
+
+
+def _claimable(now: float) -> ColumnElement[bool]:
+    return or_(
+        _C.state == LeaseState.WAITING.value,
+        and_(_C.state == LeaseState.RUNNING.value, _C.expires_at < now),
+    )
+
+
+def claimable(conn: Connection, run: str, now: float) -> int:
+    """How many episodes of `run` a claim could take now (holders known dead expired first)."""
+    _expire_dead_holders(conn, run, now)
+    return conn.execute(select(func.count()).where(_C.run == run, _claimable(now))).scalar_one()
+
+
+def claim(conn: Connection, run: str, holder: str, lease_s: float, now: float) -> EpisodeClaim | None:
+    """Take the first claimable episode of `run` for `holder`: waiting, or running under an expired
+    lease (or a lease whose holder is known dead on this host). None when nothing is claimable."""
+    for expire_dead in (False, True):
+        if expire_dead and not _expire_dead_holders(conn, run, now):
+            return None
+        row = conn.execute(
+            select(_C.episode, _C.state, _C.attempt, _C.holder)
+            .where(_C.run == run, _claimable(now))
+            .order_by(_C.episode)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        ).first()
+        if row is None:
+            continue
+        taken = conn.execute(
+            update(episode_leases)
+            .where(_C.run == run, _C.episode == row.episode, _C.state == row.state, _C.attempt == row.attempt)
+            .values(
+                state=LeaseState.RUNNING.value,
+                attempt=row.attempt + 1,
+                holder=holder,
+                claimed_at=now,
+                expires_at=now + lease_s,
+                updated_at=now,
+            )
+        )
+        if taken.rowcount != 1:  # cannot happen inside one serialized transaction; never hand it out twice
+            return None
+        over = row.state == LeaseState.RUNNING.value
+        return EpisodeClaim(
+            episode=row.episode,
+            attempt=row.attempt + 1,
+            taken_over=row.attempt if over and row.attempt >= 0 else None,
+            previous_holder=row.holder if over else None,
+        )
+    return None
+
+
+def _expire_dead_holders(conn: Connection, run: str, now: float) -> bool:
+    """Expire the running leases of holders known dead on this host; whether there were any."""
+    holders = conn.execute(
+        select(_C.holder).distinct().where(_C.run == run, _C.state == LeaseState.RUNNING.value)
+    ).scalars()
+    dead = [h for h in holders if h is not None and holder_alive(h) is False]
+    if not dead:
+        return False
+    conn.execute(
+        update(episode_leases)
+        .where(_C.run == run, _C.state == LeaseState.RUNNING.value, _C.holder.in_(dead))
+        .values(expires_at=now - 1.0, updated_at=now)
+    )
+    return True
+
+
+def heartbeat(conn: Connection, run: str, holder: str, lease_s: float, now: float) -> set[int]:
+    """Extend every running lease `holder` has on `run`; returns the episodes it still holds (one it
+    thought it held and is missing was taken over after its lease expired)."""
+    mine = and_(_C.run == run, _C.holder == holder, _C.state == LeaseState.RUNNING.value)
+    conn.execute(update(episode_leases).where(mine).values(expires_at=now + lease_s, updated_at=now))
+    return set(conn.execute(select(_C.episode).where(mine)).scalars())
+
+
+def settle(
+    conn: Connection,
+    run: str,
+    episode: int,
+    holder: str,
+    attempt: int,
+    now: float,
+    *,
+    state: LeaseState,
+    attempt_after: int | None = None,
+) -> bool:
+    """Move `holder`'s lease on (`episode`, `attempt`) to DONE or back to WAITING (handed back: the
+    next claim reruns it). `attempt_after`: the attempt the row names afterwards (a claimer that
+    found the attempt it took over finished after all records that one as done). False when the
+    lease is no longer `holder`'s."""
+    values: dict[str, object] = {"state": state.value, "expires_at": None, "updated_at": now}
+    if state is LeaseState.WAITING:
+        values["holder"] = None
+    if attempt_after is not None:
+        values["attempt"] = attempt_after
+    done = conn.execute(
+        update(episode_leases)
+        .where(
+            _C.run == run,
+            _C.episode == episode,
+            _C.holder == holder,
+            _C.attempt == attempt,
+            _C.state == LeaseState.RUNNING.value,
+        )
+        .values(**values)
+    )
+    return done.rowcount == 1
+
+
+def release(conn: Connection, run: str, holder: str, now: float) -> int:
+    """Hand back every running lease `holder` has on `run` (a collector leaving); how many."""
+    mine = and_(_C.run == run, _C.holder == holder, _C.state == LeaseState.RUNNING.value)
+    values = {"state": LeaseState.WAITING.value, "holder": None, "expires_at": None, "updated_at": now}
+    return conn.execute(update(episode_leases).where(mine).values(**values)).rowcount
+
+
+def counts(conn: Connection, run: str) -> dict[LeaseState, int]:
+    """How many episodes of `run` are in each state (all states present, zero or not)."""
+    found = dict.fromkeys(LeaseState, 0)
+    rows = conn.execute(select(_C.state, func.count()).where(_C.run == run).group_by(_C.state))
+    for state, n in rows:
+        found[LeaseState(state)] = int(n)
+    return found
+
+
+def plan(conn: Connection, run: str) -> list[EpisodeLease]:
+    rows = conn.execute(select(episode_leases).where(_C.run == run).order_by(_C.episode)).mappings()
+    return [EpisodeLease.model_validate(dict(r)) for r in rows]

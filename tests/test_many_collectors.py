@@ -1,0 +1,218 @@
+"""Many collectors, one plan (issue: many collector machines): collector processes started with the
+same run name share its episodes through leases in the store (SQLite and a real PostgreSQL), every
+episode runs once and none is lost when a collector is killed mid-episode, a collector that joins
+late takes work, a collector on another machine that falls silent has its episode taken over once
+its lease expires, a collector that lost its lease drops its episode, and `agentsd replay plan`
+shows where the plan stands."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sandbox_fixtures import backend_config
+from test_collector import collect_config, make_task, solver
+
+from agentsd.collector import Collector, trajectory_id
+from agentsd.modelcache import resolve_model
+from agentsd.policies.scripted import ScriptedPolicy
+from agentsd.store import ReplayStore
+from agentsd.types import LeaseState, Termination, TrajectoryStatus
+
+ROOT = Path(__file__).resolve().parents[1]
+EPISODES = 30
+REMOTE = "gpu-box-7:4242:1/remote"  # a collector on another machine: its pid says nothing here
+
+COLLECTOR = textwrap.dedent(
+    """
+    import asyncio, json, sys, time
+    from transformers import AutoTokenizer
+    from agentsd.collector import Collector
+    from agentsd.config import CollectConfig
+    from agentsd.modelcache import resolve_model
+    from agentsd.policies.scripted import ScriptedPolicy
+    from agentsd.store import ReplayStore
+    sys.path.insert(0, {tests!r})
+    from test_collector import make_task, solver
+
+    def slow(prompt):
+        time.sleep(0.2)
+        return solver(prompt)
+
+    cfg = CollectConfig.model_validate_json(sys.argv[1])
+    policy = ScriptedPolicy(AutoTokenizer.from_pretrained(resolve_model("default")), slow)
+    with ReplayStore(cfg.store.url) as store:
+        tasks = [make_task(i) for i in range({episodes})]
+        collector = Collector(cfg, policy, store, tasks, run_name="shared")
+        stats = asyncio.run(collector.run())
+    print("STATS " + json.dumps({{"holder": collector.holder, "episodes": stats.episodes,
+                                 "interrupted": stats.interrupted}}))
+    """
+)
+
+
+def _start(script: Path, config: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    return subprocess.Popen(
+        [sys.executable, str(script), config],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def _plan_cli(store_url: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "agentsd.cli.main", "replay", "plan", "shared", "--store", store_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_collectors_share_one_plan_through_kills_joins_and_a_silent_remote_collector(
+    store_url: str, tmp_path: Path
+) -> None:
+    backend_config("local")
+    cfg = collect_config(tmp_path, concurrency=2, lease_s=3.0, store={"url": store_url})
+    script = tmp_path / "collector.py"
+    script.write_text(COLLECTOR.format(tests=str(Path(__file__).parent), episodes=EPISODES))
+    with ReplayStore(store_url) as store:
+        # a collector on another machine claimed episode 0, began it, and then fell silent
+        store.open_plan("shared", EPISODES)
+        claim = store.claim_episode("shared", REMOTE, cfg.lease_s)
+        assert claim is not None and claim.episode == 0
+        remote_tid = trajectory_id("shared", 0, 0)
+        store.begin(task=make_task(0), policy_model="scripted", version=0, trajectory_id=remote_tid)
+        status = _plan_cli(store_url)
+        assert f"{EPISODES} episodes: 0 done, 1 running, {EPISODES - 1} waiting, 0 interrupted" in status
+        assert REMOTE in status
+
+        first, second = _start(script, cfg.model_dump_json()), _start(script, cfg.model_dump_json())
+
+        def second_is_mid_episode() -> bool:
+            leases = store.plan_leases("shared")
+            done = sum(lease.state is LeaseState.DONE for lease in leases)
+            return done >= 3 and any(
+                lease.state is LeaseState.RUNNING and lease.holder and f":{second.pid}:" in lease.holder
+                for lease in leases
+            )
+
+        _wait_for(second_is_mid_episode, 240, "the second collector to be mid-episode")
+        second.send_signal(signal.SIGKILL)
+        second.wait()
+        late = _start(script, cfg.model_dump_json())  # joins the running plan
+        outputs = {}
+        for name, process in (("first", first), ("late", late)):
+            out, err = process.communicate(timeout=600)
+            assert process.returncode == 0, err[-3000:]
+            outputs[name] = json.loads(out.split("STATS ", 1)[1])
+        trajectories = store.list(id_prefix="shared.", limit=None)
+        final_status = _plan_cli(store_url)
+        remote = store.get(remote_tid, with_turns=False)
+
+    by_episode: dict[int, list[Any]] = {}
+    for summary in trajectories:
+        by_episode.setdefault(int(summary.id.split(".")[1]), []).append(summary)
+    assert sorted(by_episode) == list(range(EPISODES)), "an episode of the plan was lost"
+    for episode, attempts in by_episode.items():
+        done = [s for s in attempts if s.termination is Termination.DONE]
+        assert len(done) == 1, f"episode {episode} ran {len(done)} times: {[s.id for s in attempts]}"
+        assert done[0].reward == 1.0
+        assert all(s.status is TrajectoryStatus.FINALIZED for s in attempts)
+        assert all(s.termination is Termination.INTERRUPTED for s in attempts if s is not done[0])
+    # the silent remote collector's attempt was closed as interrupted once its lease expired, and rerun
+    assert remote.termination is Termination.INTERRUPTED
+    assert REMOTE in remote.meta["interrupted_because"] and "expired" in remote.meta["interrupted_because"]
+    # the killed collector's episodes were taken over; the late collector took work
+    interrupted = [s for s in trajectories if s.termination is Termination.INTERRUPTED]
+    assert len(interrupted) >= 2  # the remote one and at least one of the killed collector
+    assert outputs["first"]["interrupted"] + outputs["late"]["interrupted"] == len(interrupted)
+    assert outputs["late"]["episodes"] >= 1
+    ran = outputs["first"]["episodes"] + outputs["late"]["episodes"]
+    killed_done = sum(
+        1 for s in trajectories if s.termination is Termination.DONE and f":{second.pid}:" in s.writer
+    )
+    assert ran + killed_done == EPISODES
+    assert f"{EPISODES} episodes: {EPISODES} done, 0 running, 0 waiting, 0 interrupted" in final_status
+
+
+def test_a_collector_that_lost_its_lease_drops_its_episode(
+    tmp_path: Path, tokenizer: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Silent past its lease (here: the lease is made to expire under it), the collector learns at
+    its next heartbeat that another collector took the episode over and closed its attempt: it
+    stops the episode without writing to it, and the plan goes on without it."""
+    backend_config("local")
+    cfg = collect_config(tmp_path, concurrency=1, lease_s=1.0)
+    stolen = threading.Event()
+
+    with ReplayStore(cfg.store.url) as store:
+
+        def steal() -> None:
+            with ReplayStore(cfg.store.url) as other:
+                from sqlalchemy import update
+
+                from agentsd.store.schema import episode_leases
+
+                with other._tx(write=True) as conn:  # the lease runs out (the holder looks silent)
+                    conn.execute(update(episode_leases).values(expires_at=0.0))
+                taken = other.claim_episode("lost", REMOTE, 60)
+                assert taken is not None and taken.taken_over == 0
+                other.interrupt(trajectory_id("lost", 0, 0), "lease expired")
+            stolen.set()
+
+        def policy_fn(prompt: str) -> str:
+            if not stolen.is_set():
+                steal()
+                time.sleep(2.0)  # the heartbeat (every 0.25 s) notices meanwhile
+            return solver(prompt)
+
+        def finish_remotely() -> None:  # the remote collector reruns and finishes it
+            stolen.wait(60)
+            time.sleep(1.0)
+            with ReplayStore(cfg.store.url) as other:
+                assert other.settle_episode("lost", 0, REMOTE, 1, state=LeaseState.DONE)
+
+        helper = threading.Thread(target=finish_remotely)
+        helper.start()
+        policy = ScriptedPolicy(tokenizer, policy_fn)
+        with caplog.at_level(logging.WARNING, logger="agentsd.collector"):
+            stats = asyncio.run(Collector(cfg, policy, store, [make_task(0)], run_name="lost").run())
+        helper.join()
+        attempt = store.get(trajectory_id("lost", 0, 0), with_turns=False)
+    assert stats.episodes == 0  # its episode was not finished here
+    assert (
+        attempt.termination is Termination.INTERRUPTED
+        and attempt.meta["interrupted_because"] == "lease expired"
+    )
+    assert "lost the lease on episode 0" in caplog.text
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(resolve_model("default"))
