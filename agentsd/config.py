@@ -133,8 +133,10 @@ class VLLMPolicyConfig(_Cfg):
 
 class OpenAIPolicyConfig(_Cfg):
     backend: Literal["openai"] = "openai"
-    base_url: str = Field(
-        description="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 of `vllm serve`."
+    base_url: str | list[str] = Field(
+        description="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 of `vllm serve`, or a list of "
+        "them serving the same model: each request goes to the least-loaded healthy one; a failing server "
+        "is taken out and retried later; versions are loaded on every server."
     )
     api_key: str = "EMPTY"
     timeout_s: float = Field(default=600.0, gt=0)
@@ -142,6 +144,20 @@ class OpenAIPolicyConfig(_Cfg):
         default=None, description="The model name to request; None = the first the server lists."
     )
     max_concurrent_requests: int = Field(default=64, gt=0, description="Requests in flight at once.")
+
+    @property
+    def urls(self) -> list[str]:
+        """The servers, each without a trailing slash."""
+        return [u.rstrip("/") for u in ([self.base_url] if isinstance(self.base_url, str) else self.base_url)]
+
+    @model_validator(mode="after")
+    def _servers(self) -> OpenAIPolicyConfig:
+        urls = self.urls
+        if not urls or not all(urls) or len(set(urls)) != len(urls):
+            raise ValueError(
+                f"base_url: expected one server URL or a list of distinct ones, got {self.base_url!r}"
+            )
+        return self
 
 
 PolicyConfig = Annotated[

@@ -8,6 +8,7 @@ shows where the plan stands."""
 from __future__ import annotations
 
 import asyncio
+import http.server
 import json
 import logging
 import os
@@ -216,3 +217,99 @@ def tokenizer() -> Any:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(resolve_model("default"))
+
+
+class _PolicyServer(http.server.ThreadingHTTPServer):
+    """A tiny OpenAI-compatible server (the `vllm serve` subset agentsd uses) answering with the
+    scripted solver's replies as token ids; it counts what it was asked."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        super().__init__(("127.0.0.1", 0), _PolicyHandler)
+        self.tokenizer = tokenizer
+        self.completions: list[str] = []  # the model name of each completion request
+        self.adapters: list[str] = []
+        self.url = f"http://127.0.0.1:{self.server_address[1]}/v1"
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+class _PolicyHandler(http.server.BaseHTTPRequestHandler):
+    server: _PolicyServer
+
+    def _send(self, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        names = ["smollm2", *self.server.adapters]
+        self._send({"data": [{"id": name, "root": name} for name in names]})
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if self.path.endswith("/load_lora_adapter"):
+            self.server.adapters.append(body["lora_name"])
+            self._send({})
+            return
+        self.server.completions.append(body["model"])
+        tokenizer = self.server.tokenizer
+        reply = solver(tokenizer.decode(body["prompt"], skip_special_tokens=False))
+        ids = [*tokenizer(reply, add_special_tokens=False)["input_ids"], *body["stop_token_ids"][:1]]
+        tokens = [f"token_id:{i}" for i in ids]
+        self._send(
+            {
+                "choices": [
+                    {
+                        "finish_reason": "stop",
+                        "logprobs": {"tokens": tokens, "token_logprobs": [-0.1] * len(ids)},
+                    }
+                ]
+            }
+        )
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+def test_requests_spread_over_policy_servers_and_the_run_completes_when_one_stops(
+    tmp_path: Path, tokenizer: Any
+) -> None:
+    from agentsd.config import ModelConfig, OpenAIPolicyConfig
+    from agentsd.policies.openai import OpenAIPolicy
+
+    backend_config("local")
+    first, second = _PolicyServer(tokenizer), _PolicyServer(tokenizer)
+    cfg = collect_config(
+        tmp_path, concurrency=2, policy={"backend": "openai", "base_url": [first.url, second.url]}
+    )
+    adapter = tmp_path / "v1"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+
+    def stop_second() -> None:  # the second server goes away mid-run
+        _wait_for(lambda: len(second.completions) >= 3, 120, "the second server to serve")
+        second.shutdown()
+        second.server_close()
+
+    stopper = threading.Thread(target=stop_second)
+    try:
+        policy = OpenAIPolicy(ModelConfig(), OpenAIPolicyConfig.model_validate(cfg.policy.model_dump()))
+        with ReplayStore(cfg.store.url) as store:
+            version = store.register_version(1, model="default", checkpoint_uri=str(adapter), lineage="t",
+                                             parent=None, weights_hash=None)  # fmt: skip
+            policy.load_version(version)  # a LoRA version reaches every server
+            assert first.adapters == second.adapters == ["agentsd-v1"]
+            stopper.start()
+            tasks = [make_task(i) for i in range(8)]
+            stats = asyncio.run(Collector(cfg, policy, store, tasks, run_name="pool").run())
+            trajectories = store.list(id_prefix="pool.", limit=None)
+        policy.close()
+    finally:
+        stopper.join()
+        first.shutdown()
+    assert stats.episodes == 8 and all(t.reward == 1.0 for t in trajectories)
+    assert len(second.completions) >= 3 and len(first.completions) >= 3  # both served while both ran
+    assert len(first.completions) + len(second.completions) == 8 * 3  # three turns an episode, none lost
+    assert set(first.completions) == set(second.completions) == {"agentsd-v1"}
