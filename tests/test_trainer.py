@@ -214,7 +214,7 @@ def lineage_scenario(tmp: str) -> None:
     with ReplayStore(f"sqlite:///{tmp_path}/r.db") as replay:
         first = Trainer(config("a"), replay, name="a")
 
-        def killed(self: Trainer) -> None:
+        def killed(self: Trainer, *_: object) -> None:
             raise KeyboardInterrupt("killed between checkpoint and publish")
 
         publish = Trainer._publish
