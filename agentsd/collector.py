@@ -50,6 +50,7 @@ from agentsd.liveness import writer_identity
 from agentsd.policies.base import Policy, PolicyError, base_version, load_checked
 from agentsd.sandboxes.fleet import SandboxFleet
 from agentsd.store import ReplayStore
+from agentsd.store.leases import trajectory_id
 from agentsd.tracking import NullTracker, Tracker
 from agentsd.types import (
     Completion,
@@ -200,10 +201,6 @@ def plan(tasks: Sequence[Task], repeats: int, shuffle: bool, seed: int) -> list[
     return episodes
 
 
-def trajectory_id(run: str, episode: int, attempt: int) -> str:
-    return f"{run}.{episode:06d}.{attempt}"
-
-
 class Collector:
     """Runs a collect run's plan to the end, resuming where an earlier process stopped."""
 
@@ -302,7 +299,10 @@ class Collector:
             try:
                 summary = self.store.summary(old)
                 if summary.status is TrajectoryStatus.RUNNING:
-                    self.store.interrupt(old, f"the lease of collector {claim.previous_holder} expired")
+                    self.store.interrupt(
+                        old,
+                        f"the lease of collector {claim.previous_holder} expired (it died or fell silent)",
+                    )
                     self.stats.interrupted += 1
                     log.warning(
                         "%s: took over episode %d from %s",
@@ -412,22 +412,25 @@ class Collector:
         hold the last episodes: one of them may die and its episodes come back) or the run stops."""
         poll_s = min(self.config.lease_s / 4, PLAN_POLL_S)
         while not self.stats.stopped:
-            if not await asyncio.to_thread(self.store.claimable_episodes, self.run_name):
+            claim = None
+            # paced starts wait for the trainer: only when there is something to start
+            if not self.config.pacing.enabled or await asyncio.to_thread(
+                self.store.has_claimable, self.run_name
+            ):
+                async with starting:  # one start at a time: pacing counts every started episode
+                    if self.config.version_pickup == "episode":
+                        await self._pickup_for_new_episode()
+                    if self.config.pacing.enabled:
+                        await self._pace()
+                    if self.stats.stopped:
+                        return
+                    claim = await asyncio.to_thread(self._claim)
+                    if claim is not None:
+                        self._running += 1
+            if claim is None:  # others hold the rest (one may die and hand it back), or the plan is done
                 if await asyncio.to_thread(self._plan_done):
                     return
-                await asyncio.sleep(poll_s)  # others hold the rest: one may die and hand it back
-                continue
-            async with starting:  # one start at a time: pacing counts every started episode
-                if self.config.version_pickup == "episode":
-                    await self._pickup_for_new_episode()
-                if self.config.pacing.enabled:
-                    await self._pace()
-                if self.stats.stopped:
-                    return
-                claim = await asyncio.to_thread(self._claim)
-                if claim is not None:
-                    self._running += 1
-            if claim is None:  # another collector was faster
+                await asyncio.sleep(poll_s)
                 continue
             episode = asyncio.ensure_future(self._episode(queue, claim))
             self._held[claim.episode] = episode

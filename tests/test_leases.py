@@ -35,9 +35,13 @@ def test_claims_go_in_plan_order_and_settle(store_url: str) -> None:
         assert again is not None and (again.episode, again.attempt) == (1, 1)  # the next attempt
         counts = store.plan_counts("r")
         assert counts == {LeaseState.DONE: 1, LeaseState.RUNNING: 1, LeaseState.WAITING: 1}
-        assert store.release_episodes("r", ME) == 1  # leaving: what it holds goes back
+        begun = store.claim_episode("r", ME, 60)
+        assert begun is not None and (begun.episode, begun.attempt) == (2, 0)
+        store.begin(task_id="t", policy_model="m", version=0, trajectory_id="r.000002.0")
+        assert store.release_episodes("r", ME) == 2  # leaving: what it holds goes back
         states = [(lease.episode, lease.state, lease.attempt) for lease in store.plan_leases("r")]
-        assert states == [(0, LeaseState.DONE, 0), (1, LeaseState.WAITING, 1), (2, LeaseState.WAITING, -1)]
+        # episode 1's attempt 1 never began: its number is given back; episode 2's attempt 0 did
+        assert states == [(0, LeaseState.DONE, 0), (1, LeaseState.WAITING, 0), (2, LeaseState.WAITING, 0)]
         assert store.plan_leases("another run") == []
 
 

@@ -37,7 +37,7 @@ REMOTE = "gpu-box-7:4242:1/remote"  # a collector on another machine: its pid sa
 
 COLLECTOR = textwrap.dedent(
     """
-    import asyncio, json, sys, time
+    import asyncio, json, os, sys, time
     from transformers import AutoTokenizer
     from agentsd.collector import Collector
     from agentsd.config import CollectConfig
@@ -49,6 +49,8 @@ COLLECTOR = textwrap.dedent(
 
     def slow(prompt):
         time.sleep(0.2)
+        while os.path.exists({gate!r}):  # held by the test (heartbeats go on meanwhile)
+            time.sleep(0.05)
         return solver(prompt)
 
     cfg = CollectConfig.model_validate_json(sys.argv[1])
@@ -99,7 +101,8 @@ def test_collectors_share_one_plan_through_kills_joins_and_a_silent_remote_colle
     backend_config("local")
     cfg = collect_config(tmp_path, concurrency=2, lease_s=3.0, store={"url": store_url})
     script = tmp_path / "collector.py"
-    script.write_text(COLLECTOR.format(tests=str(Path(__file__).parent), episodes=EPISODES))
+    gate = tmp_path / "hold-first"  # while it exists, the first collector's episodes make no progress
+    script.write_text(COLLECTOR.format(tests=str(Path(__file__).parent), episodes=EPISODES, gate=str(gate)))
     with ReplayStore(store_url) as store:
         # a collector on another machine claimed episode 0, began it, and then fell silent
         store.open_plan("shared", EPISODES)
@@ -124,7 +127,16 @@ def test_collectors_share_one_plan_through_kills_joins_and_a_silent_remote_colle
         _wait_for(second_is_mid_episode, 240, "the second collector to be mid-episode")
         second.send_signal(signal.SIGKILL)
         second.wait()
+        gate.touch()  # hold the first collector so that the late one surely finds work
         late = _start(script, cfg.model_dump_json())  # joins the running plan
+
+        def late_took_work() -> bool:
+            return any(
+                lease.holder and f":{late.pid}:" in lease.holder for lease in store.plan_leases("shared")
+            )
+
+        _wait_for(late_took_work, 240, "the late collector to claim an episode")
+        gate.unlink()
         outputs = {}
         for name, process in (("first", first), ("late", late)):
             out, err = process.communicate(timeout=600)
@@ -133,6 +145,11 @@ def test_collectors_share_one_plan_through_kills_joins_and_a_silent_remote_colle
         trajectories = store.list(id_prefix="shared.", limit=None)
         final_status = _plan_cli(store_url)
         remote = store.get(remote_tid, with_turns=False)
+        interrupted_reasons = [
+            store.get(s.id, with_turns=False).meta.get("interrupted_because", "")
+            for s in trajectories
+            if s.termination is Termination.INTERRUPTED
+        ]
 
     by_episode: dict[int, list[Any]] = {}
     for summary in trajectories:
@@ -150,7 +167,9 @@ def test_collectors_share_one_plan_through_kills_joins_and_a_silent_remote_colle
     # the killed collector's episodes were taken over; the late collector took work
     interrupted = [s for s in trajectories if s.termination is Termination.INTERRUPTED]
     assert len(interrupted) >= 2  # the remote one and at least one of the killed collector
-    assert outputs["first"]["interrupted"] + outputs["late"]["interrupted"] == len(interrupted)
+    # each closed by the collector that took it over (the killed one may have taken the remote's)
+    assert outputs["first"]["interrupted"] + outputs["late"]["interrupted"] <= len(interrupted)
+    assert all("expired" in s_meta for s_meta in interrupted_reasons)
     assert outputs["late"]["episodes"] >= 1
     ran = outputs["first"]["episodes"] + outputs["late"]["episodes"]
     killed_done = sum(
@@ -313,3 +332,38 @@ def test_requests_spread_over_policy_servers_and_the_run_completes_when_one_stop
     assert len(second.completions) >= 3 and len(first.completions) >= 3  # both served while both ran
     assert len(first.completions) + len(second.completions) == 8 * 3  # three turns an episode, none lost
     assert set(first.completions) == set(second.completions) == {"agentsd-v1"}
+
+
+def test_a_collector_stopped_with_sigterm_hands_its_episodes_back(tmp_path: Path) -> None:
+    """A service manager stops a collector machine: `agentsd collect` closes its running episodes as
+    interrupted (turns kept), hands them back to the plan, and exits cleanly; a collector started
+    later finishes the plan, rerunning them as new attempts."""
+    backend_config("local")
+    url = f"sqlite:///{tmp_path}/r.db"
+    config = str(ROOT / "configs/collect/terminal.yaml")
+    cmd = [
+        *(sys.executable, "-m", "agentsd.cli.main", "collect", "-c", config, "max_tasks=3", "max_turns=2"),
+        *("sampling.max_new_tokens=24", "concurrency=2", "name=fleet", f"run_dir={tmp_path}/run"),
+        *(f"store.url={url}", "tracking.enabled=false"),
+    ]
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    with ReplayStore(url) as store:
+        _wait_for(lambda: store.count(status=TrajectoryStatus.RUNNING) >= 1, 300, "an episode to be running")
+        first.send_signal(signal.SIGTERM)
+        _, err = first.communicate(timeout=300)
+        assert first.returncode == 0, err[-3000:]
+        assert "received SIGTERM" in err
+        leases = store.plan_leases("fleet")
+        assert not [lease for lease in leases if lease.state is LeaseState.RUNNING]  # nothing held
+        handed_back = [lease for lease in leases if lease.state is LeaseState.WAITING and lease.attempt >= 0]
+        assert handed_back, leases
+        second = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path)
+        assert second.returncode == 0, second.stderr[-3000:]
+        assert all(lease.state is LeaseState.DONE for lease in store.plan_leases("fleet"))
+        for lease in handed_back:  # its interrupted attempt is kept, and it ran again
+            attempts = [
+                store.summary(trajectory_id("fleet", lease.episode, a)) for a in range(lease.attempt + 2)
+            ]
+            assert attempts[lease.attempt].termination is Termination.INTERRUPTED
+            assert attempts[-1].status is TrajectoryStatus.FINALIZED
+            assert attempts[-1].termination is not Termination.INTERRUPTED

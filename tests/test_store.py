@@ -335,7 +335,7 @@ def test_a_store_from_a_newer_schema_is_refused_and_left_untouched(tmp_path: Pat
         conn.execute(text("UPDATE store_meta SET value = '99' WHERE key = 'schema_version'"))
     engine.dispose()
     before = hashlib.sha256(path.read_bytes()).hexdigest()
-    with pytest.raises(SchemaVersionError, match=r"schema version 99; this agentsd reads up to 2"):
+    with pytest.raises(SchemaVersionError, match=r"schema version 99; this agentsd reads up to 3"):
         ReplayStore(path)
     assert hashlib.sha256(path.read_bytes()).hexdigest() == before
 

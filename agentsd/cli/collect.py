@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -79,8 +82,11 @@ def run_collect(
         planned = counts[LeaseState.WAITING] + counts[LeaseState.RUNNING]
         if on_collector is not None:
             on_collector(collector)
-        with LiveStatus(
-            f"{kind} {run_name}", lambda: collect_figures(collector, replay, planned), err_console
+        with (
+            LiveStatus(
+                f"{kind} {run_name}", lambda: collect_figures(collector, replay, planned), err_console
+            ),
+            stop_on_sigterm(collector),
         ):
             stats = asyncio.run(collector.run())
     policy.close()
@@ -93,6 +99,20 @@ def run_collect(
     if stats.stopped:
         err_console.print(f"[yellow]collection stopped early:[/] {stats.stopped}", highlight=False)
     return run_name
+
+
+@contextmanager
+def stop_on_sigterm(collector: Collector) -> Iterator[None]:
+    """SIGTERM (a service manager stopping the machine's collector) stops the run cleanly: running
+    episodes close as interrupted, turns kept, and go back to the plan for other collectors."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda *_: collector.stop("received SIGTERM"))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def collect_figures(collector: Collector, store: ReplayStore, planned: int) -> dict[str, str]:

@@ -18,13 +18,18 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import ColumnElement, Connection, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, Row, Select, and_, func, insert, select, update
 
 from agentsd.liveness import writer_alive
 from agentsd.store.schema import episode_leases, trajectories
 from agentsd.types import EpisodeClaim, EpisodeLease, LeaseState, Termination, TrajectoryStatus
 
 _C = episode_leases.c
+
+
+def trajectory_id(run: str, episode: int, attempt: int) -> str:
+    """The trajectory of attempt `attempt` at episode `episode` of run `run`."""
+    return f"{run}.{episode:06d}.{attempt}"
 
 
 def holder_alive(holder: str) -> bool | None:
@@ -78,64 +83,75 @@ def open_plan(conn: Connection, run: str, episodes: int, now: float) -> None:
     conn.execute(insert(episode_leases), values)
 
 
-def _claimable(now: float) -> ColumnElement[bool]:
-    return or_(
-        _C.state == LeaseState.WAITING.value,
-        and_(_C.state == LeaseState.RUNNING.value, _C.expires_at < now),
-    )
+def _candidates(run: str, now: float, *, lock: bool = True) -> list[Select]:
+    """Queries for the next episode to claim, in the order they are tried: an expired lease first
+    (an episode begun long ago), then the first waiting one. Each walks the (run, state, episode)
+    index, so a claim costs the same at episode 10 and episode 100,000 of a plan."""
+    columns = (_C.episode, _C.state, _C.attempt, _C.holder)
+    expired = select(*columns).where(_C.run == run, _C.state == LeaseState.RUNNING.value, _C.expires_at < now)
+    waiting = select(*columns).where(_C.run == run, _C.state == LeaseState.WAITING.value)
+    queries = [q.order_by(_C.episode).limit(1) for q in (expired, waiting)]
+    return [q.with_for_update(skip_locked=True) for q in queries] if lock else queries
 
 
-def claimable(conn: Connection, run: str, now: float) -> int:
-    """How many episodes of `run` a claim could take now (holders known dead expired first)."""
-    _expire_dead_holders(conn, run, now)
-    return conn.execute(select(func.count()).where(_C.run == run, _claimable(now))).scalar_one()
+def claimable(conn: Connection, run: str, now: float) -> bool:
+    """Whether a claim could take an episode of `run` now: one waits, a lease expired, or a
+    holder is known dead on this host. Reads only."""
+    for query in _candidates(run, now, lock=False):
+        if conn.execute(query).first():
+            return True
+    return bool(_dead_holders(conn, run))
 
 
 def claim(conn: Connection, run: str, holder: str, lease_s: float, now: float) -> EpisodeClaim | None:
-    """Take the first claimable episode of `run` for `holder`: waiting, or running under an expired
-    lease (or a lease whose holder is known dead on this host). None when nothing is claimable."""
-    for expire_dead in (False, True):
-        if expire_dead and not _expire_dead_holders(conn, run, now):
-            return None
-        row = conn.execute(
-            select(_C.episode, _C.state, _C.attempt, _C.holder)
-            .where(_C.run == run, _claimable(now))
-            .order_by(_C.episode)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-        ).first()
-        if row is None:
-            continue
-        taken = conn.execute(
-            update(episode_leases)
-            .where(_C.run == run, _C.episode == row.episode, _C.state == row.state, _C.attempt == row.attempt)
-            .values(
-                state=LeaseState.RUNNING.value,
-                attempt=row.attempt + 1,
-                holder=holder,
-                claimed_at=now,
-                expires_at=now + lease_s,
-                updated_at=now,
-            )
-        )
-        if taken.rowcount != 1:  # cannot happen inside one serialized transaction; never hand it out twice
-            return None
-        over = row.state == LeaseState.RUNNING.value
-        return EpisodeClaim(
-            episode=row.episode,
+    """Take the next claimable episode of `run` for `holder` (an expired lease, a lease whose holder
+    is known dead on this host, or the first waiting episode). None when nothing is claimable."""
+    row = _first(conn, run, now)
+    if row is None and _expire_dead_holders(conn, run, now):
+        row = _first(conn, run, now)
+    if row is None:
+        return None
+    taken = conn.execute(
+        update(episode_leases)
+        .where(_C.run == run, _C.episode == row.episode, _C.state == row.state, _C.attempt == row.attempt)
+        .values(
+            state=LeaseState.RUNNING.value,
             attempt=row.attempt + 1,
-            taken_over=row.attempt if over and row.attempt >= 0 else None,
-            previous_holder=row.holder if over else None,
+            holder=holder,
+            claimed_at=now,
+            expires_at=now + lease_s,
+            updated_at=now,
         )
+    )
+    if taken.rowcount != 1:  # cannot happen inside one serialized transaction; never hand it out twice
+        return None
+    over = row.state == LeaseState.RUNNING.value
+    return EpisodeClaim(
+        episode=row.episode,
+        attempt=row.attempt + 1,
+        taken_over=row.attempt if over and row.attempt >= 0 else None,
+        previous_holder=row.holder if over else None,
+    )
+
+
+def _first(conn: Connection, run: str, now: float) -> Row | None:
+    for query in _candidates(run, now):
+        row = conn.execute(query).first()
+        if row is not None:
+            return row
     return None
+
+
+def _dead_holders(conn: Connection, run: str) -> list[str]:
+    holders = conn.execute(
+        select(_C.holder).distinct().where(_C.run == run, _C.state == LeaseState.RUNNING.value)
+    ).scalars()
+    return [h for h in holders if h is not None and holder_alive(h) is False]
 
 
 def _expire_dead_holders(conn: Connection, run: str, now: float) -> bool:
     """Expire the running leases of holders known dead on this host; whether there were any."""
-    holders = conn.execute(
-        select(_C.holder).distinct().where(_C.run == run, _C.state == LeaseState.RUNNING.value)
-    ).scalars()
-    dead = [h for h in holders if h is not None and holder_alive(h) is False]
+    dead = _dead_holders(conn, run)
     if not dead:
         return False
     conn.execute(
@@ -189,10 +205,26 @@ def settle(
 
 
 def release(conn: Connection, run: str, holder: str, now: float) -> int:
-    """Hand back every running lease `holder` has on `run` (a collector leaving); how many."""
+    """Hand back every running lease `holder` has on `run` (a collector leaving); how many. A claim
+    whose attempt never began (the collector stopped in between) gives its attempt number back."""
     mine = and_(_C.run == run, _C.holder == holder, _C.state == LeaseState.RUNNING.value)
-    values = {"state": LeaseState.WAITING.value, "holder": None, "expires_at": None, "updated_at": now}
-    return conn.execute(update(episode_leases).where(mine).values(**values)).rowcount
+    held = conn.execute(select(_C.episode, _C.attempt).where(mine)).all()
+    for episode, attempt in held:
+        begun = conn.execute(
+            select(trajectories.c.id).where(trajectories.c.id == trajectory_id(run, episode, attempt))
+        ).first()
+        conn.execute(
+            update(episode_leases)
+            .where(mine, _C.episode == episode)
+            .values(
+                state=LeaseState.WAITING.value,
+                holder=None,
+                expires_at=None,
+                updated_at=now,
+                attempt=attempt if begun else attempt - 1,
+            )
+        )
+    return len(held)
 
 
 def counts(conn: Connection, run: str) -> dict[LeaseState, int]:

@@ -142,7 +142,7 @@ episode_leases = Table(  # schema 3: every episode of a run's plan, claimed by c
     Column("claimed_at", Float),
     Column("expires_at", Float),
     Column("updated_at", Float, nullable=False),
-    Index("ix_episode_leases_run_state", "run", "state"),
+    Index("ix_episode_leases_run_state_episode", "run", "state", "episode"),
 )
 
 Migration = Callable[[Connection], None]

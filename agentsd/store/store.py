@@ -894,9 +894,9 @@ class ReplayStore:
         with self._tx(write=True) as conn:
             return leases.claim(conn, run, holder, lease_s, time.time())
 
-    def claimable_episodes(self, run: str) -> int:
-        """How many episodes of `run` a claim could take now (leases.claimable)."""
-        with self._tx(write=True) as conn:
+    def has_claimable(self, run: str) -> bool:
+        """Whether a claim could take an episode of `run` now (leases.claimable; reads only)."""
+        with self._tx(write=False) as conn:
             return leases.claimable(conn, run, time.time())
 
     def heartbeat(self, run: str, holder: str, lease_s: float) -> set[int]:
