@@ -802,11 +802,14 @@ def test_a_restarted_paced_collector_counts_what_its_earlier_process_left_untrai
         finally:
             trainer.stop.set()
             trainer.thread.join()
-    assert stats.episodes == 3 and stats.skipped == 5 and stats.pacing_waits >= 1
-    # what this process started was trained within K_max (the earlier process's backlog of five at
-    # version 0 is trained two per step, so its fifth is two versions old whatever pacing does)
-    started_here = {tid: age for tid, age in trainer.age_of.items() if int(tid.split(".")[1]) >= 5}
-    assert len(started_here) == 3 and max(started_here.values()) <= 1, trainer.age_of
+        started_here = [store.summary(trajectory_id("r", episode, 0)) for episode in range(5, 8)]
+    assert stats.episodes == 3 and stats.skipped == 5
+    # nothing started beside the earlier backlog: at version 0 an episode would have been trained two
+    # versions late (K_max is 1), so the first start waited for the trainer's first step at least
+    # (or found it done already: the trainer runs from before the collector starts).
+    # (How late each one is then trained depends on the trainer's step sizes as they happen: the
+    # pacing test above measures that; asserting it here would assert timing.)
+    assert all(s.version_start >= 1 for s in started_here), [(s.id, s.version_start) for s in started_here]
 
 
 def make_turn_for(tokenizer: Any) -> Turn:
