@@ -294,6 +294,14 @@ def write_report(exp: ExperimentConfig, *, command: str, commit: str, wall_s: fl
     return [md_path, json_path, *plots]
 
 
+def _missing_seeds(exp: ExperimentConfig, table: list[dict[str, Any]]) -> str:
+    present = {row["seed"] for row in table}
+    missing = [s for s in exp.seeds if s not in present]
+    if not missing:
+        return ""
+    return f" (no records for seed {', '.join(map(str, missing))}: the run stopped before it)"
+
+
 def _as_dict(e: Estimate | None) -> dict[str, float] | None:
     if e is None or math.isnan(e.value):
         return None
@@ -333,7 +341,9 @@ def _markdown(
         "",
         f"- command: `{command}`",
         f"- commit: `{commit}`",
-        f"- wall time: {wall_s / 60:.1f} min",
+        f"- wall time: {wall_s / 60:.1f} min"
+        if wall_s
+        else "- wall time: not recorded (the runner was stopped before it added its time)",
         f"- model `{exp.model.name}`; "
         + (f"LoRA rank {t.lora.rank}" if t.lora else "full fine-tune")
         + f", lr {t.effective_lr:g}, {t.batch_trajectories} trajectories per step, {exp.steps} steps, "
@@ -341,7 +351,8 @@ def _markdown(
         f"- rollouts: suite `{exp.collect.suite}`, temperature {exp.collect.sampling.temperature}, "
         f"{exp.collect.max_turns} turns, {exp.collect.sampling.max_new_tokens} tokens per turn",
         f"- held-out: `{exp.heldout_suite}`, first {exp.eval_tasks} tasks, after steps "
-        f"{', '.join(map(str, eval_steps(exp)))}; seeds {', '.join(map(str, exp.seeds))}",
+        f"{', '.join(map(str, eval_steps(exp)))}; seeds {', '.join(map(str, exp.seeds))}"
+        + _missing_seeds(exp, table),
         "- arms: " + "; ".join(f"`{a.name}` (K={a.version_lag}, {a.correction})" for a in exp.arms),
         "",
         "Intervals: 95% bootstrap over held-out tasks (each task averaged over seeds); differences are "
