@@ -342,6 +342,9 @@ class Collector:
         since the collector that took it over has closed it already."""
         while True:
             await asyncio.sleep(self.config.lease_s / 4)
+            # only episodes held before the beat can be missing from its answer: one claimed while the
+            # beat was in flight is not in it yet, and is not lost
+            running = dict(self._held)
             try:
                 held = await asyncio.to_thread(
                     self.store.heartbeat, self.run_name, self.holder, self.config.lease_s
@@ -349,8 +352,8 @@ class Collector:
             except StoreError as exc:  # the store is unreachable: beat again soon, leases may expire
                 log.warning("%s: heartbeat failed: %s", self.run_name, exc)
                 continue
-            for episode, task in list(self._held.items()):
-                if episode not in held and not task.done():
+            for episode, task in running.items():
+                if episode not in held and not task.done() and self._held.get(episode) is task:
                     log.warning(
                         "%s: lost the lease on episode %d; another collector reruns it",
                         self.run_name,
