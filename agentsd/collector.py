@@ -296,13 +296,18 @@ class Collector:
             if claim is None or claim.taken_over is None:
                 return claim
             old = trajectory_id(self.run_name, claim.episode, claim.taken_over)
-            try:
-                summary = self.store.summary(old)
-                if summary.status is TrajectoryStatus.RUNNING:
+            summary = self._summary_or_none(old)
+            if summary is None:  # its collector claimed it and died before beginning it
+                return claim
+            if summary.status is TrajectoryStatus.RUNNING:
+                try:
                     self.store.interrupt(
                         old,
                         f"the lease of collector {claim.previous_holder} expired (it died or fell silent)",
                     )
+                except TrajectoryStateError:  # it finished while we looked
+                    summary = self.store.summary(old)
+                else:
                     self.stats.interrupted += 1
                     log.warning(
                         "%s: took over episode %d from %s",
@@ -310,10 +315,6 @@ class Collector:
                         claim.episode,
                         claim.previous_holder,
                     )
-                    return claim
-            except TrajectoryStateError:  # never begun, or it finished while we looked
-                summary = self._summary_or_none(old)
-                if summary is None:
                     return claim
             if summary.termination is Termination.INTERRUPTED:
                 return claim

@@ -719,7 +719,6 @@ class FakeTrainer:
     def __init__(self, url: str, batch: int, step_s: float) -> None:
         self.url, self.batch, self.step_s = url, batch, step_s
         self.ages: list[int] = []
-        self.age_of: dict[str, int] = {}  # trajectory id -> the staleness it was trained at
         self.max_backlog = 0
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -735,7 +734,6 @@ class FakeTrainer:
                 if not chosen:
                     continue
                 self.ages += [version - s.version_start for s in chosen]
-                self.age_of.update({s.id: version - s.version_start for s in chosen})
                 version += 1
                 store.mark_consumed("fake", [s.id for s in chosen], version)
                 store.register_version(version, model="scripted", checkpoint_uri="", lineage="fake",
@@ -797,8 +795,6 @@ def test_a_restarted_paced_collector_counts_what_its_earlier_process_left_untrai
         trainer.thread.start()
         try:
             stats = asyncio.run(collector.run())
-            while store.count_untrained(id_prefix="r.", terminations=[Termination.DONE]):
-                time.sleep(0.1)  # the trainer trains what is left
         finally:
             trainer.stop.set()
             trainer.thread.join()

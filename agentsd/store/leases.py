@@ -97,10 +97,7 @@ def _candidates(run: str, now: float, *, lock: bool = True) -> list[Select]:
 def claimable(conn: Connection, run: str, now: float) -> bool:
     """Whether a claim could take an episode of `run` now: one waits, a lease expired, or a
     holder is known dead on this host. Reads only."""
-    for query in _candidates(run, now, lock=False):
-        if conn.execute(query).first():
-            return True
-    return bool(_dead_holders(conn, run))
+    return _first(conn, run, now, lock=False) is not None or bool(_dead_holders(conn, run))
 
 
 def claim(conn: Connection, run: str, holder: str, lease_s: float, now: float) -> EpisodeClaim | None:
@@ -134,8 +131,8 @@ def claim(conn: Connection, run: str, holder: str, lease_s: float, now: float) -
     )
 
 
-def _first(conn: Connection, run: str, now: float) -> Row | None:
-    for query in _candidates(run, now):
+def _first(conn: Connection, run: str, now: float, *, lock: bool = True) -> Row | None:
+    for query in _candidates(run, now, lock=lock):
         row = conn.execute(query).first()
         if row is not None:
             return row
