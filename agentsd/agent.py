@@ -294,9 +294,12 @@ class AgentLoop:
             reward, info = await asyncio.to_thread(grade)
         except Exception as exc:
             return EpisodeResult(
-                Termination.ENV_ERROR, None, turns, feedback=f"grading the final state failed: {exc}",
+                Termination.ENV_ERROR,
+                None,
+                turns,
+                feedback=f"grading the final state failed: {exc}",
                 meta={**meta, "graded": False, "truncated_by": limit.value},
-            )  # fmt: skip
+            )
         outcome = self._outcome(turns, float(reward), info, {**meta, "graded": True})
         if outcome.termination is Termination.DONE:
             outcome.termination = limit

@@ -493,9 +493,12 @@ class Collector:
                 reward=result.reward,
                 reward_components=result.reward_components,
                 hindsight=result.hindsight,
-                meta={**{k: v for k, v in result.meta.items() if v is not None}, "duration_s": duration,
-                      **({"error": result.feedback} if result.reward is None and result.feedback else {})},
-            )  # fmt: skip
+                meta={
+                    **{k: v for k, v in result.meta.items() if v is not None},
+                    "duration_s": duration,
+                    **({"error": result.feedback} if result.reward is None and result.feedback else {}),
+                },
+            )
         except TrajectoryStateError:  # closed by a collector that took the episode over
             log.warning(
                 "%s: episode %d was taken over before it finished; its result is dropped",
@@ -635,8 +638,11 @@ class Collector:
                 self.stats.version_load_failures += 1
                 log.warning(
                     "version %d could not be loaded (%s); new episodes stay on version %d, retry in %.0f s",
-                    version.version, exc, self.current, delay,
-                )  # fmt: skip
+                    version.version,
+                    exc,
+                    self.current,
+                    delay,
+                )
                 return False
             self._load_failures.pop(version.version, None)
             self._versions[version.version] = version
@@ -689,8 +695,10 @@ class Collector:
             oldest = live.pop(0)
             log.info(
                 "max_live_versions=%d: episodes on version %d switch to version %d",
-                self.config.max_live_versions, oldest, self.current,
-            )  # fmt: skip
+                self.config.max_live_versions,
+                oldest,
+                self.current,
+            )
             self._move_episodes(oldest, self.current)
 
     def _pickup_between_turns(self) -> None:

@@ -45,9 +45,11 @@ def token_credit(
     import torch
 
     batch = prepare(
-        [trajectory], {trajectory.id: tokens}, HindsightBuilder(tokenizer, budget_tokens),
+        [trajectory],
+        {trajectory.id: tokens},
+        HindsightBuilder(tokenizer, budget_tokens),
         {trajectory.task_id: success} if success is not None else None,
-    )  # fmt: skip
+    )
     out: list[TokenCredit] = []
     for item in batch.items:
         trained = np.flatnonzero(item.segment.loss_mask)

@@ -66,8 +66,14 @@ class LiveStatus:
 
     def __enter__(self) -> LiveStatus:
         if self.live:
-            self._live = Live(self.table(), console=self.console, refresh_per_second=2, transient=False,
-                              redirect_stderr=True, redirect_stdout=False)  # fmt: skip
+            self._live = Live(
+                self.table(),
+                console=self.console,
+                refresh_per_second=2,
+                transient=False,
+                redirect_stderr=True,
+                redirect_stdout=False,
+            )
             self._live.__enter__()
         self._thread = threading.Thread(target=self._loop, name="agentsd-progress", daemon=True)
         self._thread.start()

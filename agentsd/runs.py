@@ -25,9 +25,15 @@ from agentsd.types import Task
 
 RunKind = Literal["collect", "eval"]
 _EPISODE_SETTINGS = (
-    "model", "sampling", "max_turns", "episode_timeout_s", "grade_on_truncation", "judge", "version",
+    "model",
+    "sampling",
+    "max_turns",
+    "episode_timeout_s",
+    "grade_on_truncation",
+    "judge",
+    "version",
     "demonstration",
-)  # fmt: skip
+)
 
 
 class RunPlanError(AgentsdError):

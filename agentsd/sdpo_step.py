@@ -179,9 +179,15 @@ def batch_loss(
     )
     token_batch = TokenBatch(**{k: torch.cat([f[k] for f in fields]).to(device) for k in fields[0]})
     return sdpo_loss_from_terms(
-        token_batch, divergence, logp, teacher_logp, config, version=version,
-        advantage_scale=advantage_scale, denominator=denominator,
-    )  # fmt: skip
+        token_batch,
+        divergence,
+        logp,
+        teacher_logp,
+        config,
+        version=version,
+        advantage_scale=advantage_scale,
+        denominator=denominator,
+    )
 
 
 def _teacher_rows(
@@ -217,9 +223,16 @@ def _teacher_rows(
 
 
 def _project(
-    weight: Any, rows: Any, teacher_rows: Any, teacher_weight: Any | None, tokens: Any, k: int,
-    alpha: float, temperature: Any, chunk: int,
-) -> Any:  # fmt: skip
+    weight: Any,
+    rows: Any,
+    teacher_rows: Any,
+    teacher_weight: Any | None,
+    tokens: Any,
+    k: int,
+    alpha: float,
+    temperature: Any,
+    chunk: int,
+) -> Any:
     """The chunked head with the student's projection; the teacher's is its own, or (None) the
     student's without gradient."""
     theirs = weight.detach() if teacher_weight is None else teacher_weight
@@ -242,9 +255,16 @@ def head_module(weight: Any, *, zero3: bool) -> Any:
             self.projection = [weight]  # a reference, not a registered parameter: the LM head owns it
 
         def forward(
-            self, rows: Any, teacher_rows: Any, teacher_weight: Any, tokens: Any, k: int, alpha: float,
-            temperature: Any, chunk: int,
-        ) -> Any:  # fmt: skip
+            self,
+            rows: Any,
+            teacher_rows: Any,
+            teacher_weight: Any,
+            tokens: Any,
+            k: int,
+            alpha: float,
+            temperature: Any,
+            chunk: int,
+        ) -> Any:
             return _project(
                 self.projection[0], rows, teacher_rows, teacher_weight, tokens, k, alpha, temperature, chunk
             )

@@ -187,9 +187,14 @@ class Trainer:
             lora = self.config.lora
             model = get_peft_model(
                 model,
-                LoraConfig(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                           target_modules=lora.target_modules, task_type="CAUSAL_LM"),
-            )  # fmt: skip
+                LoraConfig(
+                    r=lora.rank,
+                    lora_alpha=lora.alpha,
+                    lora_dropout=lora.dropout,
+                    target_modules=lora.target_modules,
+                    task_type="CAUSAL_LM",
+                ),
+            )
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
         ds_config = self._deepspeed_config()
@@ -273,8 +278,12 @@ class Trainer:
             logging.getLogger("agentsd.trainer").warning(
                 "lineage %s published versions %d..%d after its last checkpoint (version %d); they stay "
                 "in the store, and training goes on from the checkpoint as version %d",
-                self.lineage, self.version + 1, newest.version, self.version, newest.version + 1,
-            )  # fmt: skip
+                self.lineage,
+                self.version + 1,
+                newest.version,
+                self.version,
+                newest.version + 1,
+            )
             return newest.version, self.lineage, self.origin, self.version, False
         if not fork:
             owner = f"lineage {mine.lineage!r}" if mine is not None else "nobody"
@@ -370,11 +379,15 @@ class Trainer:
         cfg = self.config
         counted: list[float] = []
         out = batch_loss(
-            self.model, self.teacher, batch, cfg.sdpo, version=reference,
+            self.model,
+            self.teacher,
+            batch,
+            cfg.sdpo,
+            version=reference,
             chunk=cfg.chunk_tokens,
             advantage_scale=self.advantage_scale,
             denominator=(lambda count: self._global_count(count, counted)) if self.world > 1 else None,
-        )  # fmt: skip
+        )
         if self.world > 1 and not counted:  # every rank joins the all-reduce, with or without tokens
             self._global_count(0.0, counted)
         metrics: dict[str, float] = {
@@ -533,11 +546,20 @@ class Trainer:
         tmp.rename(final)
         try:
             self.store.register_version(
-                self.version, model=self.config.model.name, checkpoint_uri=str(final.absolute()),
-                lineage=self.lineage, parent=self.parent, weights_hash=weights_hash(final),
-                meta={"trainer": self.name, "run_id": self.run_id, "step": self.step_count,
-                      "lora": self.config.lora is not None, **published_metrics(metrics)},
-            )  # fmt: skip
+                self.version,
+                model=self.config.model.name,
+                checkpoint_uri=str(final.absolute()),
+                lineage=self.lineage,
+                parent=self.parent,
+                weights_hash=weights_hash(final),
+                meta={
+                    "trainer": self.name,
+                    "run_id": self.run_id,
+                    "step": self.step_count,
+                    "lora": self.config.lora is not None,
+                    **published_metrics(metrics),
+                },
+            )
         except TrajectoryStateError:  # another lineage registered this number a moment ago
             raise self._moved_on(self.store.get_version(self.version)) from None
         self._prune_versions(versions)
@@ -568,12 +590,18 @@ class Trainer:
         state = {
             "step": self.step_count,
             "version": self.version,
-            "advantage_scale": {"decay": self.advantage_scale.decay, "value": self.advantage_scale.value,
-                                "steps": self.advantage_scale.steps},
+            "advantage_scale": {
+                "decay": self.advantage_scale.decay,
+                "value": self.advantage_scale.value,
+                "steps": self.advantage_scale.steps,
+            },
             "teacher": self.teacher.state_dict(),
             "trajectories": trajectory_ids,
-            "run_id": self.run_id, "lineage": self.lineage, "origin": self.origin, "parent": self.parent,
-        }  # fmt: skip
+            "run_id": self.run_id,
+            "lineage": self.lineage,
+            "origin": self.origin,
+            "parent": self.parent,
+        }
         directory = self.run_dir / CHECKPOINTS
         self.engine.save_checkpoint(str(directory), tag=f"step{self.step_count:06d}", client_state=state)
         if self.world > 1:

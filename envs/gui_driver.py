@@ -44,10 +44,28 @@ MAX_TEXT = 300
 START_TIMEOUT_S = 60.0
 # Roles shown even without a name: the ones an agent acts on or reads.
 DESKTOP_ROLES = {
-    "push button", "toggle button", "check box", "radio button", "text", "entry", "password text",
-    "combo box", "spin button", "slider", "menu item", "check menu item", "radio menu item", "menu",
-    "page tab", "list item", "table cell", "link", "terminal", "document text", "paragraph",
-}  # fmt: skip
+    "push button",
+    "toggle button",
+    "check box",
+    "radio button",
+    "text",
+    "entry",
+    "password text",
+    "combo box",
+    "spin button",
+    "slider",
+    "menu item",
+    "check menu item",
+    "radio menu item",
+    "menu",
+    "page tab",
+    "list item",
+    "table cell",
+    "link",
+    "terminal",
+    "document text",
+    "paragraph",
+}
 WEB_FLATTEN = {"generic", "none", "group", "LayoutTable", "LayoutTableRow", "LayoutTableCell", "Section"}
 WEB_SKIP = {"InlineTextBox", "LineBreak"}
 
@@ -183,17 +201,28 @@ def start(spec: dict[str, Any]) -> dict[str, Any]:
     else:
         spawn(
             [
-                "chromium", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                "--no-default-browser-check", "--disable-extensions", "--disable-sync",
+                "chromium",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                "--no-default-browser-check",
+                "--disable-extensions",
+                "--disable-sync",
                 "--password-store=basic",
-                f"--user-data-dir={STATE_DIR}/chromium", f"--remote-debugging-port={CDP_PORT}",
-                "--remote-allow-origins=*", "--force-renderer-accessibility", "--window-position=0,0",
-                f"--window-size={width},{height}", "--disable-features=Translate,MediaRouter",
-                "--allow-file-access-from-files", spec["url"],
+                f"--user-data-dir={STATE_DIR}/chromium",
+                f"--remote-debugging-port={CDP_PORT}",
+                "--remote-allow-origins=*",
+                "--force-renderer-accessibility",
+                "--window-position=0,0",
+                f"--window-size={width},{height}",
+                "--disable-features=Translate,MediaRouter",
+                "--allow-file-access-from-files",
+                spec["url"],
             ],
             "app.log",
             env,
-        )  # fmt: skip
+        )
         wait_for("Chromium's page", page_ready, START_TIMEOUT_S)
         if spec.get("init_js"):
             with CDP() as cdp:
@@ -656,8 +685,14 @@ def act(state: dict[str, Any], action: dict[str, Any]) -> str:
         if "id" in args and web:
             with CDP() as cdp:
                 x, y = web_box(cdp, int(args["id"]))
-                cdp.call("Input.dispatchMouseEvent", type="mouseWheel", x=x, y=y, deltaX=0,
-                         deltaY=(100 if direction == "down" else -100) * amount)  # fmt: skip
+                cdp.call(
+                    "Input.dispatchMouseEvent",
+                    type="mouseWheel",
+                    x=x,
+                    y=y,
+                    deltaX=0,
+                    deltaY=(100 if direction == "down" else -100) * amount,
+                )
         else:
             if "id" in args:
                 desktop_click(state, int(args["id"]))

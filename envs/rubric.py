@@ -129,14 +129,27 @@ class RubricEnv(TerminalEnv):
             )
         components = {c.id: float(bool(c.satisfied)) for c in result.criteria if c.satisfied is not None}
         return self._graded(
-            call, answer, score, Termination.DONE, result.feedback(), components, result.as_records(),
+            call,
+            answer,
+            score,
+            Termination.DONE,
+            result.feedback(),
+            components,
+            result.as_records(),
             result.passed,
-        )  # fmt: skip
+        )
 
     def _graded(
-        self, call: ToolCall, answer: str, reward: float, termination: Termination, feedback: str,
-        components: dict[str, float], grading: list[dict[str, Any]], passed: bool | None,
-    ) -> tuple[str, float, bool, bool, dict[str, Any]]:  # fmt: skip
+        self,
+        call: ToolCall,
+        answer: str,
+        reward: float,
+        termination: Termination,
+        feedback: str,
+        components: dict[str, float],
+        grading: list[dict[str, Any]],
+        passed: bool | None,
+    ) -> tuple[str, float, bool, bool, dict[str, Any]]:
         observation = f"Submitted. Score: {reward:.3g}" + (f"\n{feedback}" if feedback else "")
         info = {
             "action": call.as_action(),

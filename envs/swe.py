@@ -28,8 +28,16 @@ from agentsd.types import Environment, Family, Task, Verifier, World
 
 WORKDIR = "/testbed"
 VIEW_LINES = 400
-_FIELDS = ("instance_id", "repo", "base_commit", "patch", "test_patch", "problem_statement", "FAIL_TO_PASS",
-           "PASS_TO_PASS")  # fmt: skip
+_FIELDS = (
+    "instance_id",
+    "repo",
+    "base_commit",
+    "patch",
+    "test_patch",
+    "problem_statement",
+    "FAIL_TO_PASS",
+    "PASS_TO_PASS",
+)
 _BASE_COMMIT = (
     "git init -q -b main . && git add -A && "
     "git -c user.name=agentsd -c user.email=base@agentsd -c commit.gpgsign=false commit -qm base"

@@ -139,10 +139,13 @@ def host_settings() -> HostSettings:
     files: dict[str, bytes] = {}
     env: dict[str, str] = {}
     ca = next(
-        (Path(p) for p in [*(os.environ.get(v) for v in _CA_VARIABLES), "/etc/ssl/certs/ca-certificates.crt"]
-         if p and Path(p).is_file()),
+        (
+            Path(p)
+            for p in [*(os.environ.get(v) for v in _CA_VARIABLES), "/etc/ssl/certs/ca-certificates.crt"]
+            if p and Path(p).is_file()
+        ),
         None,
-    )  # fmt: skip
+    )
     if ca is not None:
         files["ca.crt"] = ca.read_bytes()
         env.update(dict.fromkeys(_CA_USERS, f"{SETTINGS_DIR}/ca.crt"))

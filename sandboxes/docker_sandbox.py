@@ -210,13 +210,26 @@ class DockerSandbox(SupervisedSandbox):
     def _open_session(self) -> None:
         api = self._docker.api
         session = [
-            "timeout", "-k", "5", str(int(self.spec.limits.timeout_s) + 60),
-            "python3", "-I", "-S", "-c", SUPERVISOR_SOURCE.read_text(), supervisor_config(self.spec),
-        ]  # fmt: skip
+            "timeout",
+            "-k",
+            "5",
+            str(int(self.spec.limits.timeout_s) + 60),
+            "python3",
+            "-I",
+            "-S",
+            "-c",
+            SUPERVISOR_SOURCE.read_text(),
+            supervisor_config(self.spec),
+        ]
         exec_id = retrying(api.exec_create)(
-            self.container.id, session, stdin=True, stdout=True, stderr=True, user="0:0",
+            self.container.id,
+            session,
+            stdin=True,
+            stdout=True,
+            stderr=True,
+            user="0:0",
             workdir=self.spec.workdir,
-        )["Id"]  # fmt: skip
+        )["Id"]
         self._transport = _ExecSocketTransport(retrying(api.exec_start)(exec_id, socket=True))
         self._client = SupervisorClient(self.id, self.spec, self._transport, self._kill)
         self._client.open(_START_TIMEOUT_S)

@@ -158,9 +158,15 @@ class LocalSandbox(SupervisedSandbox):
             setpriv = shutil.which("setpriv") or "/usr/bin/setpriv"
             uid, gid = credentials
             launcher = [
-                setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups",
-                "--inh-caps=-all", "--bounding-set=-all", "--", bwrap,
-            ]  # fmt: skip
+                setpriv,
+                f"--reuid={uid}",
+                f"--regid={gid}",
+                "--clear-groups",
+                "--inh-caps=-all",
+                "--bounding-set=-all",
+                "--",
+                bwrap,
+            ]
         if built is not None:  # the build's layers, read-only, in a mount namespace of this sandbox's own
             mounts = mount_script(built, writable=False) + '\nexec "$@"'
             unshare = ["unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", mounts]
@@ -219,12 +225,16 @@ class LocalSandbox(SupervisedSandbox):
             "--new-session",
             "--unshare-all",
             "--unshare-user",
-            "--uid", str(AGENT_UID),
-            "--gid", str(AGENT_GID),
-            "--cap-drop", "ALL",
-            "--hostname", "sandbox",
+            "--uid",
+            str(AGENT_UID),
+            "--gid",
+            str(AGENT_GID),
+            "--cap-drop",
+            "ALL",
+            "--hostname",
+            "sandbox",
             "--as-pid-1",  # the supervisor is init: no other init for the agent (same uid) to take over
-        ]  # fmt: skip
+        ]
         if self.spec.network:
             args.append("--share-net")
         if self.rootfs is not None:

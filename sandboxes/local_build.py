@@ -56,10 +56,19 @@ _VAR_PARTS = ("lib/dpkg", "lib/apt", "cache/debconf", "lib/ucf", "lib/systemd", 
 _VAR_DIRS = ("log", "tmp", "cache/apt/archives/partial", "lib/apt/lists/partial")
 # Docker's default capabilities, less CAP_MKNOD (a device node would reach the host's disks here).
 _BUILD_CAPS = (
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_SETGID",
-    "CAP_SETUID", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_AUDIT_WRITE",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_AUDIT_WRITE",
     "CAP_SETFCAP",
-)  # fmt: skip
+)
 
 
 def cache_root() -> Path:
@@ -196,12 +205,28 @@ def _run(
     if bwrap is None:
         raise BuildError("the local backend needs bubblewrap: apt-get install bubblewrap")
     args = [
-        "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
-        "--unshare-cgroup-try", "--bind", str(work / "root"), "/",
-        "--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys",
-        "--ro-bind-try", "/proc/sysrq-trigger", "/proc/sysrq-trigger", "--dev", "/dev",
-        "--cap-drop", "ALL",
-    ]  # fmt: skip
+        "--die-with-parent",
+        "--new-session",
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        "--bind",
+        str(work / "root"),
+        "/",
+        "--proc",
+        "/proc",
+        "--ro-bind",
+        "/proc/sys",
+        "/proc/sys",
+        "--ro-bind-try",
+        "/proc/sysrq-trigger",
+        "/proc/sysrq-trigger",
+        "--dev",
+        "/dev",
+        "--cap-drop",
+        "ALL",
+    ]
     for cap in _BUILD_CAPS:
         args += ["--cap-add", cap]
     for path in settings.paths:

@@ -66,10 +66,14 @@ def list_local() -> list[SandboxRecord]:
             created = directory.stat().st_mtime
             known = records.get(sandbox_id)
             records[sandbox_id] = SandboxRecord(
-                "local", "local", sandbox_id, owner or (known.owner if known else ""),
-                known.created if known else created, "cgroup",
+                "local",
+                "local",
+                sandbox_id,
+                owner or (known.owner if known else ""),
+                known.created if known else created,
+                "cgroup",
                 writer_alive(owner) if owner else (known.owner_alive if known else None),
-            )  # fmt: skip
+            )
     return list(records.values())
 
 

@@ -81,8 +81,10 @@ def main() -> None:
         judge.requests_sent = 0
         seconds, graded, parsed = run(judge, work)
         results[name] = graded / seconds
-        print(f"{name:>14}: {graded} criteria in {seconds:6.1f} s = {graded / seconds:5.2f} criteria/s, "
-              f"{judge.requests_sent} requests, {parsed}/{graded} verdicts parsed")  # fmt: skip
+        print(
+            f"{name:>14}: {graded} criteria in {seconds:6.1f} s = {graded / seconds:5.2f} criteria/s, "
+            f"{judge.requests_sent} requests, {parsed}/{graded} verdicts parsed"
+        )
     print(f"batching / per criterion throughput: {results['batched'] / results['per criterion']:.2f}x")
 
 

@@ -29,15 +29,29 @@ TRAINED = ("done", "timeout", "turns", "context")
 def run_arm(work: Path, paced: bool, args: argparse.Namespace) -> dict[str, float]:
     db = work / "replay.db"
     cmd = [
-        sys.executable, "-m", "agentsd.cli.main", "run", "-c", str(REPO / "configs/run/local.yaml"),
-        f"collect.store.url=sqlite:///{db}", f"train.store.url=sqlite:///{db}",
-        f"collect.run_dir={work}/collect", f"train.run_dir={work}/train",
-        f"collect.max_tasks={args.tasks}", f"collect.repeats={args.repeats}", "collect.max_turns=2",
-        "collect.sampling.max_new_tokens=48", "collect.concurrency=2",
-        f"collect.pacing.enabled={str(paced).lower()}", "collect.tracking.enabled=false",
-        "train.tracking.enabled=false", f"train.batch_trajectories={args.batch}",
-        f"train.sdpo.max_staleness={args.k_max}", "train.lora.rank=8", "train.chunk_tokens=64",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "agentsd.cli.main",
+        "run",
+        "-c",
+        str(REPO / "configs/run/local.yaml"),
+        f"collect.store.url=sqlite:///{db}",
+        f"train.store.url=sqlite:///{db}",
+        f"collect.run_dir={work}/collect",
+        f"train.run_dir={work}/train",
+        f"collect.max_tasks={args.tasks}",
+        f"collect.repeats={args.repeats}",
+        "collect.max_turns=2",
+        "collect.sampling.max_new_tokens=48",
+        "collect.concurrency=2",
+        f"collect.pacing.enabled={str(paced).lower()}",
+        "collect.tracking.enabled=false",
+        "train.tracking.enabled=false",
+        f"train.batch_trajectories={args.batch}",
+        f"train.sdpo.max_staleness={args.k_max}",
+        "train.lora.rank=8",
+        "train.chunk_tokens=64",
+    ]
     started = time.monotonic()
     done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     wall = time.monotonic() - started

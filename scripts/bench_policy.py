@@ -67,9 +67,16 @@ def bench_generate(policy: HFPolicy, tokens: int, repeats: int) -> None:
             start = time.perf_counter()
             with torch.inference_mode():
                 policy.model.generate(
-                    input_ids=ids, attention_mask=mask, do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
-                    max_new_tokens=tokens, min_new_tokens=tokens, pad_token_id=pad,
-                )  # fmt: skip
+                    input_ids=ids,
+                    attention_mask=mask,
+                    do_sample=True,
+                    temperature=1.0,
+                    top_p=1.0,
+                    top_k=0,
+                    max_new_tokens=tokens,
+                    min_new_tokens=tokens,
+                    pad_token_id=pad,
+                )
             plain.append(time.perf_counter() - start) if i else None
         o, p = statistics.median(ours), statistics.median(plain)
         n = batch * tokens
@@ -90,10 +97,17 @@ def bench_collector(policy: HFPolicy, episodes: int) -> None:
     for concurrency in (1, 8):
         with tempfile.TemporaryDirectory() as tmp:
             cfg = CollectConfig.model_validate(
-                {"run_dir": tmp, "store": {"url": f"sqlite:///{tmp}/r.db"}, "concurrency": concurrency,
-                 "max_turns": 2, "shuffle": False, "sampling": {"max_new_tokens": 32},
-                 "policy": {"backend": "hf", "max_batch": 8}, "tracking": {"enabled": False}}
-            )  # fmt: skip
+                {
+                    "run_dir": tmp,
+                    "store": {"url": f"sqlite:///{tmp}/r.db"},
+                    "concurrency": concurrency,
+                    "max_turns": 2,
+                    "shuffle": False,
+                    "sampling": {"max_new_tokens": 32},
+                    "policy": {"backend": "hf", "max_batch": 8},
+                    "tracking": {"enabled": False},
+                }
+            )
             with ReplayStore(cfg.store.url) as store:
                 collector = Collector(cfg, policy, store, tasks, run_name=f"bench{concurrency}")
                 start = time.perf_counter()

@@ -91,10 +91,13 @@ def _step_agentsd(model: Any, student: Any, teacher: Any, trained: Any, per_row:
     )
     n = len(trained)
     batch = TokenBatch(
-        tokens=y, behaviour_logp=logp.detach(), mask=torch.ones(n, dtype=torch.bool),
-        versions=torch.zeros(n, dtype=torch.long), turn_index=torch.zeros(n, dtype=torch.long),
+        tokens=y,
+        behaviour_logp=logp.detach(),
+        mask=torch.ones(n, dtype=torch.bool),
+        versions=torch.zeros(n, dtype=torch.long),
+        turn_index=torch.zeros(n, dtype=torch.long),
         trajectory_index=torch.zeros(n, dtype=torch.long),
-    )  # fmt: skip
+    )
     out = sdpo_loss_from_terms(batch, divergence, logp, teacher_logp, SDPOConfig(top_k=TOP_K), version=0)
     out.loss.backward()
 
@@ -183,8 +186,12 @@ def matmul_peak(size: int = 2048, repeats: int = 10) -> float:
 
 
 def run_child(python: str, args: list[str], rss_limit_gib: float, mmap_threshold: int = 0) -> dict[str, Any]:
-    env = {**os.environ, "OMP_NUM_THREADS": str(THREADS), "TRL_EXPERIMENTAL_SILENCE": "1",
-           "PYTHONPATH": str(REPO)}  # fmt: skip
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(THREADS),
+        "TRL_EXPERIMENTAL_SILENCE": "1",
+        "PYTHONPATH": str(REPO),
+    }
     if mmap_threshold > 0:
         env["MALLOC_MMAP_THRESHOLD_"] = str(mmap_threshold)
     proc = subprocess.Popen(
@@ -237,16 +244,26 @@ def main() -> None:
     if "trl" in args.paths and not Path(args.trl_python).exists():
         sys.exit(f"--trl-python {args.trl_python} does not exist: run scripts/setup_bench.sh first")
     peak = run_child(sys.executable, ["--worker", "peak"], args.rss_limit_gib)["peak_flops"]
-    print(f"fp32 matmul peak ({THREADS} threads): {peak / 1e9:.1f} GFLOP/s; "
-          f"MALLOC_MMAP_THRESHOLD_={args.mmap_threshold or 'glibc default'}")  # fmt: skip
+    print(
+        f"fp32 matmul peak ({THREADS} threads): {peak / 1e9:.1f} GFLOP/s; "
+        f"MALLOC_MMAP_THRESHOLD_={args.mmap_threshold or 'glibc default'}"
+    )
     print(f"{'tokens':>6} {'path':>8} {'tokens/s':>9} {'peak RSS':>9} {'MFU':>6} ", end="")
     print(f"{'mem/trl':>8} {'speed/trl':>9}")
     for tokens in args.tokens:
         results: dict[str, dict[str, Any]] = {}
         for path in args.paths:
             python = args.trl_python if path == "trl" else sys.executable
-            child = ["--worker", path, "--model-path", model_path, "--tokens", str(tokens),
-                     "--iters", str(args.iters)]  # fmt: skip
+            child = [
+                "--worker",
+                path,
+                "--model-path",
+                model_path,
+                "--tokens",
+                str(tokens),
+                "--iters",
+                str(args.iters),
+            ]
             results[path] = run_child(python, child, args.rss_limit_gib, args.mmap_threshold)
         trl = results.get("trl", {})
         for path, r in results.items():

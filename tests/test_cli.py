@@ -205,8 +205,11 @@ def test_piped_tables_keep_one_row_per_line_and_every_listing_has_json(
     env = {k: v for k, v in _env().items() if k != "COLUMNS"}
     piped = subprocess.run(
         [sys.executable, "-m", "agentsd.cli.main", "replay", "ls", "--store", url],
-        capture_output=True, text=True, env=env, check=True,
-    ).stdout  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout
     for traj_id in ids:
         (line,) = [line for line in piped.splitlines() if traj_id in line]
         assert "task-" in line and ("finalized" in line or "running" in line), line
@@ -228,15 +231,30 @@ def test_agentsd_store_in_the_environment_is_the_store_of_every_command(tmp_path
     url = f"sqlite:///{tmp_path}/from-env.db"
     env = {**_env(), "AGENTSD_STORE": url, "COLUMNS": "200"}
     failed = subprocess.run(
-        [sys.executable, "-m", "agentsd.cli.main", "collect", "max_tasks=1", f"run_dir={tmp_path}/run",
-         "tracking.enabled=false", "policy.backend=openai", "policy.base_url=http://127.0.0.1:9/v1"],
-        capture_output=True, text=True, env=env, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "agentsd.cli.main",
+            "collect",
+            "max_tasks=1",
+            f"run_dir={tmp_path}/run",
+            "tracking.enabled=false",
+            "policy.backend=openai",
+            "policy.base_url=http://127.0.0.1:9/v1",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert failed.returncode != 0  # no policy server: it stops after claiming its run in the store
     with ReplayStore(url) as store:
         assert store.count() == 0 and store.run_plan("run") is not None
     versions = subprocess.run(
         [sys.executable, "-m", "agentsd.cli.main", "replay", "versions", "--json"],
-        capture_output=True, text=True, env=env, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
     assert versions.stdout == ""

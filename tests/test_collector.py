@@ -259,8 +259,14 @@ def test_published_versions_are_picked_up_and_recorded(
 
         def publish_after_first_turn(prompt: str) -> str:
             if store.latest_version() is None:
-                store.register_version(1, model="scripted", checkpoint_uri=str(tmp_path), lineage="t",
-                                       parent=None, weights_hash=None)  # fmt: skip
+                store.register_version(
+                    1,
+                    model="scripted",
+                    checkpoint_uri=str(tmp_path),
+                    lineage="t",
+                    parent=None,
+                    weights_hash=None,
+                )
             return solver(prompt)
 
         policy = ScriptedPolicy(tokenizer, publish_after_first_turn)
@@ -296,8 +302,14 @@ def test_a_version_that_cannot_be_loaded_never_stops_collection(
         digest = weights_hash(directory)
         if tamper:  # rewritten after publishing (a partial copy, another trainer's files)
             (directory / "model.safetensors").write_bytes(b"something else")
-        store.register_version(version, model="scripted", checkpoint_uri=str(directory), lineage="t",
-                               parent=version - 1 or None, weights_hash=digest)  # fmt: skip
+        store.register_version(
+            version,
+            model="scripted",
+            checkpoint_uri=str(directory),
+            lineage="t",
+            parent=version - 1 or None,
+            weights_hash=digest,
+        )
         published.append(version)
 
     class Refusing(ScriptedPolicy):
@@ -334,9 +346,14 @@ def test_version_lag_samples_k_versions_behind_the_newest(
         def publish_every_call(prompt: str) -> str:
             newest = store.latest_version()
             seen.append((newest.version if newest else 0, policy.version))
-            store.register_version((newest.version if newest else 0) + 1, model="scripted",
-                                   checkpoint_uri=str(tmp_path), lineage="t", parent=None,
-                                   weights_hash=None)  # fmt: skip
+            store.register_version(
+                (newest.version if newest else 0) + 1,
+                model="scripted",
+                checkpoint_uri=str(tmp_path),
+                lineage="t",
+                parent=None,
+                weights_hash=None,
+            )
             return solver(prompt)
 
         policy = ScriptedPolicy(tokenizer, publish_every_call)
@@ -486,9 +503,20 @@ def test_agentsd_collect_runs_out_of_the_box(tmp_path: Path) -> None:
     backend_config("local")
     repo = Path(__file__).resolve().parents[1]
     config = str(repo / "configs/collect/terminal.yaml")
-    cmd = [sys.executable, "-m", "agentsd.cli.main", "collect", "-c", config, "max_tasks=2", "repeats=1",
-           "max_turns=2", "sampling.max_new_tokens=24", f"run_dir={tmp_path}/run",
-           f"store.url=sqlite:///{tmp_path}/r.db"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "agentsd.cli.main",
+        "collect",
+        "-c",
+        config,
+        "max_tasks=2",
+        "repeats=1",
+        "max_turns=2",
+        "sampling.max_new_tokens=24",
+        f"run_dir={tmp_path}/run",
+        f"store.url=sqlite:///{tmp_path}/r.db",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "2 episodes" in done.stdout
@@ -664,8 +692,9 @@ def _long_or_short(store: ReplayStore, max_long_turns: int) -> Any:
     def respond(prompt: str) -> str:
         if "LONG TASK" not in prompt:
             if "file1.txt" in prompt and store.latest_version() is None:
-                store.register_version(1, model="scripted", checkpoint_uri="", lineage="t", parent=None,
-                                       weights_hash=None)  # fmt: skip
+                store.register_version(
+                    1, model="scripted", checkpoint_uri="", lineage="t", parent=None, weights_hash=None
+                )
             return solver(prompt)
         turns = prompt.count("<|im_start|>assistant") - 1
         if store.count(status=TrajectoryStatus.FINALIZED) < 4 and turns < max_long_turns:
@@ -677,9 +706,11 @@ def _long_or_short(store: ReplayStore, max_long_turns: int) -> Any:
 
 def long_task() -> Task:
     return Task(
-        id="long", family="terminal", instruction="LONG TASK: keep working, then submit.",
+        id="long",
+        family="terminal",
+        instruction="LONG TASK: keep working, then submit.",
         verifier=Verifier(kind="script", script="true"),
-    )  # fmt: skip
+    )
 
 
 @pytest.mark.parametrize("max_live", [2, 1])
@@ -736,8 +767,14 @@ class FakeTrainer:
                 self.ages += [version - s.version_start for s in chosen]
                 version += 1
                 store.mark_consumed("fake", [s.id for s in chosen], version)
-                store.register_version(version, model="scripted", checkpoint_uri="", lineage="fake",
-                                       parent=version - 1 or None, weights_hash=None)  # fmt: skip
+                store.register_version(
+                    version,
+                    model="scripted",
+                    checkpoint_uri="",
+                    lineage="fake",
+                    parent=version - 1 or None,
+                    weights_hash=None,
+                )
 
 
 @pytest.mark.parametrize("paced", [True, False])
@@ -749,8 +786,13 @@ def test_pacing_keeps_every_trajectory_within_k_max_of_the_trainer(
     backend_config("local")
     monkeypatch.setattr(collector_mod, "VERSION_POLL_S", 0.0)
     k_max, batch, bound = 1, 2, 4
-    pacing = {"enabled": paced, "max_staleness": k_max, "batch_trajectories": batch, "max_backlog": bound,
-              "poll_s": 0.1}  # fmt: skip
+    pacing = {
+        "enabled": paced,
+        "max_staleness": k_max,
+        "batch_trajectories": batch,
+        "max_backlog": bound,
+        "poll_s": 0.1,
+    }
     cfg = collect_config(tmp_path, concurrency=4, pacing=pacing)
     trainer = FakeTrainer(cfg.store.url, batch=batch, step_s=0.8)
     trainer.thread.start()
@@ -779,14 +821,17 @@ def test_a_restarted_paced_collector_counts_what_its_earlier_process_left_untrai
     # the backlog lives in the store: a collector restarted after a crash must not start afresh
     backend_config("local")
     monkeypatch.setattr(collector_mod, "VERSION_POLL_S", 0.0)
-    pacing = {"enabled": True, "max_staleness": 1, "batch_trajectories": 2, "max_backlog": 4,
-              "poll_s": 0.1}  # fmt: skip
+    pacing = {"enabled": True, "max_staleness": 1, "batch_trajectories": 2, "max_backlog": 4, "poll_s": 0.1}
     cfg = collect_config(tmp_path, concurrency=2, pacing=pacing)
     tasks = [make_task(i) for i in range(8)]
     with ReplayStore(cfg.store.url) as store:
         for episode in range(5):  # what the earlier process finished and no trainer has taken yet
-            tid = store.begin(task=tasks[episode], policy_model="scripted", version=0,
-                              trajectory_id=trajectory_id("r", episode, 0))  # fmt: skip
+            tid = store.begin(
+                task=tasks[episode],
+                policy_model="scripted",
+                version=0,
+                trajectory_id=trajectory_id("r", episode, 0),
+            )
             store.append_turn(tid, make_turn_for(tokenizer))
             store.finalize(tid, termination=Termination.DONE, reward=1.0)
         collector = Collector(cfg, ScriptedPolicy(tokenizer, solver), store, tasks, run_name="r")
@@ -810,5 +855,11 @@ def test_a_restarted_paced_collector_counts_what_its_earlier_process_left_untrai
 
 def make_turn_for(tokenizer: Any) -> Turn:
     ids = chat_ids(tokenizer, "hello")
-    return Turn(index=0, prompt_ids=ids, completion_ids=[1, 2], logprobs=[-0.1, -0.2],
-                policy_version=0, temperature=1.0)  # fmt: skip
+    return Turn(
+        index=0,
+        prompt_ids=ids,
+        completion_ids=[1, 2],
+        logprobs=[-0.1, -0.2],
+        policy_version=0,
+        temperature=1.0,
+    )

@@ -105,8 +105,16 @@ def test_swebench_import_validates_fields_and_repositories(tmp_path: Path) -> No
     shutil.copytree(repos, clone)
     import subprocess
 
-    subprocess.run(["git", "clone", "-q", str(clone / "agentsd-suite__textkit.bundle"),
-                    str(clone / "agentsd-suite__textkit")], check=True)  # fmt: skip
+    subprocess.run(
+        [
+            "git",
+            "clone",
+            "-q",
+            str(clone / "agentsd-suite__textkit.bundle"),
+            str(clone / "agentsd-suite__textkit"),
+        ],
+        check=True,
+    )
     (clone / "agentsd-suite__textkit.bundle").unlink()
     assert load_swebench(SUITES_DIR / "swe" / "instances.jsonl", clone)[0].world == SUITE[0].world
 

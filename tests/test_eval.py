@@ -40,25 +40,37 @@ def evidence(answer: str = "", files: dict[str, bytes] | None = None, output: st
 
 
 def rubric_task(criteria: list[dict[str, Any]], **meta: Any) -> Task:
-    return Task(id="t", family=Family.RUBRIC, instruction="Do it.",
-                verifier=Verifier(kind="rubric", criteria=criteria), meta=meta)  # fmt: skip
+    return Task(
+        id="t",
+        family=Family.RUBRIC,
+        instruction="Do it.",
+        verifier=Verifier(kind="rubric", criteria=criteria),
+        meta=meta,
+    )
 
 
 # ---------------------------------------------------------------------------------------- documents
 
 
 def test_spreadsheets_round_trip_with_formulas_evaluated_when_uncached() -> None:
-    data = build("a.xlsx", json.dumps({"Q3": [["Item", "Amount"], ["Rent", "1200"], ["Food", 300.5],
-                                               ["Total", "=SUM(B2:B3)*2-B2/4"]]}))  # fmt: skip
+    data = build(
+        "a.xlsx",
+        json.dumps(
+            {"Q3": [["Item", "Amount"], ["Rent", "1200"], ["Food", 300.5], ["Total", "=SUM(B2:B3)*2-B2/4"]]}
+        ),
+    )
     text = render("a.xlsx", data)
     assert "## sheet Q3 (4 rows x 2 columns)" in text and "2\tRent\t1200" in text
     assert "=SUM(B2:B3)*2-B2/4" in text  # never computed by a spreadsheet app: shown as the formula
     files = {"a.xlsx": data}
-    met = run_check({"kind": "cell_value", "path": "a.xlsx", "cell": "B4", "value": 2701, "tolerance": 0.01},
-                    evidence(files=files))  # fmt: skip
+    met = run_check(
+        {"kind": "cell_value", "path": "a.xlsx", "cell": "B4", "value": 2701, "tolerance": 0.01},
+        evidence(files=files),
+    )
     assert met.met and "-> 2701" in met.rationale
-    assert not run_check({"kind": "cell_value", "path": "a.xlsx", "cell": "A2", "value": "Food"},
-                         evidence(files=files)).met  # fmt: skip
+    assert not run_check(
+        {"kind": "cell_value", "path": "a.xlsx", "cell": "A2", "value": "Food"}, evidence(files=files)
+    ).met
     assert render("b.xlsx", build("b.xlsx", "x,y\n1,2\n")).splitlines()[3] == "2\t1\t2"
 
 
@@ -111,11 +123,13 @@ def test_a_check_that_cannot_decide_is_an_error_not_a_verdict() -> None:
 
 
 def test_score_is_weighted_with_negative_criteria_as_penalties() -> None:
-    task = rubric_task([
-        {"id": "a", "text": "A", "weight": 3, "check": {"kind": "contains", "text": "alpha"}},
-        {"id": "b", "text": "B", "check": {"kind": "contains", "text": "beta"}, "primary": False},
-        {"id": "n", "text": "mistake", "negative": True, "check": {"kind": "contains", "text": "oops"}},
-    ])  # fmt: skip
+    task = rubric_task(
+        [
+            {"id": "a", "text": "A", "weight": 3, "check": {"kind": "contains", "text": "alpha"}},
+            {"id": "b", "text": "B", "check": {"kind": "contains", "text": "beta"}, "primary": False},
+            {"id": "n", "text": "mistake", "negative": True, "check": {"kind": "contains", "text": "oops"}},
+        ]
+    )
     assert grade(task, evidence("alpha beta"), None).score == 1.0
     result = grade(task, evidence("alpha oops"), None)
     assert result.score == pytest.approx((3 - 1) / 4) and result.passed is False  # a primary mistake
@@ -124,10 +138,12 @@ def test_score_is_weighted_with_negative_criteria_as_penalties() -> None:
 
 
 def test_ungraded_criteria_are_errors_left_out_of_the_score() -> None:
-    task = rubric_task([
-        {"id": "a", "text": "A", "check": {"kind": "contains", "text": "alpha"}},
-        {"id": "j", "text": "Is persuasive"},
-    ])  # fmt: skip
+    task = rubric_task(
+        [
+            {"id": "a", "text": "A", "check": {"kind": "contains", "text": "alpha"}},
+            {"id": "j", "text": "Is persuasive"},
+        ]
+    )
     result = grade(task, evidence("alpha"), None)
     assert result.score == 1.0 and result.passed is None  # a primary criterion was not graded
     [judged] = result.errors
@@ -195,11 +211,13 @@ def judge_for(endpoint: FakeEndpoint, **settings: Any) -> Judge:
 
 
 def test_the_judge_grades_over_http_with_batching_votes_and_rationales(endpoint: FakeEndpoint) -> None:
-    task = rubric_task([
-        {"id": "p", "text": 'Mentions "Delaware"'},
-        {"id": "q", "text": 'Mentions "Ohio"'},
-        {"id": "c", "text": "C", "check": {"kind": "contains", "text": "law"}},
-    ])  # fmt: skip
+    task = rubric_task(
+        [
+            {"id": "p", "text": 'Mentions "Delaware"'},
+            {"id": "q", "text": 'Mentions "Ohio"'},
+            {"id": "c", "text": "C", "check": {"kind": "contains", "text": "law"}},
+        ]
+    )
     batched = judge_for(endpoint)
     result = grade(task, evidence("Delaware law governs."), batched)
     assert [(c.id, c.met, c.grader) for c in result.criteria] == [
@@ -268,8 +286,11 @@ def test_pass_at_k_and_pass_hat_k_match_enumeration() -> None:
 
 
 def test_suite_metrics_per_domain_with_bootstrap_intervals() -> None:
-    runs = [RunResult(f"t{i}", "finance" if i < 3 else "legal", s, s == 1.0)
-            for i in range(6) for s in ([1.0, 0.5] if i % 2 else [1.0, 1.0])]  # fmt: skip
+    runs = [
+        RunResult(f"t{i}", "finance" if i < 3 else "legal", s, s == 1.0)
+        for i in range(6)
+        for s in ([1.0, 0.5] if i % 2 else [1.0, 1.0])
+    ]
     runs.append(RunResult("t0", "finance", None, None))  # not graded: left out and counted
     metrics = suite_metrics(runs, [2])
     assert metrics.tasks == 6 and metrics.ungraded == 1
@@ -281,9 +302,16 @@ def test_suite_metrics_per_domain_with_bootstrap_intervals() -> None:
 
 def test_reports_and_comparison(tmp_path: Path) -> None:
     def records(scores: dict[str, float]) -> list[dict[str, Any]]:
-        return [{"task_id": t, "domain": "d", "score": s, "passed": s == 1.0,
-                 "criteria": [{"id": "c", "text": "C", "met": s == 1.0, "negative": False, "error": None}]}
-                for t, s in scores.items()]  # fmt: skip
+        return [
+            {
+                "task_id": t,
+                "domain": "d",
+                "score": s,
+                "passed": s == 1.0,
+                "criteria": [{"id": "c", "text": "C", "met": s == 1.0, "negative": False, "error": None}],
+            }
+            for t, s in scores.items()
+        ]
 
     a, b = records({"x": 0.0, "y": 0.5, "z": 1.0}), records({"x": 1.0, "y": 0.5, "w": 1.0})
     write_results(tmp_path / "a" / "results.jsonl", a)
@@ -327,11 +355,13 @@ def write_release(root: Path) -> None:
         "gold_response": "42",
         "gold_response_type": "text",
     }
-    tasks = [good,
-             {**good, "task_id": "t2", "rubric": []},
-             {**good, "task_id": "t3", "world_id": "nowhere"},
-             {**good, "task_id": "t4", "rubric": [{"verifier_id": "v1"}]},
-             {**good, "task_id": "t5", "task_input_files": ["missing.pdf"]}]  # fmt: skip
+    tasks = [
+        good,
+        {**good, "task_id": "t2", "rubric": []},
+        {**good, "task_id": "t3", "world_id": "nowhere"},
+        {**good, "task_id": "t4", "rubric": [{"verifier_id": "v1"}]},
+        {**good, "task_id": "t5", "task_input_files": ["missing.pdf"]},
+    ]
     (root / "tasks_and_rubrics.json").write_text(json.dumps(tasks))
 
 
@@ -345,8 +375,9 @@ def test_apex_release_imports_and_bad_tasks_are_named_and_skipped(tmp_path: Path
         and task.reference["gold_response"] == "42"
     )
     assert set(task.world.files) == {"notes.md", "extra.txt"} and set(task.world.blobs) == {"data/book.xlsx"}
-    assert task.verifier.criteria == [{"id": "v1", "text": "States 42", "weight": 1.0, "primary": True,
-                                       "negative": False}]  # fmt: skip
+    assert task.verifier.criteria == [
+        {"id": "v1", "text": "States 42", "weight": 1.0, "primary": True, "negative": False}
+    ]
     assert "Input files: notes.md" in task.instruction
     assert len(problems) == 4
     assert "task t2: rubric is missing or empty" in problems[0]
@@ -376,8 +407,11 @@ def test_every_shipped_task_scores_1_with_its_gold_output_and_0_with_nothing(tas
     try:
         gold, info = run_reference(env, task)
         assert gold == 1.0, info["feedback"]
-        judged = [c for c in info["grading"] if "check" not in next(
-            x for x in task.verifier.criteria if x["id"] == c["id"])]  # fmt: skip
+        judged = [
+            c
+            for c in info["grading"]
+            if "check" not in next(x for x in task.verifier.criteria if x["id"] == c["id"])
+        ]
         assert all(c["error"] == "no judge configured" for c in judged)  # recorded, not counted
         nothing, info = run_nothing(env, task)
         assert nothing == 0.0 and info["termination"] == "done"
@@ -443,9 +477,20 @@ def test_agentsd_eval_rolls_out_grades_reports_and_compares(tmp_path: Path) -> N
 
     backend_config("local")
     repo = Path(__file__).resolve().parents[1]
-    base = [sys.executable, "-m", "agentsd.cli.main", "eval", "-c", str(repo / "configs/eval/apex-mini.yaml"),
-            "max_tasks=2", "repeats=2", "k=[1,2]", "max_turns=2", "sampling.max_new_tokens=32",
-            f"store.url=sqlite:///{tmp_path}/eval.db"]  # fmt: skip
+    base = [
+        sys.executable,
+        "-m",
+        "agentsd.cli.main",
+        "eval",
+        "-c",
+        str(repo / "configs/eval/apex-mini.yaml"),
+        "max_tasks=2",
+        "repeats=2",
+        "k=[1,2]",
+        "max_turns=2",
+        "sampling.max_new_tokens=32",
+        f"store.url=sqlite:///{tmp_path}/eval.db",
+    ]
     for name in ("a", "b"):
         done = subprocess.run(
             [*base, f"run_dir={tmp_path / name}", f"name={name}"], capture_output=True, text=True, timeout=900
@@ -459,10 +504,21 @@ def test_agentsd_eval_rolls_out_grades_reports_and_compares(tmp_path: Path) -> N
             assert (tmp_path / name / name / produced).is_file()
         assert (tmp_path / name / "mlflow.db").is_file()
     compared = subprocess.run(
-        [sys.executable, "-m", "agentsd.cli.main", "eval", "--compare", str(tmp_path / "a" / "a"),
-         str(tmp_path / "b" / "b"), "--out", str(tmp_path / "cmp")],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "agentsd.cli.main",
+            "eval",
+            "--compare",
+            str(tmp_path / "a" / "a"),
+            str(tmp_path / "b" / "b"),
+            "--out",
+            str(tmp_path / "cmp"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert compared.returncode == 0, compared.stderr[-3000:]
     assert "difference over 2 common tasks" in compared.stdout
     assert (tmp_path / "cmp" / "compare.html").is_file()
@@ -481,8 +537,10 @@ def test_agentsd_eval_rolls_out_grades_reports_and_compares(tmp_path: Path) -> N
     )
     changed = subprocess.run(
         [*base, f"run_dir={tmp_path / 'a'}", "--resume", "a", "max_turns=3", "model.max_context=4096"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert changed.returncode == 2, changed.stderr[-3000:]
     assert "max_turns: 2 -> 3" in changed.stderr and "model.max_context: 8192 -> 4096" in changed.stderr
     resume = [*base, f"run_dir={tmp_path / 'a'}", "--resume", "a"]
@@ -552,8 +610,14 @@ def test_a_new_document_task_shows_the_agents_file_to_the_judge(
 
 def test_a_report_says_first_when_nothing_was_graded(tmp_path: Path) -> None:
     criterion = {"id": "v1", "text": "States 42", "met": None, "error": "no judge configured"}
-    ungraded = {"task_id": "t1", "domain": "Law", "score": None, "passed": None, "termination": "env_error",
-                "criteria": [criterion]}  # fmt: skip
+    ungraded = {
+        "task_id": "t1",
+        "domain": "Law",
+        "score": None,
+        "passed": None,
+        "termination": "env_error",
+        "criteria": [criterion],
+    }
     records = [{**ungraded, "trajectory_id": f"e.{i}.0"} for i in range(3)]
     write_report(tmp_path, "apex", records, suite_metrics(as_runs(records), [1]))
     report = (tmp_path / "report.md").read_text()

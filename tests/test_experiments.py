@@ -104,9 +104,12 @@ def test_the_runner_runs_arms_survives_a_kill_and_writes_the_report(tmp_path: Pa
     exp = load_config(ExperimentConfig, [config])
     script = ROOT / "scripts" / "experiments" / "staleness.py"
     runner = subprocess.Popen(
-        [sys.executable, str(script), "-c", str(config)], cwd=ROOT, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [sys.executable, str(script), "-c", str(config)],
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:  # killed, worker and all, once the first trained arm has made one step
         _wait_for(arm_dir(exp, "k0-full", 0) / "steps.jsonl", 1, runner)
     finally:
@@ -142,8 +145,10 @@ def test_the_runner_runs_arms_survives_a_kill_and_writes_the_report(tmp_path: Pa
     report = tmp_path / "report"
     results = json.loads((report / "smoke.json").read_text())
     assert {(r["arm"], r["seed"]) for r in results["by_arm_and_seed"]} == {
-        ("base", 0), ("k0-full", 0), ("k1-none", 0),
-    }  # fmt: skip
+        ("base", 0),
+        ("k0-full", 0),
+        ("k1-none", 0),
+    }
     assert results["commit"] and results["command"].startswith("python scripts/experiments/staleness.py")
     markdown = (report / "smoke.md").read_text()
     assert "k1-none" in markdown and "## By arm and seed" in markdown
@@ -162,9 +167,14 @@ def test_an_eval_of_a_version_the_store_never_published_is_refused(tmp_path: Pat
     with ReplayStore(training):
         pass
     cfg = EvalConfig(
-        suite="learn-heldout", max_tasks=1, run_dir=tmp_path / "eval", name="v3",
-        store={"url": f"sqlite:///{tmp_path / 'eval.db'}"}, version=3, versions_store={"url": training},
+        suite="learn-heldout",
+        max_tasks=1,
+        run_dir=tmp_path / "eval",
+        name="v3",
+        store={"url": f"sqlite:///{tmp_path / 'eval.db'}"},
+        version=3,
+        versions_store={"url": training},
         tracking={"enabled": False},
-    )  # fmt: skip
+    )
     with pytest.raises(ConfigError, match="published no version 3"):
         run_collect(cfg, kind="eval")

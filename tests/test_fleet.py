@@ -85,8 +85,10 @@ def test_a_new_fleet_reaps_what_a_dead_owner_left(backend: str) -> None:
     here = Path(__file__).parent
     owner = subprocess.Popen(
         [sys.executable, str(here / "sandbox_owner.py"), config.model_dump_json()],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(here)},
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(here)},
+    )
     assert owner.stdout is not None
     ids = {owner.stdout.readline().strip() for _ in range(2)}
     owner.kill()

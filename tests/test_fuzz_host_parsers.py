@@ -26,9 +26,31 @@ def call(name: str, raw_arguments: str) -> str:
 
 def random_texts(seed: int, count: int) -> list[str]:
     rng = random.Random(seed)
-    pieces = ["<tool_call>", "</tool_call>", "{", "}", "[", "]", '"', "\\", ":", ",", "name", "bash",
-              "arguments", "command", "submit", "NaN", "1e999", "\x00", "\udcff", "\u202e", "é", " ",
-              "\n"]  # fmt: skip
+    pieces = [
+        "<tool_call>",
+        "</tool_call>",
+        "{",
+        "}",
+        "[",
+        "]",
+        '"',
+        "\\",
+        ":",
+        ",",
+        "name",
+        "bash",
+        "arguments",
+        "command",
+        "submit",
+        "NaN",
+        "1e999",
+        "\x00",
+        "\udcff",
+        "\u202e",
+        "é",
+        " ",
+        "\n",
+    ]
     texts = []
     for _ in range(count):
         kind = rng.random()
@@ -91,9 +113,12 @@ FAMILY_CALLS = {
         call("write_document", '{"path": "x.docx", "content": "' + "|" * 5000 + '"}'),
         call("read_document", '{"path": "x.docx", "sheet": "' + "s" * 1000 + '"}'),
     ],
-}  # fmt: skip
-ENVS = {"terminal": (TERMINAL_ID, "terminal", "count-lines"), "swe": (SWE_ID, "swe", "textkit-1"),
-        "rubric": (RUBRIC_ID, "apex-mini", "leg-register")}  # fmt: skip
+}
+ENVS = {
+    "terminal": (TERMINAL_ID, "terminal", "count-lines"),
+    "swe": (SWE_ID, "swe", "textkit-1"),
+    "rubric": (RUBRIC_ID, "apex-mini", "leg-register"),
+}
 
 
 def test_the_tool_call_parser_returns_a_call_or_a_parse_error_on_any_text() -> None:
@@ -131,8 +156,11 @@ def test_the_gui_family_step_answers_any_reply_with_an_observation() -> None:
     _need_gui_apps()
     task = load_suite("gui")[0]
     env: Any = gym.make(GUI_ID, sandbox=backend_config("local")).unwrapped
-    hostile = [call("click", '{"id": 1' + "0" * 30 + "}"), call("type", '{"id": -1, "text": "\\u0000"}'),
-               call("key", '{"combo": "' + "ctrl+" * 2000 + 'a"}')]  # fmt: skip
+    hostile = [
+        call("click", '{"id": 1' + "0" * 30 + "}"),
+        call("type", '{"id": -1, "text": "\\u0000"}'),
+        call("key", '{"combo": "' + "ctrl+" * 2000 + 'a"}'),
+    ]
     try:
         env.reset(options={"task": task})
         for text in [*ADVERSARIAL, *hostile, *random_texts(2, 30)]:
@@ -145,8 +173,12 @@ def test_the_gui_family_step_answers_any_reply_with_an_observation() -> None:
 def test_graders_decide_or_report_an_error_on_any_evidence() -> None:
     texts = [*ADVERSARIAL, *random_texts(3, 200)]
     payloads = [t.encode("utf-8", "surrogatepass") for t in texts] + [
-        b"[" * 100_000, b'{"a": ' + b"1" * 5000 + b"}", b"\xff\xfe\x00", b'{"reward": 1e999}', b"9" * 400,
-    ]  # fmt: skip
+        b"[" * 100_000,
+        b'{"a": ' + b"1" * 5000 + b"}",
+        b"\xff\xfe\x00",
+        b'{"reward": 1e999}',
+        b"9" * 400,
+    ]
     checks = [
         {"kind": "contains", "text": "x"},
         {"kind": "regex", "pattern": r"(\d+)\s*$"},

@@ -26,8 +26,12 @@ def test_a_single_value_gets_one_bin_and_an_empty_distribution_no_quantiles() ->
     assert dist.quantiles() == {}
     dist.add([3.0, 3.0])
     assert dist.histogram() == {
-        "name": "age_versions", "unit": "versions", "count": 2, "edges": [2.5, 3.5], "counts": [2],
-    }  # fmt: skip
+        "name": "age_versions",
+        "unit": "versions",
+        "count": 2,
+        "edges": [2.5, 3.5],
+        "counts": [2],
+    }
 
 
 def test_the_reservoir_keeps_the_newest_values() -> None:

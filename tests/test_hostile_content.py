@@ -167,8 +167,10 @@ def test_what_passes_the_archive_check_is_still_parsed_under_limits() -> None:
     }
     for what, (workbook, error) in formulas.items():
         with pytest.raises(CheckError, match=error):
-            run_check({"kind": "cell_value", "path": "f.xlsx", "cell": "A1", "value": 1},
-                      Evidence("", lambda path, w=workbook: w))  # fmt: skip
+            run_check(
+                {"kind": "cell_value", "path": "f.xlsx", "cell": "A1", "value": 1},
+                Evidence("", lambda path, w=workbook: w),
+            )
         assert what
 
 
@@ -272,12 +274,17 @@ def test_an_injected_all_met_does_not_pass_a_checked_criterion_or_an_honest_vote
     from agentsd.types import Family, Task, Verifier
 
     task = Task(
-        id="t", family=Family.RUBRIC, instruction="Which law governs the contract?",
-        verifier=Verifier(kind="rubric", criteria=[
-            {"id": "law", "text": "Names Delaware", "check": {"kind": "contains", "text": "Delaware"}},
-            {"id": "named", "text": 'Mentions "Delaware"'},
-        ]),
-    )  # fmt: skip
+        id="t",
+        family=Family.RUBRIC,
+        instruction="Which law governs the contract?",
+        verifier=Verifier(
+            kind="rubric",
+            criteria=[
+                {"id": "law", "text": "Names Delaware", "check": {"kind": "contains", "text": "Delaware"}},
+                {"id": "named", "text": 'Mentions "Delaware"'},
+            ],
+        ),
+    )
     evidence = Evidence(INJECTION, lambda path: None)
     endpoint = gullible_endpoint()
     try:
@@ -324,7 +331,10 @@ def test_documents_are_parsed_whatever_the_main_program_is(tmp_path: Path) -> No
     code = 'from agentsd.envs.documents import build, render; print(render("a.xlsx", build("a.xlsx", "x,y")))'
     script = tmp_path / "main.py"
     script.write_text(code)
-    for argv, stdin in (([sys.executable, "-"], code), ([sys.executable, "-c", code], None),
-                        ([sys.executable, str(script)], None)):  # fmt: skip
+    for argv, stdin in (
+        ([sys.executable, "-"], code),
+        ([sys.executable, "-c", code], None),
+        ([sys.executable, str(script)], None),
+    ):
         done = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0 and "x\ty" in done.stdout, done.stderr[-2000:]

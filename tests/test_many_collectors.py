@@ -316,8 +316,9 @@ def test_requests_spread_over_policy_servers_and_the_run_completes_when_one_stop
     try:
         policy = OpenAIPolicy(ModelConfig(), OpenAIPolicyConfig.model_validate(cfg.policy.model_dump()))
         with ReplayStore(cfg.store.url) as store:
-            version = store.register_version(1, model="default", checkpoint_uri=str(adapter), lineage="t",
-                                             parent=None, weights_hash=None)  # fmt: skip
+            version = store.register_version(
+                1, model="default", checkpoint_uri=str(adapter), lineage="t", parent=None, weights_hash=None
+            )
             policy.load_version(version)  # a LoRA version reaches every server
             assert first.adapters == second.adapters == ["agentsd-v1"]
             stopper.start()

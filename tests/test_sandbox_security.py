@@ -547,9 +547,11 @@ def test_reap_with_another_state_dir_kills_nothing_live(backend: str, tmp_path: 
     with make_sandbox(backend_config(backend), spec(test="1")) as sandbox:
         reaped = subprocess.run(
             [sys.executable, "-m", "agentsd.cli.main", "sandbox", "reap"],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
             env={**os.environ, "AGENTSD_STATE": str(tmp_path / "elsewhere")},
-        )  # fmt: skip
+        )
         assert sandbox.id not in reaped.stdout
         assert sandbox.exec("echo alive", timeout=20).stdout == "alive\n"
 

@@ -179,12 +179,20 @@ def outside_host() -> Iterator[tuple[str, int]]:
         ip("netns", "exec", ns, "ip", "addr", "add", f"{addr_peer}/30", "dev", peer_if)
         ip("netns", "exec", ns, "ip", "link", "set", peer_if, "up")
         server = subprocess.Popen(
-            ["ip", "netns", "exec", ns, sys.executable, "-c",
-             "import socket,sys\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
-             f"s.bind(('{addr_peer}',9));s.listen()\nprint('up',flush=True)\n"
-             "while True:\n c,_=s.accept();c.sendall(b'outside');c.close()"],
-            stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            [
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                sys.executable,
+                "-c",
+                "import socket,sys\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
+                f"s.bind(('{addr_peer}',9));s.listen()\nprint('up',flush=True)\n"
+                "while True:\n c,_=s.accept();c.sendall(b'outside');c.close()",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert server.stdout is not None and server.stdout.readline().strip() == "up"
         try:
             yield addr_peer, 9
@@ -299,8 +307,10 @@ def test_a_killed_owner_leaves_nothing_after_reap(backend: str, tmp_path: Path) 
     config = backend_config(backend)
     owner = subprocess.Popen(
         [sys.executable, str(HERE / "sandbox_owner.py"), config.model_dump_json()],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(HERE)},
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(HERE)},
+    )
     assert owner.stdout is not None
     ids = [owner.stdout.readline().strip() for _ in range(2)]
     assert all(i.startswith("sbx-") for i in ids), ids
@@ -315,8 +325,10 @@ def test_a_killed_owner_leaves_nothing_after_reap(backend: str, tmp_path: Path) 
     engine_args = [] if backend == "local" else ["--engine", config.engines[0]]  # type: ignore[union-attr]
     reaped = subprocess.run(
         [sys.executable, "-m", "agentsd.cli.main", "sandbox", "reap", *engine_args],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert all(i in reaped.stdout for i in ids), reaped.stdout
     assert present() == set()  # ... and gone after reap
     if backend == "local":

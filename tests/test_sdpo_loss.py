@@ -316,8 +316,9 @@ def test_each_row_at_its_own_temperature_equals_the_rows_one_by_one(chunk: int) 
     teacher_hidden = hidden.detach() + 0.3 * torch.randn(n, h, generator=g, dtype=torch.float64)
     tokens = torch.randint(0, V, (n,), generator=g)
     temperatures = torch.tensor([0.5, 0.5, 1.0, 1.0, 1.0, 2.0, 0.7, 0.7, 1.3], dtype=torch.float32)
-    d, lp, tlp = chunked_head(hidden, weight, teacher_hidden, weight.detach(), tokens, k=4,
-                              temperature=temperatures, chunk=chunk)  # fmt: skip
+    d, lp, tlp = chunked_head(
+        hidden, weight, teacher_hidden, weight.detach(), tokens, k=4, temperature=temperatures, chunk=chunk
+    )
     grads = torch.autograd.grad(d.sum() + lp.sum(), [hidden, weight])
     rows = [
         chunked_head(
@@ -342,8 +343,15 @@ def test_each_row_at_its_own_temperature_equals_the_rows_one_by_one(chunk: int) 
     ):
         torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-12)
     with pytest.raises(ValueError, match="must be positive"):
-        chunked_head(hidden, weight, teacher_hidden, weight.detach(), tokens, k=4,
-                     temperature=torch.full((n,), float("nan")))  # fmt: skip
+        chunked_head(
+            hidden,
+            weight,
+            teacher_hidden,
+            weight.detach(),
+            tokens,
+            k=4,
+            temperature=torch.full((n,), float("nan")),
+        )
 
 
 @pytest.mark.parametrize("form", ["topk", "sampled_token"])
@@ -361,8 +369,14 @@ def test_loss_from_chunked_terms_equals_the_loss_from_logits(form: str) -> None:
     batch.behaviour_logp = lp.detach() + 0.1
     chunked = sdpo_loss_from_terms(batch, d, lp, tlp, cfg, version=5, advantage_scale=AdvantageScale())
     grads = torch.autograd.grad(chunked.loss, [hidden, weight])
-    full = sdpo_loss(batch, hidden @ weight.T, teacher_hidden @ weight.detach().T, cfg, version=5,
-                     advantage_scale=AdvantageScale())  # fmt: skip
+    full = sdpo_loss(
+        batch,
+        hidden @ weight.T,
+        teacher_hidden @ weight.detach().T,
+        cfg,
+        version=5,
+        advantage_scale=AdvantageScale(),
+    )
     grads_full = torch.autograd.grad(full.loss, [hidden, weight])
     torch.testing.assert_close(chunked.loss, full.loss, rtol=1e-9, atol=1e-12)
     for got, want in zip(grads, grads_full, strict=True):

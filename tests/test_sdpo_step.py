@@ -55,15 +55,26 @@ def wrong_answer_trajectory(
         top_p=1.0,
     )
     trajectory = Trajectory(
-        id="t1", task_id="capital", policy_model="default", turns=[turn], reward=0.0,
+        id="t1",
+        task_id="capital",
+        policy_model="default",
+        turns=[turn],
+        reward=0.0,
         hindsight=[HindsightSignal(kind="verifier", text="Wrong: the capital of France is Paris, not Lyon.")],
-        meta={"layout": fmt.layout}, finalized_at=0.0,
-    )  # fmt: skip
+        meta={"layout": fmt.layout},
+        finalized_at=0.0,
+    )
     tokens = TurnTokens(
-        index=0, prompt_ids=np.array(prompt, np.int32), completion_ids=np.array(completion, np.int32),
-        logprobs=behaviour.numpy().astype(np.float32), trainable=np.ones(len(completion), bool),
-        policy_version=version, context_reset=False, temperature=1.0, top_p=1.0,
-    )  # fmt: skip
+        index=0,
+        prompt_ids=np.array(prompt, np.int32),
+        completion_ids=np.array(completion, np.int32),
+        logprobs=behaviour.numpy().astype(np.float32),
+        trainable=np.ones(len(completion), bool),
+        policy_version=version,
+        context_reset=False,
+        temperature=1.0,
+        top_p=1.0,
+    )
     return trajectory, {"t1": [tokens]}
 
 
@@ -162,8 +173,9 @@ def test_credit_colours_each_agent_token_by_the_teacher_student_log_ratio(
     assert [c.token_id for c in credits] == completion.tolist()
     # the same log-ratios the loss sees: log q(y) - log s(y) from the SDPO step's per-token terms
     batch = prepare([trajectory], tokens, HindsightBuilder(tokenizer))
-    out = batch_loss(model, Teacher(TeacherConfig(), model), batch, SDPOConfig(form="sampled_token"),
-                     version=0, chunk=8)  # fmt: skip
+    out = batch_loss(
+        model, Teacher(TeacherConfig(), model), batch, SDPOConfig(form="sampled_token"), version=0, chunk=8
+    )
     assert out is not None
     ratios = torch.tensor([c.log_ratio for c in credits])
     assert out.metrics["tokens/used"] == len(credits)  # on-policy: every token used

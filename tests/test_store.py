@@ -223,8 +223,9 @@ def test_policy_versions_are_registered_once(store_url: str) -> None:
         1, model="m", checkpoint_uri="file:///ckpt/v1", meta={"step": 10}, parent=0, **line
     )
     with pytest.raises(TrajectoryStateError, match="already registered"):  # by any lineage
-        store.register_version(1, model="m", checkpoint_uri="file:///other", lineage="b", parent=None,
-                               weights_hash=None)  # fmt: skip
+        store.register_version(
+            1, model="m", checkpoint_uri="file:///other", lineage="b", parent=None, weights_hash=None
+        )
     latest = store.latest_version()
     assert latest is not None and (latest.version, latest.checkpoint_uri, latest.meta, latest.parent) == (
         1,
@@ -242,8 +243,14 @@ def test_ancestry_selects_what_a_lineage_sampled(store_url: str) -> None:
     """A lineage trains on what the base model and its own ancestors sampled, never on a sibling's."""
     store = ReplayStore(store_url)
     for version, lineage, parent in [(1, "a", None), (2, "a", 1), (3, "a", 2), (4, "b", 2), (5, "c", None)]:
-        store.register_version(version, model="m", checkpoint_uri=f"/v{version}", lineage=lineage,
-                               parent=parent, weights_hash=None)  # fmt: skip
+        store.register_version(
+            version,
+            model="m",
+            checkpoint_uri=f"/v{version}",
+            lineage=lineage,
+            parent=parent,
+            weights_hash=None,
+        )
     assert store.ancestry("b", 2) == [("b", None), ("a", 2)]
     assert store.ancestry("c", None) == [("c", None)]
     assert store.ancestry("fresh", 4) == [("fresh", None), ("b", 4), ("a", 2)]
@@ -396,8 +403,10 @@ def test_processes_opening_a_schema_1_store_at_once_migrate_it_once(store_url: s
     store.close()
     downgrade_to_schema_1(store_url)
     opener = "import sys; from agentsd.store import ReplayStore; ReplayStore(sys.argv[1]).close()"
-    openers = [subprocess.Popen([sys.executable, "-c", opener, store_url], stderr=subprocess.PIPE, text=True)
-               for _ in range(6)]  # fmt: skip
+    openers = [
+        subprocess.Popen([sys.executable, "-c", opener, store_url], stderr=subprocess.PIPE, text=True)
+        for _ in range(6)
+    ]
     for process in openers:
         _, err = process.communicate(timeout=120)
         assert process.returncode == 0, err[-2000:]

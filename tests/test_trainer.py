@@ -36,9 +36,15 @@ def collected(tmp_path_factory: pytest.TempPathFactory) -> str:
     backend_config("local")
     root = tmp_path_factory.mktemp("collected")
     cfg = CollectConfig.model_validate(
-        {"run_dir": str(root / "c"), "store": {"url": f"sqlite:///{root}/r.db"}, "max_turns": 2,
-         "concurrency": 3, "sampling": {"max_new_tokens": 24}, "tracking": {"enabled": False}}
-    )  # fmt: skip
+        {
+            "run_dir": str(root / "c"),
+            "store": {"url": f"sqlite:///{root}/r.db"},
+            "max_turns": 2,
+            "concurrency": 3,
+            "sampling": {"max_new_tokens": 24},
+            "tracking": {"enabled": False},
+        }
+    )
     policy = HFPolicy(ModelConfig(), seed=0)
     with ReplayStore(cfg.store.url) as store:
         asyncio.run(Collector(cfg, policy, store, [make_task(i) for i in range(6)], run_name="c").run())
@@ -48,10 +54,23 @@ def collected(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 def train_cmd(store: str, run_dir: Path, *extra: str) -> list[str]:
     config = str(REPO / "configs/train/sdpo.yaml")
-    return [sys.executable, "-m", "agentsd.cli.main", "train", "-c", config, f"store.url={store}",
-            f"run_dir={run_dir}", "batch_trajectories=2", "chunk_tokens=64", "tracking.enabled=false",
-            "deepspeed=zero2", "keep_versions=2", "keep_checkpoints=1",
-            *extra]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "agentsd.cli.main",
+        "train",
+        "-c",
+        config,
+        f"store.url={store}",
+        f"run_dir={run_dir}",
+        "batch_trajectories=2",
+        "chunk_tokens=64",
+        "tracking.enabled=false",
+        "deepspeed=zero2",
+        "keep_versions=2",
+        "keep_checkpoints=1",
+        *extra,
+    ]
 
 
 def test_train_runs_from_any_directory_on_its_shipped_deepspeed_preset(
@@ -61,9 +80,18 @@ def test_train_runs_from_any_directory_on_its_shipped_deepspeed_preset(
     import shutil
 
     shutil.copy(Path(collected.removeprefix("sqlite:///")), tmp_path / "r.db")
-    cmd = [sys.executable, "-m", "agentsd.cli.main", "train", f"store.url=sqlite:///{tmp_path}/r.db",
-           f"run_dir={tmp_path}/train", "max_steps=1", "batch_trajectories=2", "chunk_tokens=64",
-           "tracking.enabled=false"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "agentsd.cli.main",
+        "train",
+        f"store.url=sqlite:///{tmp_path}/r.db",
+        f"run_dir={tmp_path}/train",
+        "max_steps=1",
+        "batch_trajectories=2",
+        "chunk_tokens=64",
+        "tracking.enabled=false",
+    ]
     done = subprocess.run(
         cmd,
         cwd=tmp_path,
@@ -138,11 +166,17 @@ def test_a_published_version_loads_into_the_hf_policy(collected: str, tmp_path: 
 
     shutil.copy(Path(collected.removeprefix("sqlite:///")), tmp_path / "r.db")
     cfg = TrainConfig.model_validate(
-        {"run_dir": str(tmp_path / "t"), "store": {"url": f"sqlite:///{tmp_path}/r.db"},
-         "batch_trajectories": 6, "lr": 1e-4, "deepspeed": "zero1",
-         "tracking": {"enabled": False}, "histogram_every": 1,
-         "teacher": {"mode": "sync_every", "sync_every": 1, "gate_on_eval": True}}
-    )  # fmt: skip
+        {
+            "run_dir": str(tmp_path / "t"),
+            "store": {"url": f"sqlite:///{tmp_path}/r.db"},
+            "batch_trajectories": 6,
+            "lr": 1e-4,
+            "deepspeed": "zero1",
+            "tracking": {"enabled": False},
+            "histogram_every": 1,
+            "teacher": {"mode": "sync_every", "sync_every": 1, "gate_on_eval": True},
+        }
+    )
     tracker = MemoryTracker()
     with ReplayStore(cfg.store.url) as replay:
         with Trainer(cfg, replay, name="t", tracker=tracker) as trainer:
@@ -190,8 +224,13 @@ def test_a_number_names_one_set_of_weights_and_one_lineage_publishes_at_a_time(
         f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import test_trainer; "
         f"test_trainer.lineage_scenario({str(tmp_path)!r})"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=1200,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
     assert "LINEAGE SCENARIO OK" in done.stdout
 
@@ -206,10 +245,16 @@ def lineage_scenario(tmp: str) -> None:
 
     def config(run_dir: str, **extra: object) -> TrainConfig:
         return TrainConfig.model_validate(
-            {"run_dir": str(tmp_path / run_dir), "store": {"url": f"sqlite:///{tmp_path}/r.db"},
-             "batch_trajectories": 2, "chunk_tokens": 64, "tracking": {"enabled": False},
-             "deepspeed": "zero2", **extra}
-        )  # fmt: skip
+            {
+                "run_dir": str(tmp_path / run_dir),
+                "store": {"url": f"sqlite:///{tmp_path}/r.db"},
+                "batch_trajectories": 2,
+                "chunk_tokens": 64,
+                "tracking": {"enabled": False},
+                "deepspeed": "zero2",
+                **extra,
+            }
+        )
 
     with ReplayStore(f"sqlite:///{tmp_path}/r.db") as replay:
         first = Trainer(config("a"), replay, name="a")
@@ -270,14 +315,25 @@ def test_agentsd_run_collects_and_trains_at_once(tmp_path: Path) -> None:
     backend_config("local")
     store = f"sqlite:///{tmp_path}/r.db"
     cmd = [
-        sys.executable, "-m", "agentsd.cli.main", "run", "-c", str(REPO / "configs/run/local.yaml"),
-        f"collect.store.url={store}", f"train.store.url={store}", f"collect.run_dir={tmp_path}/c",
-        f"train.run_dir={tmp_path}/t", "collect.max_tasks=2", "collect.max_turns=2",
-        "collect.sampling.max_new_tokens=16", "collect.tracking.enabled=false",
+        sys.executable,
+        "-m",
+        "agentsd.cli.main",
+        "run",
+        "-c",
+        str(REPO / "configs/run/local.yaml"),
+        f"collect.store.url={store}",
+        f"train.store.url={store}",
+        f"collect.run_dir={tmp_path}/c",
+        f"train.run_dir={tmp_path}/t",
+        "collect.max_tasks=2",
+        "collect.max_turns=2",
+        "collect.sampling.max_new_tokens=16",
+        "collect.tracking.enabled=false",
         "train.tracking.enabled=false",
-        "train.batch_trajectories=1", "train.chunk_tokens=64",
+        "train.batch_trajectories=1",
+        "train.chunk_tokens=64",
         "train.deepspeed=zero2",
-    ]  # fmt: skip
+    ]
     done = subprocess.run(
         cmd, capture_output=True, text=True, timeout=1200, env={**os.environ, "OMP_NUM_THREADS": "1"}
     )
@@ -295,16 +351,31 @@ def test_agentsd_run_stops_and_fails_when_its_trainer_is_killed(tmp_path: Path) 
     backend_config("local")
     store = f"sqlite:///{tmp_path}/r.db"
     cmd = [
-        sys.executable, "-m", "agentsd.cli.main", "run", "-c", str(REPO / "configs/run/local.yaml"),
-        f"collect.store.url={store}", f"train.store.url={store}", f"collect.run_dir={tmp_path}/c",
-        f"train.run_dir={tmp_path}/t", "collect.max_tasks=20", "collect.repeats=5", "collect.max_turns=30",
-        "collect.sampling.max_new_tokens=64", "collect.tracking.enabled=false",
-        "train.tracking.enabled=false", "train.deepspeed=zero2",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "agentsd.cli.main",
+        "run",
+        "-c",
+        str(REPO / "configs/run/local.yaml"),
+        f"collect.store.url={store}",
+        f"train.store.url={store}",
+        f"collect.run_dir={tmp_path}/c",
+        f"train.run_dir={tmp_path}/t",
+        "collect.max_tasks=20",
+        "collect.repeats=5",
+        "collect.max_turns=30",
+        "collect.sampling.max_new_tokens=64",
+        "collect.tracking.enabled=false",
+        "train.tracking.enabled=false",
+        "train.deepspeed=zero2",
+    ]
     run = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )  # fmt: skip
+    )
     try:
         trainer = None
         with ReplayStore(store) as replay:
@@ -349,20 +420,32 @@ def test_two_ranks_under_the_deepspeed_launcher_train_the_global_batch(
         env.pop(key, None)
     one = subprocess.run(
         train_cmd(f"sqlite:///{tmp_path}/one.db", tmp_path / "one", "max_steps=1"),
-        env=env, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert one.returncode == 0, one.stderr[-4000:]
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    launcher = [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", "2", "--master_port", str(port),
-                "--module", "agentsd.cli.main"]  # fmt: skip
+    launcher = [
+        str(Path(sys.executable).parent / "deepspeed"),
+        "--num_gpus",
+        "2",
+        "--master_port",
+        str(port),
+        "--module",
+        "agentsd.cli.main",
+    ]
     run_dir = tmp_path / "two"
     two = subprocess.run(
         launcher + train_cmd(f"sqlite:///{tmp_path}/two.db", run_dir)[3:],
         env={**env, "LOCAL_SIZE": "2"},  # the CPU accelerator's device count: two ranks on this host
-        capture_output=True, text=True, timeout=1800,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     output = two.stdout + two.stderr
     assert two.returncode == 0, output[-4000:]
     [single] = _grad_norms(one.stdout + one.stderr)
@@ -385,11 +468,17 @@ def test_lora_trains_an_adapter_that_the_policy_merges(collected: str, tmp_path:
 
     shutil.copy(Path(collected.removeprefix("sqlite:///")), tmp_path / "r.db")
     cfg = TrainConfig.model_validate(
-        {"run_dir": str(tmp_path / "t"), "store": {"url": f"sqlite:///{tmp_path}/r.db"},
-         "batch_trajectories": 6, "lr": 1e-3, "deepspeed": "zero2",
-         "lora": {"rank": 4, "alpha": 8}, "teacher": {"mode": "ema", "ema": 0.5},
-         "tracking": {"enabled": False}}
-    )  # fmt: skip
+        {
+            "run_dir": str(tmp_path / "t"),
+            "store": {"url": f"sqlite:///{tmp_path}/r.db"},
+            "batch_trajectories": 6,
+            "lr": 1e-3,
+            "deepspeed": "zero2",
+            "lora": {"rank": 4, "alpha": 8},
+            "teacher": {"mode": "ema", "ema": 0.5},
+            "tracking": {"enabled": False},
+        }
+    )
     with ReplayStore(cfg.store.url) as replay:
         trainer = Trainer(cfg, replay, name="lora")
         assert trainer.teacher.weights and all("lora_" in name for name in trainer.teacher.weights)
@@ -428,9 +517,14 @@ def test_zero3_trains_with_the_live_teacher_and_publishes_whole_weights(
     from agentsd.trainer import Trainer
 
     shutil.copy(Path(collected.removeprefix("sqlite:///")), tmp_path / "r.db")
-    settings = {"run_dir": str(tmp_path / "t"), "store": {"url": f"sqlite:///{tmp_path}/r.db"},
-                "batch_trajectories": 6, "lr": 1e-4, "deepspeed": "zero3",
-                "tracking": {"enabled": False}}  # fmt: skip
+    settings = {
+        "run_dir": str(tmp_path / "t"),
+        "store": {"url": f"sqlite:///{tmp_path}/r.db"},
+        "batch_trajectories": 6,
+        "lr": 1e-4,
+        "deepspeed": "zero3",
+        "tracking": {"enabled": False},
+    }
     with ReplayStore(f"sqlite:///{tmp_path}/r.db") as replay:
         ema = TrainConfig.model_validate({**settings, "teacher": {"mode": "ema"}})
         with pytest.raises(ConfigError, match="ZeRO-3 partitions the weights"):

@@ -70,8 +70,17 @@ def collect_and_train(cfg: RunConfig) -> None:
     train_config.write_text(yaml.safe_dump(cfg.train.model_dump(mode="json"), sort_keys=False))
     done_file = cfg.train.run_dir / "collect.done"
     done_file.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "agentsd.cli.main", "train", "-c", str(train_config), "--wait",
-           "--until", str(done_file)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "agentsd.cli.main",
+        "train",
+        "-c",
+        str(train_config),
+        "--wait",
+        "--until",
+        str(done_file),
+    ]
     err_console.print(f"starting the trainer: {' '.join(cmd[2:])}")
     trainer = TrainerProcess(cmd)
     died: list[int] = []

@@ -124,14 +124,23 @@ def grade(
             )
     elif judged and judge is not None:
         request = JudgeRequest(
-            task.instruction, output_text(evidence, evidence_chars),
+            task.instruction,
+            output_text(evidence, evidence_chars),
             tuple(JudgeCriterion(c.id, c.text) for c in judged),
-        )  # fmt: skip
+        )
         for c, verdict in zip(judged, judge.grade(request), strict=True):
             results[c.id] = CriterionResult(
-                c.id, c.text, c.weight, c.primary, c.negative, "judge", verdict.met,
-                rationale=verdict.rationale, error=verdict.error, votes=verdict.votes,
-            )  # fmt: skip
+                c.id,
+                c.text,
+                c.weight,
+                c.primary,
+                c.negative,
+                "judge",
+                verdict.met,
+                rationale=verdict.rationale,
+                error=verdict.error,
+                votes=verdict.votes,
+            )
     return RubricGrade([results[c.id] for c in criteria])
 
 

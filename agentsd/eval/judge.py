@@ -154,9 +154,10 @@ class Judge:
                 try:
                     self.requests_sent += 1
                     reply = self.model.chat(
-                        render_request(sub), temperature=self.config.temperature,
+                        render_request(sub),
+                        temperature=self.config.temperature,
                         max_tokens=self.config.max_tokens,
-                    )  # fmt: skip
+                    )
                     parsed = parse_reply(reply, ids)
                 except JudgeError as exc:
                     parsed = {i: str(exc) for i in ids}
@@ -190,16 +191,21 @@ class OpenAIChat:
         self.config = config
         key = os.environ.get(config.api_key_env, "EMPTY")
         self.client = httpx.Client(
-            base_url=config.base_url.rstrip("/"), timeout=config.timeout_s,
+            base_url=config.base_url.rstrip("/"),
+            timeout=config.timeout_s,
             headers={"Authorization": f"Bearer {key}"},
-        )  # fmt: skip
+        )
 
     def chat(self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int) -> str:
         import httpx
         from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-        body = {"model": self.config.model, "messages": messages, "temperature": temperature,
-                "max_tokens": max_tokens}  # fmt: skip
+        body = {
+            "model": self.config.model,
+            "messages": messages,
+            "temperature": temperature,
+            "max_tokens": max_tokens,
+        }
 
         class Retryable(Exception):
             pass
@@ -218,13 +224,15 @@ class OpenAIChat:
             if response.status_code >= 500:
                 raise Retryable(f"HTTP {response.status_code}: {response.text[:300]}")
             if response.status_code >= 400:
-                raise JudgeError(f"judge {self.config.base_url}: HTTP {response.status_code}: "
-                                 f"{response.text[:500]}")  # fmt: skip
+                raise JudgeError(
+                    f"judge {self.config.base_url}: HTTP {response.status_code}: {response.text[:500]}"
+                )
             try:
                 return str(response.json()["choices"][0]["message"]["content"] or "")
             except (ValueError, KeyError, IndexError, TypeError):
-                raise JudgeError(f"judge {self.config.base_url}: not a chat completion: "
-                                 f"{response.text[:300]}") from None  # fmt: skip
+                raise JudgeError(
+                    f"judge {self.config.base_url}: not a chat completion: {response.text[:300]}"
+                ) from None
 
         try:
             return once()

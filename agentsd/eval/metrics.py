@@ -62,9 +62,13 @@ def task_stats(results: Sequence[RunResult], ks: Sequence[int]) -> list[TaskStat
         n = len(graded)
         c = sum(1 for r in graded if r.passed)
         stats = TaskStats(
-            task_id, runs[0].domain, len(runs), len(runs) - n,
-            sum(r.score for r in graded if r.score is not None) / n if n else float("nan"), c,
-        )  # fmt: skip
+            task_id,
+            runs[0].domain,
+            len(runs),
+            len(runs) - n,
+            sum(r.score for r in graded if r.score is not None) / n if n else float("nan"),
+            c,
+        )
         for k in ks:
             if 0 < k <= n:
                 stats.pass_at[k] = pass_at_k(n, c, k)

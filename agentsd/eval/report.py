@@ -223,11 +223,15 @@ def html_report(markdown: str, plots: list[Path]) -> str:
             body.append(f"<p>{html.escape(line)}</p>")
     if in_table:
         body.append("</table>")
-    style = "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}" \
-            "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}img{max-width:100%}"  # fmt: skip
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}img{max-width:100%}"
+    )
     figures = "".join(f"<figure>{_img(p)}</figure>" for p in plots)
-    return f"<!doctype html><html><head><meta charset='utf-8'><style>{style}</style></head><body>" \
-           f"{''.join(body)}{figures}</body></html>\n"  # fmt: skip
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><style>{style}</style></head><body>"
+        f"{''.join(body)}{figures}</body></html>\n"
+    )
 
 
 def write_report(
@@ -268,9 +272,12 @@ def compare(
     )
     delta = bootstrap([b_stats[t] - a_stats[t] for t in common], seed=seed)  # paired: per-task deltas
     return Comparison(
-        suite_metrics(a_runs, ks, seed=seed), suite_metrics(b_runs, ks, seed=seed), len(common), delta,
+        suite_metrics(a_runs, ks, seed=seed),
+        suite_metrics(b_runs, ks, seed=seed),
+        len(common),
+        delta,
         [(t, a_stats[t], b_stats[t]) for t in common],
-    )  # fmt: skip
+    )
 
 
 def write_comparison(

@@ -149,9 +149,15 @@ class ArmRun:
                             f"{self.root}: round {round_} left nothing to train on (every episode "
                             "failed or was filtered out); see the store with `agentsd replay ls`"
                         )
-                    _append(self.root / "steps.jsonl", {"step": result.step, "version": result.version,
-                                                        "trajectories": result.trajectories,
-                                                        **result.metrics})  # fmt: skip
+                    _append(
+                        self.root / "steps.jsonl",
+                        {
+                            "step": result.step,
+                            "version": result.version,
+                            "trajectories": result.trajectories,
+                            **result.metrics,
+                        },
+                    )
                     self._evaluate_due(trainer.step_count, store)
         policy.close()
 
@@ -258,8 +264,14 @@ class ArmRun:
             "kl_to_base": _mean_of(kl.values()),
             "reference_logprob": _mean_of(reference.values()),
         }
-        result = {"arm": self.arm.name, "seed": self.seed, "step": step, "version": version,
-                  **summary, "trajectories": rows}  # fmt: skip
+        result = {
+            "arm": self.arm.name,
+            "seed": self.seed,
+            "step": step,
+            "version": version,
+            **summary,
+            "trajectories": rows,
+        }
         self._eval_path(step).write_text(json.dumps(result, indent=1))
         self.tracker.log_metrics(
             {f"heldout/{k.replace('@', '_at_')}": float(v) for k, v in summary.items()}, step=step

@@ -212,8 +212,12 @@ def _plot(
                 ax.set_yscale("log")
         ax = axes[3]
         for arm in arms:
-            points = [(r["round"], r["valid_turns"] / r["turns"]) for rec in records.get(arm, {}).values()
-                      for r in rec.rounds if r["turns"]]  # fmt: skip
+            points = [
+                (r["round"], r["valid_turns"] / r["turns"])
+                for rec in records.get(arm, {}).values()
+                for r in rec.rounds
+                if r["turns"]
+            ]
             _plot_seed_mean(ax, arm, points)
         ax.set_xlabel("collect round")
         ax.set_title("valid tool-call rate of the training rollouts")

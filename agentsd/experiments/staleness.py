@@ -47,8 +47,11 @@ def record_experiment(exp: ExperimentConfig) -> None:
     if path.exists():
         before = flatten(load_experiment(exp.work_dir).model_dump(mode="json", exclude={"report_dir"}))
         after = flatten(exp.model_dump(mode="json", exclude={"report_dir"}))
-        changes = [f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in sorted(set(before) | set(after))
-                   if before.get(k) != after.get(k)]  # fmt: skip
+        changes = [
+            f"{k}: {before.get(k)!r} -> {after.get(k)!r}"
+            for k in sorted(set(before) | set(after))
+            if before.get(k) != after.get(k)
+        ]
         if changes:
             raise ExperimentError(
                 f"{exp.work_dir} holds an experiment with other settings ({'; '.join(changes[:5])}); "
@@ -72,8 +75,10 @@ def commit_of(directory: Path) -> str:
     try:
         found = subprocess.run(
             ["git", "-C", str(directory), "describe", "--always", "--dirty", "--abbrev=40"],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=True,
+        )
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return found.stdout.strip()
@@ -82,8 +87,17 @@ def commit_of(directory: Path) -> str:
 def run_worker(exp: ExperimentConfig, arm: str, seed: int, parent_run: str | None) -> int:
     root = arm_dir(exp, arm, seed)
     root.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "agentsd.experiments.arm", "--work-dir", str(exp.work_dir),
-           "--arm", arm, "--seed", str(seed)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "agentsd.experiments.arm",
+        "--work-dir",
+        str(exp.work_dir),
+        "--arm",
+        arm,
+        "--seed",
+        str(seed),
+    ]
     cmd += ["--parent-run", parent_run] if parent_run else []
     print(f"[{time.strftime('%H:%M:%S')}] {arm} seed {seed}: running (log {root / 'worker.log'})", flush=True)
     with (root / "worker.log").open("a") as log:

@@ -94,9 +94,13 @@ class HFPolicy:
         cache = DynamicCache()
         with torch.inference_mode():
             out = self.model(
-                input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                use_cache=True, logits_to_keep=1,
-            )  # fmt: skip
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
             logits = out.logits[:, -1, :]
             next_position = positions[:, -1] + 1
             while active:
@@ -124,17 +128,25 @@ class HFPolicy:
                     active = [active[row] for row in keep]
                 mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
                 out = self.model(
-                    input_ids=sampled[:, None], attention_mask=mask, position_ids=next_position[:, None],
-                    past_key_values=cache, use_cache=True,
-                )  # fmt: skip
+                    input_ids=sampled[:, None],
+                    attention_mask=mask,
+                    position_ids=next_position[:, None],
+                    past_key_values=cache,
+                    use_cache=True,
+                )
                 logits = out.logits[:, -1, :]
                 next_position = next_position + 1
         return [
-            Completion(token_ids=tokens[i], logprobs=logprobs[i], finish_reason=finish[i] or "length",
-                       policy_version=self._version, temperature=sampling.temperature,
-                       top_p=sampling.top_p)
+            Completion(
+                token_ids=tokens[i],
+                logprobs=logprobs[i],
+                finish_reason=finish[i] or "length",
+                policy_version=self._version,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+            )
             for i in range(n)
-        ]  # fmt: skip
+        ]
 
     def _hit_stop(self, tokens: list[int], stop: Sequence[str]) -> bool:
         tail = self.tokenizer.decode(tokens[-STOP_TAIL_TOKENS:], skip_special_tokens=False)

@@ -124,9 +124,13 @@ class VLLMPolicy:
             ]
             finish = "length" if sample.finish_reason == "length" else "stop"
             completion = Completion(
-                token_ids=tokens, logprobs=logprobs, finish_reason=finish, policy_version=version,
-                temperature=sampling.temperature, top_p=sampling.top_p,
-            )  # fmt: skip
+                token_ids=tokens,
+                logprobs=logprobs,
+                finish_reason=finish,
+                policy_version=version,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+            )
             completions.append(completion)
         return completions
 

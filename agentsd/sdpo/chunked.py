@@ -114,8 +114,18 @@ def _make_function() -> Any:
 
     class ChunkedHead(torch.autograd.Function):
         @staticmethod
-        def forward(ctx: Any, hidden: Any, weight: Any, teacher_hidden: Any, teacher_weight: Any, tokens: Any,
-                    k: int, alpha: float, temperature: Any, chunk: int) -> Any:  # fmt: skip
+        def forward(
+            ctx: Any,
+            hidden: Any,
+            weight: Any,
+            teacher_hidden: Any,
+            teacher_weight: Any,
+            tokens: Any,
+            k: int,
+            alpha: float,
+            temperature: Any,
+            chunk: int,
+        ) -> Any:
             n = hidden.shape[0]
             dtype = upcast(hidden[:0]).dtype
             divergence = torch.empty(n, dtype=dtype, device=hidden.device)
@@ -125,9 +135,15 @@ def _make_function() -> Any:
             for start in range(0, n, chunk):
                 part = slice(start, start + chunk)
                 d, lp, tlp, support, log_r = _chunk_forward(
-                    hidden[part], weight, teacher_hidden[part], teacher_weight, tokens[part], k, alpha,
+                    hidden[part],
+                    weight,
+                    teacher_hidden[part],
+                    teacher_weight,
+                    tokens[part],
+                    k,
+                    alpha,
                     _rows(temperature, part),
-                )  # fmt: skip
+                )
                 divergence[part], logp[part], teacher_logp[part] = d, lp, tlp
                 supports.append(support)
                 log_rs.append(log_r)

@@ -85,9 +85,15 @@ def sdpo_loss(
         else None
     )
     return sdpo_loss_from_terms(
-        batch, divergence, student_logp, teacher_logp, config, version=version,
-        advantage_scale=advantage_scale, denominator=denominator,
-    )  # fmt: skip
+        batch,
+        divergence,
+        student_logp,
+        teacher_logp,
+        config,
+        version=version,
+        advantage_scale=advantage_scale,
+        denominator=denominator,
+    )
 
 
 def sdpo_loss_from_terms(
@@ -133,9 +139,13 @@ def sdpo_loss_from_terms(
         scale = advantage_scale.update(mean_abs) if advantage_scale is not None else math.inf
         bound = config.advantage_clip * scale if scale > 0 else math.inf
         per_token, _ = sampled_token_objective(
-            student_logp, teacher_logp, batch.behaviour_logp,
-            advantage_bound=bound, clip_low=config.clip_low, clip_high=config.clip_high,
-        )  # fmt: skip
+            student_logp,
+            teacher_logp,
+            batch.behaviour_logp,
+            advantage_bound=bound,
+            clip_low=config.clip_low,
+            clip_high=config.clip_high,
+        )
         token_weight = decay
         kl = -raw_advantage  # log s(y) - log q(y): a one-sample estimate of KL(s‖q)
         metrics["advantage/mean_abs"] = mean_abs

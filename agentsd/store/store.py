@@ -822,9 +822,15 @@ class ReplayStore:
     ) -> PolicyVersion:
         """Record a published policy version; a number is registered once and never rewritten."""
         entry = PolicyVersion(
-            version=version, model=model, checkpoint_uri=checkpoint_uri, created_at=time.time(),
-            meta=meta or {}, lineage=lineage, parent=parent, weights_hash=weights_hash,
-        )  # fmt: skip
+            version=version,
+            model=model,
+            checkpoint_uri=checkpoint_uri,
+            created_at=time.time(),
+            meta=meta or {},
+            lineage=lineage,
+            parent=parent,
+            weights_hash=weights_hash,
+        )
         try:
             with self._tx(write=True) as conn:
                 conn.execute(
