@@ -317,7 +317,7 @@ class Trainer:
         chosen: tuple[LineageView, list[str]] | None = None
         if self.rank == 0:
             view = self.line()
-            summaries = self.store.select_for_training(
+            summaries = self.store.find_finalized(
                 min_version=view.oldest_fresh(self.reference_depth(view), cfg.sdpo.staleness_bound),
                 not_consumed_by=self.run_id,
                 terminations=cfg.train_on,
@@ -334,9 +334,9 @@ class Trainer:
         cfg = self.config
         oldest = view.oldest_fresh(self.reference_depth(view), cfg.sdpo.staleness_bound)
         mine = {"not_consumed_by": self.run_id, "sampled_by": view.ancestry}
-        pending = self.store.count_for_training(**mine, min_version=oldest)
-        trusted = self.store.count_for_training(**mine, min_version=oldest, terminations=cfg.train_on)
-        stale = self.store.count_for_training(**mine, stale_before=oldest)
+        pending = self.store.count_finalized(**mine, min_version=oldest)
+        trusted = self.store.count_finalized(**mine, min_version=oldest, terminations=cfg.train_on)
+        stale = self.store.count_finalized(**mine, stale_before=oldest)
         return {"dropped/untrusted_waiting": float(pending - trusted), "dropped/stale_waiting": float(stale)}
 
     def in_steps(self, tokens: dict[str, list[TurnTokens]], view: LineageView) -> dict[str, list[TurnTokens]]:
@@ -356,7 +356,7 @@ class Trainer:
         chosen = {t.id for t in trajectories}
         for task_id in {t.task_id for t in trajectories}:
             # A trusted, graded success only: an env_error or an interrupted run's reward is no verdict.
-            successes = self.store.select_for_training(
+            successes = self.store.find_finalized(
                 task_ids=[task_id], min_reward=1.0, terminations=[Termination.DONE], limit=5
             )
             for summary in successes:
@@ -487,7 +487,7 @@ class Trainer:
     def tracked_reward(self) -> float | None:
         """The reward the gate on hard syncs tracks: the mean over the newest finalized trajectories
         (sampled by the newest versions the collectors run), None before any has a reward."""
-        newest = self.store.select_for_training(limit=self.config.teacher.gate_window, oldest_first=False)
+        newest = self.store.find_finalized(limit=self.config.teacher.gate_window, oldest_first=False)
         rewards = [s.reward for s in newest if s.reward is not None]
         return sum(rewards) / len(rewards) if rewards else None
 

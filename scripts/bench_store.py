@@ -153,7 +153,7 @@ def bench_batch_read(root: Path, n_traj: int = 32, tokens: int = 4096) -> tuple[
     total = 0
     for _ in range(5):
         start = time.perf_counter()
-        chosen = [r.id for r in store.select_for_training(limit=n_traj)]
+        chosen = [r.id for r in store.find_finalized(limit=n_traj)]
         segs = [s for turns in store.load_tokens(chosen).values() for s in segments(turns)]
         width = max(len(s) for s in segs)
         input_ids = torch.zeros((len(segs), width), dtype=torch.int32)

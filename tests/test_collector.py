@@ -758,7 +758,7 @@ class FakeTrainer:
         with ReplayStore(self.url) as store:
             version = 0
             while not self.stop.wait(self.step_s):
-                waiting = store.select_for_training(not_consumed_by="fake")
+                waiting = store.find_finalized(not_consumed_by="fake")
                 running = store.count(status=TrajectoryStatus.RUNNING)
                 self.max_backlog = max(self.max_backlog, len(waiting) + running)
                 chosen = waiting[: self.batch]

@@ -173,18 +173,18 @@ def test_training_queries_filter_by_staleness_task_reward_and_consumption(store_
         inv = {v: k for k, v in ids.items()}
         return {inv[r.id] for r in rows}
 
-    assert names(store.select_for_training()) == {"old", "mid", "new"}
-    assert names(store.select_for_training(current_version=6, max_staleness=2)) == {"mid", "new"}
-    assert names(store.select_for_training(task_ids=["a"])) == {"old", "mid"}
-    assert names(store.select_for_training(min_reward=0.5)) == {"old", "new"}
-    assert names(store.select_for_training(max_reward=0.5, min_version=2)) == {"mid", "new"}
+    assert names(store.find_finalized()) == {"old", "mid", "new"}
+    assert names(store.find_finalized(current_version=6, max_staleness=2)) == {"mid", "new"}
+    assert names(store.find_finalized(task_ids=["a"])) == {"old", "mid"}
+    assert names(store.find_finalized(min_reward=0.5)) == {"old", "new"}
+    assert names(store.find_finalized(max_reward=0.5, min_version=2)) == {"mid", "new"}
     store.mark_consumed("trainer-1", [ids["old"], ids["new"]], version=6)
     store.mark_consumed("trainer-1", [ids["old"]], version=7)  # idempotent
-    assert names(store.select_for_training(not_consumed_by="trainer-1")) == {"mid"}
-    assert names(store.select_for_training(not_consumed_by="trainer-2")) == {"old", "mid", "new"}
-    assert [r.id for r in store.select_for_training(limit=1)] == [ids["old"]]  # oldest finalized first
+    assert names(store.find_finalized(not_consumed_by="trainer-1")) == {"mid"}
+    assert names(store.find_finalized(not_consumed_by="trainer-2")) == {"old", "mid", "new"}
+    assert [r.id for r in store.find_finalized(limit=1)] == [ids["old"]]  # oldest finalized first
     with pytest.raises(ValueError, match="needs current_version"):
-        store.select_for_training(max_staleness=2)
+        store.find_finalized(max_staleness=2)
 
 
 def test_training_queries_filter_by_termination_and_count_what_they_leave_out(store_url: str) -> None:
@@ -206,12 +206,12 @@ def test_training_queries_filter_by_termination_and_count_what_they_leave_out(st
     inv = {v: k for k, v in ids.items()}
     trusted = [Termination.DONE, Termination.TURNS]
     fresh = {"current_version": 6, "max_staleness": 2}
-    chosen = store.select_for_training(**fresh, terminations=trusted)
+    chosen = store.find_finalized(**fresh, terminations=trusted)
     assert {inv[r.id] for r in chosen} == {"solved", "cut"}
-    assert store.count_for_training(**fresh, terminations=trusted) == 2
-    assert store.count_for_training(**fresh) == 4  # solved, crashed, cut and the interrupted run
-    assert store.count_for_training(stale_before=6 - 2) == 1  # the one older than K_max
-    assert [inv[r.id] for r in store.select_for_training(terminations=[Termination.ENV_ERROR])] == ["crashed"]
+    assert store.count_finalized(**fresh, terminations=trusted) == 2
+    assert store.count_finalized(**fresh) == 4  # solved, crashed, cut and the interrupted run
+    assert store.count_finalized(stale_before=6 - 2) == 1  # the one older than K_max
+    assert [inv[r.id] for r in store.find_finalized(terminations=[Termination.ENV_ERROR])] == ["crashed"]
 
 
 def test_policy_versions_are_registered_once(store_url: str) -> None:
@@ -260,12 +260,12 @@ def test_ancestry_selects_what_a_lineage_sampled(store_url: str) -> None:
         store.finalize(tid, termination=Termination.DONE, reward=0.0)
         ids[tid] = version
     chosen = lambda lineage, origin: sorted(  # noqa: E731
-        ids[s.id] for s in store.select_for_training(sampled_by=store.ancestry(lineage, origin))
+        ids[s.id] for s in store.find_finalized(sampled_by=store.ancestry(lineage, origin))
     )
     assert chosen("b", 2) == [0, 1, 2, 4]
     assert chosen("a", None) == [0, 1, 2, 3]
     assert chosen("c", None) == [0, 5]
-    assert store.count_for_training(sampled_by=store.ancestry("b", 2)) == 4
+    assert store.count_finalized(sampled_by=store.ancestry("b", 2)) == 4
     # staleness in steps along the line: b's version 4 is depth 3 (1, 2, then 4)
     line = lineage_view(store.versions(), store.ancestry("b", 2))
     assert line.chain == [1, 2, 4] and line.depths == {0: 0, 1: 1, 2: 2, 4: 3}
@@ -276,7 +276,7 @@ def test_ancestry_selects_what_a_lineage_sampled(store_url: str) -> None:
     mixed = store.begin(task_id="t", policy_model="m", version=3)
     store.append_turn(mixed, make_turn(0, random.Random(0), version=4))
     store.finalize(mixed, termination=Termination.DONE, reward=0.0)
-    assert mixed not in {s.id for s in store.select_for_training(sampled_by=store.ancestry("b", 2))}
+    assert mixed not in {s.id for s in store.find_finalized(sampled_by=store.ancestry("b", 2))}
 
 
 def test_resume_continues_an_unfinished_trajectory_and_discard_removes_one(store_url: str) -> None:

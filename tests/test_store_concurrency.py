@@ -36,7 +36,7 @@ def test_four_writers_and_a_reader_lose_nothing(store_url: str) -> None:
     procs = [_writer(store_url, w, per_writer, n_turns) for w in range(n_writers)]
     seen_counts, checked = [], 0
     while any(p.poll() is None for p in procs):
-        finalized = reader.select_for_training(limit=None)
+        finalized = reader.find_finalized(limit=None)
         seen_counts.append(len(finalized))
         if finalized:  # every trajectory a reader sees as finalized is whole
             traj = reader.get(finalized[-1].id)
@@ -75,7 +75,7 @@ def test_a_killed_writer_leaves_others_intact_and_its_trajectory_unfinished(stor
     victim.wait()
     assert survivor.wait() == 0
 
-    finalized = store.select_for_training(limit=None)
+    finalized = store.find_finalized(limit=None)
     assert len(finalized) == 25
     assert all(len(store.get(r.id).turns) == 3 for r in finalized)
     unfinished = store.unfinished()

@@ -357,7 +357,7 @@ def _show_credit(st: ReplayStore, traj: Trajectory, model_name: str, html_out: P
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     # a trusted, graded success, as the trainer shows its teacher
-    solved = st.select_for_training(
+    solved = st.find_finalized(
         task_ids=[traj.task_id], min_reward=1.0, terminations=[Termination.DONE], limit=5
     )
     solved = [s for s in solved if s.id != traj.id]

@@ -98,8 +98,8 @@ from agentsd.types import (
 _SUMMARY_COLUMNS = [trajectories.c[name] for name in TrajectorySummary.model_fields]
 
 
-class TrainingFilters(TypedDict, total=False):
-    """What select_for_training and count_for_training filter on; each given filter must hold.
+class FinalizedFilters(TypedDict, total=False):
+    """What find_finalized and count_finalized filter on; each given filter must hold.
 
     Staleness is judged on the newest turn (version_end): current_version - version_end <=
     max_staleness, or version_end >= min_version; stale_before keeps the ones below a version
@@ -682,13 +682,13 @@ class ReplayStore:
             check_turn_sequence(f"trajectory {traj_id}", [t.index for t in turn_list], counts[traj_id])
         return out
 
-    # ------------------------------------------------------------------ training queries
+    # ------------------------------------------------------------------ queries on finalized trajectories
 
-    def select_for_training(
-        self, *, limit: int | None = None, oldest_first: bool = True, **filters: Unpack[TrainingFilters]
+    def find_finalized(
+        self, *, limit: int | None = None, oldest_first: bool = True, **filters: Unpack[FinalizedFilters]
     ) -> list[TrajectorySummary]:
-        """Finalized trajectories matching every given filter (see TrainingFilters), oldest first."""
-        conds = self._training_conditions(**filters)
+        """Finalized trajectories matching every given filter (see FinalizedFilters), oldest first."""
+        conds = self._finalized_conditions(**filters)
         order = trajectories.c.finalized_at.asc() if oldest_first else trajectories.c.finalized_at.desc()
         query = select(*_SUMMARY_COLUMNS).where(and_(*conds)).order_by(order, trajectories.c.id)
         if limit is not None:
@@ -696,15 +696,15 @@ class ReplayStore:
         with self._tx(write=False) as conn:
             return [summary_from_row(row._mapping) for row in conn.execute(query)]
 
-    def count_for_training(self, **filters: Unpack[TrainingFilters]) -> int:
-        """How many finalized trajectories select_for_training(**filters) would return (no limit)."""
-        conds = self._training_conditions(**filters)
+    def count_finalized(self, **filters: Unpack[FinalizedFilters]) -> int:
+        """How many finalized trajectories find_finalized(**filters) would return (no limit)."""
+        conds = self._finalized_conditions(**filters)
         with self._tx(write=False) as conn:
             return int(
                 conn.execute(select(func.count()).select_from(trajectories).where(and_(*conds))).scalar_one()
             )
 
-    def _training_conditions(self, **filters: Unpack[TrainingFilters]) -> list[Any]:
+    def _finalized_conditions(self, **filters: Unpack[FinalizedFilters]) -> list[Any]:
         current_version, max_staleness = filters.get("current_version"), filters.get("max_staleness")
         min_version, stale_before = filters.get("min_version"), filters.get("stale_before")
         task_ids, terminations = filters.get("task_ids"), filters.get("terminations")
@@ -713,7 +713,7 @@ class ReplayStore:
         conds = [trajectories.c.status == TrajectoryStatus.FINALIZED.value]
         if max_staleness is not None:
             if current_version is None:
-                raise ValueError("select_for_training: max_staleness needs current_version")
+                raise ValueError("find_finalized: max_staleness needs current_version")
             conds.append(trajectories.c.version_end >= current_version - max_staleness)
         if min_version is not None:
             conds.append(trajectories.c.version_end >= min_version)
