@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentsd.envs.spaces import elide_middle
+from agentsd.elision import elide_text
 from agentsd.envs.tools import ToolSpec, render_tools
 from agentsd.types import Completion, HindsightSignal, Task, Termination, ToolResult, Turn, TurnSource
 
@@ -336,9 +336,7 @@ class AgentLoop:
             for i, step in enumerate(kept):
                 recent = i >= len(kept) - KEEP_RECENT_TURNS
                 observation = (
-                    step.observation
-                    if recent
-                    else elide_middle(step.observation, COMPACTED_OBSERVATION_CHARS)
+                    step.observation if recent else elide_text(step.observation, COMPACTED_OBSERVATION_CHARS)
                 )
                 ids += step.completion_ids + self.fmt.observation_delta(step.completion_ids, observation)
             return ids

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from agentsd.elision import elide_middle
 from agentsd.sequences import NOT_SAMPLED, Segment
 from agentsd.types import Trajectory, TurnSource
 
@@ -78,15 +79,8 @@ class HindsightBuilder:
 
     def _fit(self, text: str, allowance: int) -> list[int]:
         """Token ids of text, its middle elided to fit `allowance` tokens (head and tail kept)."""
-        ids = self.encode(text)
-        if len(ids) <= allowance:
-            return ids
-        marker = self.encode(self.templates["elided"].format(n=len(ids) - allowance))
-        keep = allowance - len(marker)
-        if keep <= 0:
-            return ids[:allowance]
-        head = keep // 2
-        return ids[:head] + marker + ids[len(ids) - (keep - head) :]
+        marker = self.templates["elided"]
+        return elide_middle(self.encode(text), allowance, lambda n: self.encode(marker.format(n=n)))
 
     def build(self, trajectory: Trajectory, success: Trajectory | None = None) -> Hindsight:
         """The hindsight of a trajectory, within the token budget (trajectory-level first)."""

@@ -397,7 +397,7 @@ class Trajectory(_Model):
 
 
 class TrajectorySummary(_Model):
-    """A trajectory's store row without its turns: what listings and queries on finalized trajectories return."""
+    """A trajectory's store row without its turns: what listings and finalized-trajectory queries return."""
 
     id: str
     task_id: str

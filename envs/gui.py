@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from agentsd.envs.spaces import elide_middle
+from agentsd.elision import elide_text
 from agentsd.envs.terminal import EnvSetupError, TerminalEnv
 from agentsd.envs.tools import CLICK, CLICK_XY, KEY, SCROLL, SUBMIT, TYPE, ToolCall
 from agentsd.errors import AgentsdError
@@ -111,11 +111,11 @@ class GUIEnv(TerminalEnv):
         result: ExecResult = self.sandbox.exec(["python3", DRIVER_PATH, *args], timeout=timeout)
         if result.exit_code != 0 or result.timed_out:
             detail = (result.stderr or result.stdout).strip()
-            raise GuiError(("timed out; " if result.timed_out else "") + elide_middle(detail, 3000))
+            raise GuiError(("timed out; " if result.timed_out else "") + elide_text(detail, 3000))
         try:
             page = json.loads(result.stdout)
         except (ValueError, RecursionError):
-            raise GuiError(f"the driver printed no JSON: {elide_middle(result.stdout, 500)!r}") from None
+            raise GuiError(f"the driver printed no JSON: {elide_text(result.stdout, 500)!r}") from None
         if not isinstance(page, dict):
             raise GuiError(f"the driver printed {type(page).__name__}, not a JSON object")
         return page

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from gymnasium.spaces import Text
 
+from agentsd.elision import elide_text
+
 TEXT_CHARSET = "\t\n\r" + "".join(
     chr(c) for c in (*range(0x20, 0x7F), *range(0xA0, 0xD800), *range(0xE000, 0xFFFE))
 )
 _ALLOWED = frozenset(TEXT_CHARSET)
 _REPLACEMENT = "\ufffd"
-_ELIDED = "\n[... {n} characters elided ...]\n"
 
 
 def text_space(max_length: int) -> Text:
@@ -27,15 +28,4 @@ def fit_text(text: str, max_length: int) -> str:
     """text with every character in TEXT_CHARSET and at most max_length characters long."""
     if not _ALLOWED.issuperset(text):
         text = "".join(ch if ch in _ALLOWED else _REPLACEMENT for ch in text)
-    return elide_middle(text, max_length)
-
-
-def elide_middle(text: str, max_length: int) -> str:
-    """text cut to at most max_length characters by eliding its middle (head and tail kept)."""
-    if len(text) <= max_length:
-        return text
-    marker = _ELIDED.format(n=len(text) - max_length)
-    keep = max_length - len(marker) - 8  # room for the count's digits to change
-    head = keep // 2
-    marker = _ELIDED.format(n=len(text) - head - (keep - head))
-    return text[:head] + marker + text[len(text) - (keep - head) :]
+    return elide_text(text, max_length)

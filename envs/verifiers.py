@@ -38,7 +38,7 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
-from agentsd.envs.spaces import elide_middle
+from agentsd.elision import elide_text
 from agentsd.sandboxes.base import DEFAULT_PATH, Sandbox
 from agentsd.types import Task
 
@@ -396,4 +396,4 @@ def test_feedback(output: str) -> str:
 
 
 def bounded(text: str, limit: int = FEEDBACK_CHARS) -> str:
-    return elide_middle(text, limit)
+    return elide_text(text, limit)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from agentsd.cli.common import (
@@ -19,6 +20,7 @@ from agentsd.cli.common import (
     print_json_lines,
     store_url,
 )
+from agentsd.elision import elide_text
 
 if TYPE_CHECKING:
     from agentsd.store import ReplayStore
@@ -150,11 +152,7 @@ def show(
 
 
 def _clip(text: str, limit: int = 2000) -> str:
-    from rich.markup import escape
-
-    if len(text) > limit:
-        text = f"{text[: limit // 2]}\n[... {len(text) - limit} chars ...]\n{text[-limit // 2 :]}"
-    return escape(text)
+    return escape(elide_text(text, limit))
 
 
 @app.command("export")
