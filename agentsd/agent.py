@@ -196,12 +196,10 @@ class AgentLoop:
         fmt: ChatFormat,
         generate: Generate,
         limits: EpisodeLimits,
-        version: Callable[[], int] = lambda: 0,
     ) -> None:
         self.fmt = fmt
         self.generate = generate
         self.limits = limits
-        self.version = version
 
     async def run(self, env: Any, task: Task, on_turn: Callable[[Turn], Awaitable[None]]) -> EpisodeResult:
         start = time.monotonic()

@@ -91,8 +91,8 @@ def test_agentsd_run_nests_collector_and_trainer_under_one_parent_run(tmp_path: 
     pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
 
-    from agentsd.cli.run import nest_tracking
     from agentsd.config import RunConfig
+    from agentsd.jobs import nest_tracking
 
     cfg = RunConfig.model_validate(
         {

@@ -28,7 +28,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agentsd.cli.collect import run_collect
 from agentsd.collector import Collector
 from agentsd.config import ArmConfig, EvalConfig, ExperimentConfig, StoreConfig, TrackingConfig
 from agentsd.errors import AgentsdError
@@ -41,6 +40,7 @@ from agentsd.experiments.measure import (
     run_trajectory_ids,
     turn_validity,
 )
+from agentsd.jobs import run_collect
 from agentsd.store import ReplayStore
 from agentsd.suites import load_tasks
 from agentsd.tracking import MlflowTracker, NullTracker, Tracker, default_tracking_uri
