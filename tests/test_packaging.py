@@ -15,18 +15,25 @@ ROOT = Path(__file__).parent.parent
 
 
 def test_every_package_directory_is_declared() -> None:
-    declared = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     found = set()
-    for dirpath, dirnames, filenames in os.walk(ROOT / "agentsd", followlinks=True):
-        dirnames[:] = [d for d in dirnames if d not in ("__pycache__", "suites")]  # suites: task data
-        if "__init__.py" in filenames:
-            found.add(".".join(Path(dirpath).relative_to(ROOT).parts))
-    assert found == declared
+    for package, directory in setuptools["package-dir"].items():
+        for dirpath, dirnames, filenames in os.walk(ROOT / directory):
+            dirnames[:] = [d for d in dirnames if d not in ("__pycache__", "suites")]  # suites: task data
+            if "__init__.py" in filenames:
+                found.add(".".join((package, *Path(dirpath).relative_to(ROOT / directory).parts)))
+    assert found == set(setuptools["packages"])
 
 
-def test_envs_and_sandboxes_are_the_top_level_directories() -> None:
-    for name in ("envs", "sandboxes"):
-        assert (ROOT / "agentsd" / name).resolve() == (ROOT / name).resolve()
+def test_the_repository_has_no_symlinks_and_envs_import_from_the_top_level_folders() -> None:
+    listing = subprocess.run(["git", "ls-files", "-s"], cwd=ROOT, capture_output=True, text=True, check=True)
+    links = [line.split("\t")[1] for line in listing.stdout.splitlines() if line.startswith("120000")]
+    assert links == []  # tools that skip links would miss what a link stands for
+    import agentsd.envs
+    import agentsd.sandboxes
+
+    assert Path(agentsd.envs.__file__).resolve() == (ROOT / "envs" / "__init__.py").resolve()
+    assert Path(agentsd.sandboxes.__file__).resolve() == (ROOT / "sandboxes" / "__init__.py").resolve()
 
 
 @pytest.mark.slow
