@@ -32,6 +32,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     "agentsd.sequences": (0, "foundation"),
     "agentsd.weights": (0, "foundation"),
     "agentsd.histograms": (0, "foundation"),
+    "agentsd.plotting": (0, "foundation"),
     "agentsd.modelcache": (0, "foundation"),
     "agentsd.progress": (0, "foundation"),
     "agentsd.tracking": (0, "foundation"),
@@ -44,6 +45,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     "agentsd.envs": (2, "envs"),
     "agentsd.agent": (3, "agent"),
     "agentsd.collector": (4, "collector"),
+    "agentsd.collector_": (4, "collector"),
     "agentsd.runs": (4, "runs"),
     "agentsd.suites": (4, "suites"),
     "agentsd.trainer": (4, "trainer"),
@@ -175,5 +177,5 @@ def test_the_checks_catch_an_upward_import_a_sideways_one_and_a_cycle() -> None:
     assert any("-> agentsd.collector" in w for w in wrong)  # store (1) -> collector (4)
     assert any("-> agentsd.policies.base" in w for w in wrong)  # store and policies are peers
     assert import_cycles(graph) == [["agentsd.collector", "agentsd.store.store"]]
-    assert "agentsd.types" in GRAPH["agentsd.config"]  # imports are found at all
+    assert "agentsd.types" in GRAPH["agentsd.config.collect"]  # imports are found at all
     assert "agentsd.store" in GRAPH["agentsd.runs"] or "agentsd.store.store" in GRAPH["agentsd.runs"]
