@@ -1,4 +1,8 @@
-"""Episode leases: a collect or eval run's plan in the store, shared by any number of collectors.
+"""Run plans and episode leases: a collect or eval run's plan in the store, shared by any number of
+collectors.
+
+A run's plan is recorded once under its name (`runs`: its kind and the plan as JSON), checked when
+the run resumes; recording a second plan under a taken name is refused by the primary key.
 
 Every episode of a run has one row (`episode_leases`): waiting, running under a collector's lease,
 or done. A collector claims the first claimable episode in one write transaction (`SELECT ... FOR
@@ -16,12 +20,15 @@ silent past its lease loses the episode (it finds out at its next heartbeat).
 
 from __future__ import annotations
 
+import json
 import re
+from typing import Any
 
 from sqlalchemy import Connection, Row, Select, and_, func, insert, select, update
 
 from agentsd.liveness import writer_alive
-from agentsd.store.schema import episode_leases, trajectories
+from agentsd.store.rows import loads
+from agentsd.store.schema import episode_leases, runs, trajectories
 from agentsd.types import EpisodeClaim, EpisodeLease, LeaseState, Termination, TrajectoryStatus
 
 _C = episode_leases.c
@@ -36,6 +43,20 @@ def holder_alive(holder: str) -> bool | None:
     """Whether a lease holder's process still runs (None: it runs on another host). A holder is
     `<writer_identity>/<token>`: one process may run several collectors."""
     return writer_alive(holder.split("/", 1)[0])
+
+
+def run_row(conn: Connection, name: str) -> Row | None:
+    """The recorded (kind, plan) row of run `name`; decode it with `run_plan`."""
+    return conn.execute(select(runs.c.kind, runs.c.plan).where(runs.c.name == name)).first()
+
+
+def run_plan(name: str, row: Row) -> tuple[str, dict[str, Any]]:
+    return row.kind, loads(row.plan, f"run {name} plan", dict)
+
+
+def record_run(conn: Connection, name: str, kind: str, plan: dict[str, Any], now: float) -> None:
+    """Record run `name`'s plan; the database refuses a name already taken (IntegrityError)."""
+    conn.execute(insert(runs).values(name=name, kind=kind, plan=json.dumps(plan), created_at=now))
 
 
 def open_plan(conn: Connection, run: str, episodes: int, now: float) -> None:

@@ -2,7 +2,11 @@
 
 turn_row encodes a Turn (token arrays as binary, the rest as a JSON body, a CRC32 over all of it);
 the readers decode, verify the checksum and lengths, and raise CorruptRowError naming the
-trajectory, the turn and the field when a row does not hold what it claims.
+trajectory, the turn and the field when a row does not hold what it claims. Pure conversions: no
+database access here.
+
+Not guaranteed: the checks catch rows damaged after they were written (checksum, lengths, JSON
+shape); a row written with wrong values in the first place reads back as written.
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
+import agentsd.store.codec as codec
 from agentsd.errors import CorruptRowError
 from agentsd.sequences import TurnTokens
-from agentsd.store import codec
+from agentsd.store.schema import trajectories
 from agentsd.types import (
     HindsightSignal,
     PolicyVersion,
@@ -26,6 +31,9 @@ from agentsd.types import (
     Turn,
     TurnSource,
 )
+
+SUMMARY_COLUMNS = [trajectories.c[name] for name in TrajectorySummary.model_fields]
+"""The trajectories columns a TrajectorySummary is made of (summary_from_row)."""
 
 TURN_BODY_FIELDS = (
     "finish_reason",

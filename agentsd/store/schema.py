@@ -1,21 +1,18 @@
-"""The replay store's tables (SQLAlchemy Core), its schema version and its migrations.
+"""The replay store's tables (SQLAlchemy Core) and the version of their layout.
 
 One schema serves SQLite and PostgreSQL. Token arrays are binary columns (see codec.py); the
 remaining per-turn fields live in a JSON text body so that adding a field to Turn does not need a
-table change. STORE_SCHEMA_VERSION is bumped with a migration in MIGRATIONS whenever a table
-changes; a store written by a newer version is refused, never modified.
+table change. STORE_SCHEMA_VERSION is bumped with a migration in migrations.MIGRATIONS whenever a
+table changes; a store written by a newer version is refused, never modified (migrations.py).
+This module only describes the tables; it never touches a database.
 """
 
 from __future__ import annotations
-
-import json
-from collections.abc import Callable
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
-    Connection,
     Float,
     Index,
     Integer,
@@ -24,8 +21,6 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    select,
-    update,
 )
 
 STORE_SCHEMA_VERSION = 3
@@ -144,41 +139,3 @@ episode_leases = Table(  # schema 3: every episode of a run's plan, claimed by c
     Column("updated_at", Float, nullable=False),
     Index("ix_episode_leases_run_state_episode", "run", "state", "episode"),
 )
-
-Migration = Callable[[Connection], None]
-
-
-def _to_2(conn: Connection) -> None:
-    """Per-turn sampling parameters, version lineage, run plans. Versions published before keep
-    their trainer's name (meta.trainer) as their lineage; nothing else is guessed: a turn's top_p
-    and a version's weights hash stay unknown."""
-    for table, column, kind in (
-        ("turns", "temperature", "FLOAT"),
-        ("turns", "top_p", "FLOAT"),
-        ("policy_versions", "lineage", "VARCHAR(128)"),
-        ("policy_versions", "parent", "INTEGER"),
-        ("policy_versions", "weights_hash", "VARCHAR(64)"),
-    ):
-        conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-    runs.create(conn)
-    rows = conn.execute(select(policy_versions.c.version, policy_versions.c.meta)).all()
-    for version, meta in rows:
-        try:
-            trainer = json.loads(meta).get("trainer")
-        except (ValueError, AttributeError):
-            trainer = None
-        conn.execute(
-            update(policy_versions)
-            .where(policy_versions.c.version == version)
-            .values(lineage=str(trainer) if trainer else "legacy")
-        )
-
-
-def _to_3(conn: Connection) -> None:
-    """Episode leases. Runs recorded before get their rows when a collector next opens them
-    (derived from their trajectories), so nothing is guessed here."""
-    episode_leases.create(conn)
-
-
-MIGRATIONS: dict[int, Migration] = {1: _to_2, 2: _to_3}
-"""from_version -> function that upgrades a store from that version to from_version + 1."""
