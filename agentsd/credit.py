@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
+from rich.text import Text
 
 from agentsd.hindsight import HindsightBuilder
 from agentsd.sdpo_step import prepare
@@ -33,8 +35,8 @@ class TokenCredit:
 
 
 def token_credit(
-    model: Any,
-    tokenizer: Any,
+    model: torch.nn.Module,
+    tokenizer: Any,  # any Hugging Face tokenizer, as HindsightBuilder takes it
     trajectory: Trajectory,
     tokens: list[TurnTokens],
     *,
@@ -42,8 +44,6 @@ def token_credit(
     budget_tokens: int = 4096,
 ) -> list[TokenCredit]:
     """The log-ratio of every trainable agent token, in order (empty when there is no hindsight)."""
-    import torch
-
     batch = prepare(
         [trajectory],
         {trajectory.id: tokens},
@@ -77,10 +77,8 @@ def _colour(ratio: float, scale: float = 2.0) -> tuple[int, int, int]:
     return (255, int(255 * (1 + x)), int(255 * (1 + x)))
 
 
-def render_terminal(credits: list[TokenCredit]) -> Any:
+def render_terminal(credits: list[TokenCredit]) -> Text:
     """A rich Text: each token on a background from red to green by its log-ratio."""
-    from rich.text import Text
-
     text = Text()
     turn = None
     for credit in credits:

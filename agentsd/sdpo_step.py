@@ -21,12 +21,15 @@ embedding without bias.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Any
 
 import numpy as np
+import torch
+from torch import Tensor
+from transformers import PreTrainedModel
 
 from agentsd.config import SDPOConfig
 from agentsd.hindsight import HindsightBuilder, TeacherView, teacher_view
@@ -89,8 +92,6 @@ def prepare(
     now: float | None = None,
 ) -> PreparedBatch:
     """Segments and teacher views of each trajectory (`successes`: task id -> a solved attempt)."""
-    import time
-
     now = time.time() if now is None else now
     batch = PreparedBatch()
     for index, trajectory in enumerate(trajectories):
@@ -119,18 +120,23 @@ def prepare(
     return batch
 
 
-def decoder_and_head(model: Any) -> tuple[Any, Any]:
+def decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, Tensor]:
     """The network up to the final hidden states, and the output projection weight [V, H].
     A peft model is unwrapped first: its adapters live inside the causal LM's own modules."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    get_base_model = getattr(model, "get_base_model", None)
+    inner = get_base_model() if callable(get_base_model) else model
+    if not isinstance(inner, PreTrainedModel):
+        raise TypeError(f"the SDPO step needs a Hugging Face causal LM, not {type(inner).__name__}")
     head = inner.get_output_embeddings()
+    if head is None:
+        raise ValueError(f"{type(inner).__name__} has no output projection")
     if getattr(head, "bias", None) is not None:
         raise ValueError("output projections with a bias are not supported by the chunked SDPO head")
     return inner.base_model, head.weight
 
 
 def batch_loss(
-    model: Any,
+    model: torch.nn.Module,
     teacher: Teacher,
     batch: PreparedBatch,
     config: SDPOConfig,
@@ -138,19 +144,18 @@ def batch_loss(
     version: int,
     chunk: int,
     advantage_scale: AdvantageScale | None = None,
-    denominator: Callable[[float], float] | None = None,
 ) -> SDPOLoss | None:
-    """The SDPO loss of every item of the batch together (None when no item has trainable tokens).
-    `denominator`: the local count of used tokens -> the divisor (see sdpo_loss_from_terms)."""
-    import torch
-
+    """The SDPO loss of every item of the batch together (None when no item has trainable tokens),
+    divided by the batch's own used-token count (data-parallel ranks divide `numerator` by the
+    global count instead, SDPOLoss.divided_by)."""
     decoder, weight = decoder_and_head(model)
     device = weight.device
     if not batch.items:
         return None
     trained_of = [np.flatnonzero(item.segment.loss_mask) for item in batch.items]
     teacher_rows, teacher_weight = _teacher_rows(decoder, weight, model, teacher, batch, trained_of)
-    student_rows, fields = [], []
+    student_rows: list[Tensor] = []
+    fields: list[dict[str, Tensor]] = []
     for item, trained in zip(batch.items, trained_of, strict=True):
         ids = torch.from_numpy(item.segment.input_ids.astype(np.int64))[None].to(device)
         hidden = decoder(input_ids=ids).last_hidden_state[0]
@@ -186,21 +191,23 @@ def batch_loss(
         config,
         version=version,
         advantage_scale=advantage_scale,
-        denominator=denominator,
     )
 
 
 def _teacher_rows(
-    decoder: Any, weight: Any, model: Any, teacher: Teacher, batch: PreparedBatch, trained_of: list[Any]
-) -> tuple[Any, Any]:
+    decoder: torch.nn.Module,
+    weight: Tensor,
+    model: torch.nn.Module,
+    teacher: Teacher,
+    batch: PreparedBatch,
+    trained_of: list[np.ndarray],
+) -> tuple[Tensor, Tensor | None]:
     """The teacher's hidden rows before every trainable token of the batch [N, H] (trust region:
     [N, 2H], reference and own features scaled by 1-γ and γ) and the projection they go through
     (None: the student's own, as in the live mode).
 
     All teacher forwards run before any student forward: φ is swapped into the parameters once per
     step, and the in-place swap cannot touch tensors a student graph has saved for backward."""
-    import torch
-
     device = weight.device
     views = [torch.from_numpy(item.view.input_ids.astype(np.int64))[None].to(device) for item in batch.items]
     before = [
@@ -223,16 +230,16 @@ def _teacher_rows(
 
 
 def _project(
-    weight: Any,
-    rows: Any,
-    teacher_rows: Any,
-    teacher_weight: Any | None,
-    tokens: Any,
+    weight: Tensor,
+    rows: Tensor,
+    teacher_rows: Tensor,
+    teacher_weight: Tensor | None,
+    tokens: Tensor,
     k: int,
     alpha: float,
-    temperature: Any,
+    temperature: Tensor,
     chunk: int,
-) -> Any:
+) -> tuple[Tensor, Tensor, Tensor]:
     """The chunked head with the student's projection; the teacher's is its own, or (None) the
     student's without gradient."""
     theirs = weight.detach() if teacher_weight is None else teacher_weight
@@ -241,36 +248,40 @@ def _project(
     )
 
 
-def head_module(weight: Any, *, zero3: bool) -> Any:
+class SDPOHead(torch.nn.Module):
+    """The chunked head as a module that owns no parameters but projects with the LM head's weight
+    (see head_module)."""
+
+    def __init__(self, weight: Tensor) -> None:
+        super().__init__()
+        self.projection = [weight]  # a reference, not a registered parameter: the LM head owns it
+
+    def forward(
+        self,
+        rows: Tensor,
+        teacher_rows: Tensor,
+        teacher_weight: Tensor | None,
+        tokens: Tensor,
+        k: int,
+        alpha: float,
+        temperature: Tensor,
+        chunk: int,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        return _project(
+            self.projection[0], rows, teacher_rows, teacher_weight, tokens, k, alpha, temperature, chunk
+        )
+
+
+def head_module(weight: Tensor, *, zero3: bool) -> SDPOHead:
     """The chunked head as a module that owns no parameters but projects with `weight` (the LM
     head's). Attached to the model before DeepSpeed wraps it: under ZeRO-3 `weight` is registered as
     an external parameter of this module, so DeepSpeed gathers it for the head's forward and backward
     (outside a module's forward a partitioned parameter is empty). The teacher projects with the
     same weight unless a separate one is given (the live teacher is the only one ZeRO-3 allows)."""
-    import torch
-
-    class SDPOHead(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.projection = [weight]  # a reference, not a registered parameter: the LM head owns it
-
-        def forward(
-            self,
-            rows: Any,
-            teacher_rows: Any,
-            teacher_weight: Any,
-            tokens: Any,
-            k: int,
-            alpha: float,
-            temperature: Any,
-            chunk: int,
-        ) -> Any:
-            return _project(
-                self.projection[0], rows, teacher_rows, teacher_weight, tokens, k, alpha, temperature, chunk
-            )
-
-    head = SDPOHead()
+    head = SDPOHead(weight)
     if zero3:
+        # imported here, not at the top: only the trainer needs deepspeed, after choosing its
+        # accelerator (DS_ACCELERATOR), and the loss's other users (tests, credit) do not load it
         import deepspeed
 
         deepspeed.zero.register_external_parameter(head, weight)

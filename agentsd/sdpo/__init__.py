@@ -5,7 +5,8 @@ divergence: top-k + tail reverse KL / α-JSD, the sampled-token PPO form, the ad
 chunked: hidden states to per-token terms, one chunk of logits at a time (memory).
 loss: the token-mean loss over a batch and the metrics it knows.
 teacher: the teacher's weights and how they follow the student (live, sync_every, ema, trust_region, frozen).
-Heavy imports (torch) happen inside the functions.
+These modules import torch when imported: the CLI imports them only inside the commands that train or
+score, so `agentsd --help` does not load torch.
 """
 
 from agentsd.sdpo.chunked import chunked_head

@@ -19,23 +19,26 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+from torch import Tensor
+
 from agentsd.sdpo.divergence import generalized_jsd, upcast, with_tail
 
 DEFAULT_CHUNK = 1024
 
 
 def chunked_head(
-    hidden: Any,
-    weight: Any,
-    teacher_hidden: Any,
-    teacher_weight: Any,
-    tokens: Any,
+    hidden: Tensor,
+    weight: Tensor,
+    teacher_hidden: Tensor,
+    teacher_weight: Tensor,
+    tokens: Tensor,
     *,
     k: int,
     alpha: float = 1.0,
-    temperature: Any = 1.0,
+    temperature: float | Tensor = 1.0,
     chunk: int = DEFAULT_CHUNK,
-) -> tuple[Any, Any, Any]:
+) -> tuple[Tensor, Tensor, Tensor]:
     """(D [N], student log-prob of y [N], teacher log-prob of y [N]) for hidden states [N, H].
 
     `weight` [V, H] is the student's output projection (gradient flows to it and to `hidden`);
@@ -51,23 +54,27 @@ def chunked_head(
             )
         if not bool((temperature > 0).all()):
             raise ValueError("temperature: every value must be positive (NaN: a temperature not recorded)")
-    return _ChunkedHead.apply(
+    return ChunkedHead.apply(
         hidden, weight, teacher_hidden, teacher_weight, tokens, k, alpha, temperature, chunk
     )
 
 
-def _rows(temperature: Any, part: slice) -> Any:
+def _rows(temperature: float | Tensor, part: slice) -> float | Tensor:
     """One chunk's temperature, shaped to divide its [n, V] logits."""
     return temperature if isinstance(temperature, int | float) else temperature[part, None]
 
 
 def _student_terms(
-    h: Any, w: Any, y: Any, support: Any | None, log_r: Any | None, alpha: float, temperature: Any
-) -> tuple[Any, Any]:
+    h: Tensor,
+    w: Tensor,
+    y: Tensor,
+    support: Tensor | None,
+    log_r: Tensor | None,
+    alpha: float,
+    temperature: float | Tensor,
+) -> tuple[Tensor, Tensor]:
     """(D, log s(y)) of one chunk from its hidden rows, given the teacher's side already reduced to
     the support (`support` [n, k] indices, `log_r` [n, k+1] teacher log-probs with the tail bin)."""
-    import torch
-
     student = torch.log_softmax(upcast(h @ w.T) / temperature, -1)
     logp = student.gather(-1, y[:, None]).squeeze(-1)
     if support is None or log_r is None:
@@ -77,13 +84,18 @@ def _student_terms(
 
 
 def _chunk_forward(
-    h: Any, w: Any, th: Any, tw: Any, y: Any, k: int, alpha: float, temperature: Any
-) -> tuple[Any, Any, Any, Any, Any]:
+    h: Tensor,
+    w: Tensor,
+    th: Tensor,
+    tw: Tensor,
+    y: Tensor,
+    k: int,
+    alpha: float,
+    temperature: float | Tensor,
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
     """One chunk without gradient: (D, log s(y), log q(y), support, log_r). Each side's log-softmax
     is computed once; the support and the teacher's log-probs on it are what backward needs of the
     teacher, so backward never runs the teacher projection again."""
-    import torch
-
     with torch.no_grad():
         student = torch.log_softmax(upcast(h @ w.T) / temperature, -1)
         teacher = torch.log_softmax(upcast(th @ tw.T) / temperature, -1)
@@ -97,85 +109,72 @@ def _chunk_forward(
         return divergence, logp, teacher_logp, support, log_r
 
 
-class _ChunkedHead:
-    """torch.autograd.Function, built lazily so importing this module does not import torch."""
+class ChunkedHead(torch.autograd.Function):
+    """The projection as an autograd function: forward keeps per-token scalars and the teacher's
+    side on the support; backward recomputes the student's logits chunk by chunk. `ctx` is typed
+    Any: the function stores its own attributes on it (teacher_side, settings)."""
 
-    _function: Any = None
+    @staticmethod
+    def forward(
+        ctx: Any,
+        hidden: Tensor,
+        weight: Tensor,
+        teacher_hidden: Tensor,
+        teacher_weight: Tensor,
+        tokens: Tensor,
+        k: int,
+        alpha: float,
+        temperature: float | Tensor,
+        chunk: int,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        n = hidden.shape[0]
+        dtype = upcast(hidden[:0]).dtype
+        divergence = torch.empty(n, dtype=dtype, device=hidden.device)
+        logp = torch.empty(n, dtype=dtype, device=hidden.device)
+        teacher_logp = torch.empty(n, dtype=dtype, device=hidden.device)
+        supports, log_rs = [], []
+        for start in range(0, n, chunk):
+            part = slice(start, start + chunk)
+            d, lp, tlp, support, log_r = _chunk_forward(
+                hidden[part],
+                weight,
+                teacher_hidden[part],
+                teacher_weight,
+                tokens[part],
+                k,
+                alpha,
+                _rows(temperature, part),
+            )
+            divergence[part], logp[part], teacher_logp[part] = d, lp, tlp
+            supports.append(support)
+            log_rs.append(log_r)
+        ctx.save_for_backward(hidden, weight, tokens)
+        ctx.teacher_side = (supports, log_rs)  # [n, k] ints and [n, k+1] floats per chunk: small
+        ctx.settings = (alpha, temperature, chunk)
+        ctx.mark_non_differentiable(teacher_logp)
+        return divergence, logp, teacher_logp
 
-    @classmethod
-    def apply(cls, *args: Any) -> Any:
-        if cls._function is None:
-            cls._function = _make_function()
-        return cls._function.apply(*args)
-
-
-def _make_function() -> Any:
-    import torch
-
-    class ChunkedHead(torch.autograd.Function):
-        @staticmethod
-        def forward(
-            ctx: Any,
-            hidden: Any,
-            weight: Any,
-            teacher_hidden: Any,
-            teacher_weight: Any,
-            tokens: Any,
-            k: int,
-            alpha: float,
-            temperature: Any,
-            chunk: int,
-        ) -> Any:
-            n = hidden.shape[0]
-            dtype = upcast(hidden[:0]).dtype
-            divergence = torch.empty(n, dtype=dtype, device=hidden.device)
-            logp = torch.empty(n, dtype=dtype, device=hidden.device)
-            teacher_logp = torch.empty(n, dtype=dtype, device=hidden.device)
-            supports, log_rs = [], []
-            for start in range(0, n, chunk):
-                part = slice(start, start + chunk)
-                d, lp, tlp, support, log_r = _chunk_forward(
-                    hidden[part],
-                    weight,
-                    teacher_hidden[part],
-                    teacher_weight,
-                    tokens[part],
-                    k,
-                    alpha,
-                    _rows(temperature, part),
+    @staticmethod
+    def backward(ctx: Any, *grad_outputs: Tensor) -> tuple[Tensor | None, ...]:
+        grad_divergence, grad_logp = grad_outputs[0], grad_outputs[1]
+        hidden, weight, tokens = ctx.saved_tensors
+        supports, log_rs = ctx.teacher_side
+        alpha, temperature, chunk = ctx.settings
+        grad_hidden, grad_weight = torch.zeros_like(hidden), torch.zeros_like(weight)
+        w = weight.detach().requires_grad_(True)
+        for index, start in enumerate(range(0, hidden.shape[0], chunk)):
+            part = slice(start, start + chunk)
+            gd, gl = grad_divergence[part], grad_logp[part]
+            if not (bool(gd.any()) or bool(gl.any())):
+                continue  # nothing in this chunk is trained on
+            h = hidden[part].detach().requires_grad_(True)
+            with torch.enable_grad():
+                d, lp = _student_terms(
+                    h, w, tokens[part], supports[index], log_rs[index], alpha, _rows(temperature, part)
                 )
-                divergence[part], logp[part], teacher_logp[part] = d, lp, tlp
-                supports.append(support)
-                log_rs.append(log_r)
-            ctx.save_for_backward(hidden, weight, tokens)
-            ctx.teacher_side = (supports, log_rs)  # [n, k] ints and [n, k+1] floats per chunk: small
-            ctx.settings = (alpha, temperature, chunk)
-            ctx.mark_non_differentiable(teacher_logp)
-            return divergence, logp, teacher_logp
-
-        @staticmethod
-        def backward(ctx: Any, *grad_outputs: Any) -> Any:
-            grad_divergence, grad_logp = grad_outputs[0], grad_outputs[1]
-            hidden, weight, tokens = ctx.saved_tensors
-            supports, log_rs = ctx.teacher_side
-            alpha, temperature, chunk = ctx.settings
-            grad_hidden, grad_weight = torch.zeros_like(hidden), torch.zeros_like(weight)
-            w = weight.detach().requires_grad_(True)
-            for index, start in enumerate(range(0, hidden.shape[0], chunk)):
-                part = slice(start, start + chunk)
-                gd, gl = grad_divergence[part], grad_logp[part]
-                if not (bool(gd.any()) or bool(gl.any())):
-                    continue  # nothing in this chunk is trained on
-                h = hidden[part].detach().requires_grad_(True)
-                with torch.enable_grad():
-                    d, lp = _student_terms(
-                        h, w, tokens[part], supports[index], log_rs[index], alpha, _rows(temperature, part)
-                    )
-                    total = (d * gd).sum() + (lp * gl).sum()
-                    g_h, g_w = torch.autograd.grad(total, [h, w])
-                grad_hidden[part] = g_h
-                grad_weight += g_w
-            needs = ctx.needs_input_grad
-            return (grad_hidden if needs[0] else None, grad_weight if needs[1] else None, *([None] * 7))
-
-    return ChunkedHead
+                total = (d * gd).sum() + (lp * gl).sum()
+                g_h, g_w = torch.autograd.grad(total, [h, w])
+            grad_hidden[part] = g_h
+            grad_weight += g_w
+        needs = ctx.needs_input_grad
+        return (grad_hidden if needs[0] else None, grad_weight if needs[1] else None, *([None] * 7))

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+
+import torch
+from torch import Tensor
 
 from agentsd.sdpo.weights import LOG_RATIO_CLAMP
 
@@ -27,11 +29,9 @@ TAIL_FLOOR = 1e-7
 
 
 def topk_tail_divergence(
-    student_logits: Any, teacher_logits: Any, k: int, alpha: float = 1.0, temperature: float = 1.0
-) -> Any:
+    student_logits: Tensor, teacher_logits: Tensor, k: int, alpha: float = 1.0, temperature: float = 1.0
+) -> Tensor:
     """D_t for each row of [N, V] logits; returns [N]."""
-    import torch
-
     student = torch.log_softmax(upcast(student_logits) / temperature, dim=-1)
     teacher = torch.log_softmax(upcast(teacher_logits.detach()) / temperature, dim=-1)
     k = min(k, student.shape[-1])
@@ -41,25 +41,19 @@ def topk_tail_divergence(
     return generalized_jsd(log_p, log_r, alpha)
 
 
-def upcast(logits: Any) -> Any:
+def upcast(logits: Tensor) -> Tensor:
     """Half-precision logits to float32 for the softmax; float32 and float64 stay as they are."""
-    import torch
-
     return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
 
 
-def with_tail(log_top: Any) -> Any:
+def with_tail(log_top: Tensor) -> Tensor:
     """[N, k] log-probs -> [N, k+1] with log(1 - Σ exp), the tail floored at TAIL_FLOOR."""
-    import torch
-
     tail = (1.0 - log_top.exp().sum(dim=-1, keepdim=True)).clamp_min(TAIL_FLOOR)
     return torch.cat([log_top, tail.log()], dim=-1)
 
 
-def generalized_jsd(log_p: Any, log_r: Any, alpha: float) -> Any:
+def generalized_jsd(log_p: Tensor, log_r: Tensor, alpha: float) -> Tensor:
     """Row-wise divergence of student log-probs log_p from teacher log-probs log_r (see module doc)."""
-    import torch
-
     if alpha == 1.0:
         return (log_p.exp() * (log_p - log_r)).sum(dim=-1)
     if alpha == 0.0:
@@ -90,14 +84,14 @@ class AdvantageScale:
 
 
 def sampled_token_objective(
-    student_logp: Any,
-    teacher_logp: Any,
-    behaviour_logp: Any,
+    student_logp: Tensor,
+    teacher_logp: Tensor,
+    behaviour_logp: Tensor,
     *,
     advantage_bound: float,
     clip_low: float,
     clip_high: float,
-) -> tuple[Any, Any]:
+) -> tuple[Tensor, Tensor]:
     """Per-token PPO-style objective (to minimize) and the clipped advantages A_t.
 
     `advantage_bound` is c_A·ē (use math.inf to leave A unclipped)."""

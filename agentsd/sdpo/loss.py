@@ -4,8 +4,9 @@ Loss = Σ_t m_t·M_t·K_t·w_t·g_t·λ^k_t·D_t / Σ_t m_t·M_t·K_t, the token
 where K_t keeps tokens no staler than K_max. In the sampled-token form D_t is replaced by the PPO-style
 objective against the behaviour log-prob, which already carries the importance ratio, so w_t is not
 applied a second time there. `denominator` lets gradient accumulation divide every micro-batch by
-the global batch's Σ m·M·K (then 1 x 8 and 8 x 1 accumulate the same gradient); given a function, it
-maps the local count to the divisor (data-parallel ranks: the all-reduced count / world size).
+the global batch's Σ m·M·K (then 1 x 8 and 8 x 1 accumulate the same gradient). Data-parallel ranks
+learn the global count only after each has its own: they divide the returned numerator by it
+(SDPOLoss.divided_by: the all-reduced count / world size).
 `SDPOConfig.correction` selects the protection: `full` as above, `is_untruncated` (w = ρ, M = K = 1)
 and `none` (w = 1, M = K = 1), the unprotected baselines the staleness experiment compares against.
 
@@ -17,9 +18,10 @@ nothing. Not guaranteed: memory bounds (the caller chooses how many rows to pass
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+
+import torch
+from torch import Tensor
 
 from agentsd.config import SDPOConfig
 from agentsd.sdpo.divergence import AdvantageScale, sampled_token_objective, topk_tail_divergence, upcast
@@ -38,27 +40,39 @@ from agentsd.sdpo.weights import (
 class TokenBatch:
     """The per-token fields of the tokens a loss is computed on, all [N]."""
 
-    tokens: Any  # y_t, int64
-    behaviour_logp: Any  # ℓμ_t, float
-    mask: Any  # m_t, bool: agent-sampled and trainable
-    versions: Any  # b_t, int64
-    turn_index: Any  # the turn of each token within its trajectory
-    trajectory_index: Any  # which trajectory of the batch
+    tokens: Tensor  # y_t, int64
+    behaviour_logp: Tensor  # ℓμ_t, float
+    mask: Tensor  # m_t, bool: agent-sampled and trainable
+    versions: Tensor  # b_t, int64
+    turn_index: Tensor  # the turn of each token within its trajectory
+    trajectory_index: Tensor  # which trajectory of the batch
 
 
 @dataclass
 class SDPOLoss:
-    loss: Any  # scalar with gradient
-    per_token: Any  # [N] the unweighted per-token term (D_t, or the sampled-token objective)
-    used: Any  # [N] bool: m·M·K
-    numerator_weight: Any  # [N] the weight each used token entered the numerator with
+    loss: Tensor  # scalar with gradient: the numerator over the divisor it was computed with
+    numerator: Tensor  # scalar with gradient: Σ_t weight_t·term_t over the used tokens
+    per_token: Tensor  # [N] the unweighted per-token term (D_t, or the sampled-token objective)
+    used: Tensor  # [N] bool: m·M·K
+    numerator_weight: Tensor  # [N] the weight each used token entered the numerator with
     metrics: dict[str, float] = field(default_factory=dict)
+
+    def divided_by(self, divisor: float) -> Tensor:
+        """The loss with another divisor: the used-token count of the global batch, which
+        data-parallel ranks know only once every rank has computed its own."""
+        return token_mean(self.numerator, divisor)
+
+
+def token_mean(numerator: Tensor, divisor: float) -> Tensor:
+    """numerator / divisor; without tokens to divide by, a zero that still has a graph (every
+    data-parallel rank runs backward)."""
+    return numerator / divisor if divisor > 0 else numerator * 0.0
 
 
 def sdpo_loss(
     batch: TokenBatch,
-    student_logits: Any,
-    teacher_logits: Any,
+    student_logits: Tensor,
+    teacher_logits: Tensor,
     config: SDPOConfig,
     *,
     version: int,
@@ -67,8 +81,6 @@ def sdpo_loss(
     denominator: float | None = None,
 ) -> SDPOLoss:
     """The loss from full logits rows [N, V] (student with gradient, teacher without)."""
-    import torch
-
     student_logp = (
         torch.log_softmax(upcast(student_logits) / temperature, dim=-1)
         .gather(-1, batch.tokens[:, None])
@@ -98,14 +110,14 @@ def sdpo_loss(
 
 def sdpo_loss_from_terms(
     batch: TokenBatch,
-    divergence: Any | None,
-    student_logp: Any,
-    teacher_logp: Any,
+    divergence: Tensor | None,
+    student_logp: Tensor,
+    teacher_logp: Tensor,
     config: SDPOConfig,
     *,
     version: int,
     advantage_scale: AdvantageScale | None = None,
-    denominator: float | Callable[[float], float] | None = None,
+    denominator: float | None = None,
 ) -> SDPOLoss:
     """The loss from per-token terms [N] (as chunked.chunked_head returns them): D_t (topk form),
     log s_t(y_t) with gradient, log q_t(y_t) without."""
@@ -155,20 +167,30 @@ def sdpo_loss_from_terms(
             per_token, batch.turn_index, used, config.turn_weight_delta, batch.trajectory_index
         )
     token_weight = token_weight.detach() * used
-    count = float(used.sum())
-    if callable(denominator):  # e.g. the count over every data-parallel rank
-        divide_by = float(denominator(count))
-    else:
-        divide_by = denominator if denominator is not None else count
+    divide_by = denominator if denominator is not None else float(used.sum())
     # Unused tokens enter as exact zeros: their terms may be inf or NaN (0·inf = NaN otherwise).
     numerator = (token_weight * per_token.masked_fill(~used, 0.0)).sum()
-    loss = numerator / divide_by if divide_by > 0 else numerator * 0.0
+    loss = token_mean(numerator, divide_by)
     metrics.update(_metrics(batch, rho, config.is_cap, accepted, fresh, used, kl, version))
-    return SDPOLoss(loss=loss, per_token=per_token, used=used, numerator_weight=token_weight, metrics=metrics)
+    return SDPOLoss(
+        loss=loss,
+        numerator=numerator,
+        per_token=per_token,
+        used=used,
+        numerator_weight=token_weight,
+        metrics=metrics,
+    )
 
 
 def _metrics(
-    batch: TokenBatch, rho: Any, cap: float, accepted: Any, fresh: Any, used: Any, kl: Any, version: int
+    batch: TokenBatch,
+    rho: Tensor,
+    cap: float,
+    accepted: Tensor,
+    fresh: Tensor,
+    used: Tensor,
+    kl: Tensor,
+    version: int,
 ) -> dict[str, float]:
     """SDPO.md "Metrics" that the loss alone knows, over the trainable tokens (m_t = 1)."""
     mask = batch.mask.bool()

@@ -21,17 +21,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import torch
+from torch import Tensor
+
 from agentsd.config import TeacherConfig
 
 
-def trainable(model: Any) -> dict[str, Any]:
+def trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
     return {name: p for name, p in model.named_parameters() if p.requires_grad}
 
 
 class Teacher:
     """φ for one student; call after_step after every optimizer step."""
 
-    def __init__(self, config: TeacherConfig, model: Any) -> None:
+    def __init__(self, config: TeacherConfig, model: torch.nn.Module) -> None:
         self.config = config
         self.mode = config.mode
         self.syncs = 0
@@ -39,7 +42,7 @@ class Teacher:
         self._synced_reward: float | None = None
         self._latest_reward: float | None = None
         # live needs no copy; trust_region keeps the frozen reference; the others keep φ
-        self.weights: dict[str, Any] | None = None if self.mode == "live" else _snapshot(model)
+        self.weights: dict[str, Tensor] | None = None if self.mode == "live" else _snapshot(model)
 
     @property
     def needs_reference_forward(self) -> bool:
@@ -50,10 +53,8 @@ class Teacher:
         """The tracked eval reward, for the gate on hard syncs."""
         self._latest_reward = reward
 
-    def after_step(self, model: Any, step: int) -> str | None:
+    def after_step(self, model: torch.nn.Module, step: int) -> str | None:
         """Update φ after optimizer step `step` (1-based); returns what happened, if anything."""
-        import torch
-
         if self.mode == "ema":
             assert self.weights is not None
             mu = self.config.ema
@@ -77,11 +78,9 @@ class Teacher:
         return self._latest_reward >= self._synced_reward
 
     @contextmanager
-    def swapped(self, model: Any) -> Iterator[None]:
+    def swapped(self, model: torch.nn.Module) -> Iterator[None]:
         """Inside: the model's trainable parameters hold φ (or the trust region's reference).
         Live mode changes nothing."""
-        import torch
-
         if self.weights is None:
             yield
             return
@@ -97,7 +96,7 @@ class Teacher:
                 for name, p in params.items():
                     p.copy_(saved[name])
 
-    def mix_logits(self, reference_logits: Any, student_logits: Any) -> Any:
+    def mix_logits(self, reference_logits: Tensor, student_logits: Tensor) -> Tensor:
         """trust_region: (1-γ)·z_ref + γ·z_θ (both without gradient)."""
         gamma = self.config.trust_region
         return (1 - gamma) * reference_logits.detach() + gamma * student_logits.detach()
@@ -122,5 +121,5 @@ class Teacher:
         self._synced_reward, self._latest_reward = state["synced_reward"], state["latest_reward"]
 
 
-def _snapshot(model: Any) -> dict[str, Any]:
+def _snapshot(model: torch.nn.Module) -> dict[str, Tensor]:
     return {name: p.detach().clone() for name, p in trainable(model).items()}

@@ -16,33 +16,32 @@ Not guaranteed: anything about positions that are not trainable (m_t = 0); calle
 
 from __future__ import annotations
 
-from typing import Any
+import torch
+from torch import Tensor
 
 LOG_RATIO_CLAMP = 20.0
 
 
-def behaviour_ratio(student_logp: Any, behaviour_logp: Any) -> Any:
+def behaviour_ratio(student_logp: Tensor, behaviour_logp: Tensor) -> Tensor:
     """ρ_t from the student's log-prob of the sampled token and the recorded behaviour log-prob."""
     log_ratio = (student_logp.detach() - behaviour_logp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
     return log_ratio.exp()
 
 
-def truncated_weight(rho: Any, cap: float) -> Any:
+def truncated_weight(rho: Tensor, cap: float) -> Tensor:
     """w_t = min(ρ_t, C)."""
     return rho.clamp(max=cap)
 
 
-def rejection_mask(rho: Any, low: float, high: float) -> Any:
+def rejection_mask(rho: Tensor, low: float, high: float) -> Tensor:
     """M_t as a bool tensor: ρ within [low, high]."""
     return (rho >= low) & (rho <= high)
 
 
-def turn_rejection_mask(rho: Any, turn_index: Any, mask: Any, low: float, high: float) -> Any:
+def turn_rejection_mask(rho: Tensor, turn_index: Tensor, mask: Tensor, low: float, high: float) -> Tensor:
     """Per token: is the geometric mean of ρ over its turn's masked tokens within [low, high]?
 
     `turn_index` [N] numbers turns uniquely across the batch (e.g. trajectory * 10^6 + turn)."""
-    import torch
-
     turns, inverse = torch.unique(turn_index, return_inverse=True)
     log_rho = rho.clamp_min(1e-30).log() * mask
     sums = torch.zeros(len(turns), dtype=log_rho.dtype, device=rho.device).index_add_(0, inverse, log_rho)
@@ -55,17 +54,15 @@ def turn_rejection_mask(rho: Any, turn_index: Any, mask: Any, low: float, high: 
 
 
 def staleness_keep(
-    versions: Any,
+    versions: Tensor,
     current: int,
     max_staleness: int,
-    trajectory_index: Any | None = None,
-    mask: Any | None = None,
-) -> Any:
+    trajectory_index: Tensor | None = None,
+    mask: Tensor | None = None,
+) -> Tensor:
     """Per token: k_t = current - b_t <= K_max. With `trajectory_index`, a trajectory with any too
     stale token drops whole (SDPOConfig.staleness_drop = trajectory); with `mask`, only trainable
     tokens count for that (a prompt position's version, e.g. -1, says nothing about staleness)."""
-    import torch
-
     fresh = (current - versions) <= max_staleness
     if trajectory_index is None:
         return fresh
@@ -76,27 +73,25 @@ def staleness_keep(
     return ~stale[inverse]
 
 
-def staleness_weight(versions: Any, current: int, decay: float, dtype: Any = None) -> Any:
+def staleness_weight(
+    versions: Tensor, current: int, decay: float, dtype: torch.dtype | None = None
+) -> Tensor:
     """λ^k_t (all ones when λ = 1), computed in float64 and returned as `dtype` (default float32)."""
-    import torch
-
     staleness = (current - versions).clamp_min(0).to(torch.float64)
     return staleness.new_full(staleness.shape, decay).pow(staleness).to(dtype or torch.float32)
 
 
 def turn_weights(
-    divergence: Any,
-    turn_index: Any,
-    mask: Any,
+    divergence: Tensor,
+    turn_index: Tensor,
+    mask: Tensor,
     delta: float,
-    trajectory_index: Any | None = None,
+    trajectory_index: Tensor | None = None,
     eps: float = 1e-6,
-) -> Any:
+) -> Tensor:
     """g_t of each token's turn: (d_first + ε)/(d_j + ε) capped at 1 + δ, d_j the mean D over turn j's
     masked tokens and d_first that of the first turn (with masked tokens) of the same trajectory.
     Tokens of turns without masked tokens get weight 1."""
-    import torch
-
     d = divergence.detach() * mask
     trajectories = trajectory_index if trajectory_index is not None else torch.zeros_like(turn_index)
     g = torch.ones_like(d)
