@@ -7,7 +7,8 @@ the stored, validated body and nothing on disk.
 
 from __future__ import annotations
 
-from agentsd.envs.task_formats import TaskFormatError, load_suite
+from agentsd.envs.common import TaskFormatError
+from agentsd.envs.task_formats import load_suite
 from agentsd.store import ReplayStore
 from agentsd.types import Task
 

@@ -8,10 +8,14 @@ Registered ids (gymnasium.make):
 
 Every env takes its task at reset (`options={"task": Task}`) or at construction (`task=`), runs it in
 a sandbox of the configured backend (`sandbox=`: local by default, or docker), and releases the
-sandbox in close(). Task directories in Harbor and Terminal-Bench formats import with
-envs/task_formats.py, SWE-bench instances with envs/swe.py; shipped suites live under envs/suites/.
-GUI suites load with envs/gui_tasks.py, MiniWoB++ tasks from the `miniwob` package with
-envs/miniwob.py.
+sandbox in close(). Suites load through envs/task_formats.py (a name or a path -> Tasks), which
+dispatches to the importers: Harbor and Terminal-Bench task directories (envs/harbor.py), SWE-bench
+instances (envs/swebench.py), APEX releases (envs/apex.py), GUI suites (envs/gui_tasks.py), MiniWoB++
+tasks from the `miniwob` package (envs/miniwob.py); shipped suites live under envs/suites/.
+
+`env_class` imports the env classes when called, so that importing a light module of this package
+(the task importers, envs/common.py) does not load every family's env; no module of the package
+imports from this __init__, so that deferral is not part of an import cycle.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from agentsd.envs.task_formats import TaskFormatError
+from agentsd.envs.common import TaskFormatError
 from agentsd.types import Environment, Family, Limits, Task, Verifier, World
 
 CONSOLE_OUTPUT = "message_in_console"  # the release's type for an answer given in the chat

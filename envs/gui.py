@@ -22,13 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from agentsd.elision import elide_text
+from agentsd.envs.gui_install import DRIVER_PATH, DRIVER_SOURCE
 from agentsd.envs.terminal import EnvSetupError, TerminalEnv
 from agentsd.envs.tools import CLICK, CLICK_XY, KEY, SCROLL, SUBMIT, TYPE, ToolCall
 from agentsd.errors import AgentsdError
 from agentsd.types import ExecResult
 
-DRIVER_SOURCE = Path(__file__).with_name("gui_driver.py")
-DRIVER_PATH = "/tmp/.agentsd-gui/driver.py"
 DRIVER_TIMEOUT_S = 120.0
 START_TIMEOUT_S = 180.0
 DIFF_LINES = 40
@@ -36,11 +35,6 @@ DIFF_LINES = 40
 
 class GuiError(AgentsdError):
     """The GUI driver inside the sandbox failed (the display or the application is gone)."""
-
-
-def driver_env(answer: str | None = None) -> dict[str, str]:
-    """What checker scripts see: $GUI (the driver) and $AGENTSD_ANSWER (the submitted answer)."""
-    return {"GUI": DRIVER_PATH, "AGENTSD_ANSWER": answer or ""}
 
 
 def tree_diff(before: str, after: str, limit: int = DIFF_LINES) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agentsd.config import read_yaml_mapping
-from agentsd.envs.task_formats import TaskFormatError
+from agentsd.envs.common import TaskFormatError
 from agentsd.types import Environment, Family, GuiApp, Task, Verifier, World
 
 TASKS_FILE = "tasks.yaml"

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePosixPath
 
-from agentsd.envs.task_formats import TaskFormatError
+from agentsd.envs.common import TaskFormatError
 from agentsd.types import Environment, Family, GuiApp, Limits, Task, Verifier, World
 
 WORLD_ROOT = "/workspace/miniwob"

@@ -11,6 +11,7 @@ import json
 import re
 from typing import Any
 
+from agentsd.envs.apex import gold_blobs
 from agentsd.envs.terminal import TerminalEnv
 from agentsd.types import Family, Task
 
@@ -28,8 +29,6 @@ def has_reference(task: Task) -> bool:
 
 def _run_gold(env: TerminalEnv, task: Task) -> tuple[float, dict[str, Any]]:
     """Rubric tasks: lay the gold output files into the workdir and submit the gold response."""
-    from agentsd.envs.apex import gold_blobs
-
     env.reset(options={"task": task})
     assert env.sandbox is not None
     for rel, data in gold_blobs(task).items():

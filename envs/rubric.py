@@ -3,7 +3,7 @@
 The terminal family's shell, plus `read_document` / `write_document` for the document types worlds
 hold (xlsx, docx, csv, json, markdown; parsed on the host, envs/documents.py), and `submit(answer)`.
 The world's files (text in `world.files`, binary ones base64 in `world.blobs`) are laid into the
-workdir. At submit the rubric is graded (agentsd/eval/grading.py): programmatic checks read the answer
+workdir. At submit the rubric is graded (envs/rubric_grading.py): programmatic checks read the answer
 and the sandbox's files, the judge (if the env was given one) decides the other criteria. The reward
 is the weighted score; `info["grading"]` holds every criterion's verdict, rationale or grader error;
 `info["feedback"]` lists the criteria not satisfied, which is what SDPO's teacher reads.
@@ -22,6 +22,7 @@ from typing import Any
 
 from agentsd.envs.documents import DocumentError, build, render
 from agentsd.envs.rubric_checks import Evidence
+from agentsd.envs.rubric_grading import RubricError, RubricJudge, grade
 from agentsd.envs.spaces import fit_text
 from agentsd.envs.terminal import NEXT_STATE_CHARS, TerminalEnv
 from agentsd.envs.tools import BASH, READ_DOCUMENT, SUBMIT, WRITE_DOCUMENT, ToolCall
@@ -48,9 +49,9 @@ class RubricEnv(TerminalEnv):
 
     tools = (BASH, READ_DOCUMENT, WRITE_DOCUMENT, SUBMIT)
 
-    def __init__(self, *args: Any, judge: Any | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, judge: RubricJudge | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.judge = judge  # agentsd.eval.judge.Judge, or None: judge criteria stay ungraded
+        self.judge = judge  # e.g. agentsd.eval.judge.Judge; None: judge criteria stay ungraded
         self._setup_snapshot: Snapshot | None = None
 
     def reset(
@@ -110,8 +111,6 @@ class RubricEnv(TerminalEnv):
         return f"Wrote {path} ({len(data)} bytes)."
 
     def _submit(self, call: ToolCall) -> tuple[str, float, bool, bool, dict[str, Any]]:
-        from agentsd.eval.grading import RubricError, grade
-
         assert self.task is not None
         answer = str(call.arguments.get("answer") or "")
         self._over = True

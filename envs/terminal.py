@@ -22,8 +22,8 @@ from typing import Any
 import gymnasium as gym
 
 from agentsd.config import LocalSandboxConfig
+from agentsd.envs.common import FALLBACK_IMAGE
 from agentsd.envs.spaces import fit_text, text_space
-from agentsd.envs.task_formats import FALLBACK_IMAGE
 from agentsd.envs.tools import BASH, SUBMIT, ToolCall, ToolParseError, parse_tool_call
 from agentsd.envs.verifiers import verify
 from agentsd.errors import AgentsdError

@@ -39,6 +39,8 @@ import shlex
 from dataclasses import dataclass, field
 
 from agentsd.elision import elide_text
+from agentsd.envs.gui_install import DRIVER_PATH, DRIVER_SOURCE, driver_env
+from agentsd.envs.swe_grading import PYTEST_CONFIG_NAMES, graded_files
 from agentsd.sandboxes.base import DEFAULT_PATH, Sandbox
 from agentsd.types import Task
 
@@ -190,8 +192,6 @@ def _script(task: Task, sandbox: Sandbox) -> Verdict:
 
 def _gui(task: Task, sandbox: Sandbox, answer: str | None) -> Verdict:
     """The checker script: a reward written to $AGENTSD_REWARD_FILE, else exit code 0 -> 1, other -> 0."""
-    from agentsd.envs.gui import DRIVER_PATH, DRIVER_SOURCE, driver_env
-
     sandbox.write_file(DRIVER_PATH, DRIVER_SOURCE.read_bytes())  # the copy from reset may be rewritten
     reward_file = f"{GUI_VERIFIER_DIR}/reward.txt"
     sandbox.write_file(
@@ -327,8 +327,6 @@ _RESULT = re.compile(r"^(PASSED|FAILED|ERROR|XPASS|XFAIL|SKIPPED) (\S+)", re.MUL
 
 
 def _swebench(task: Task, sandbox: Sandbox) -> Verdict:
-    from agentsd.envs.swe import PYTEST_CONFIG_NAMES, graded_files
-
     verifier, workdir = task.verifier, task.environment.workdir.rstrip("/")
     files = graded_files(task)
     # Agent-added conftest.py and pytest configuration go; the task's own test files, conftest.py

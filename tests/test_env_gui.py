@@ -13,11 +13,12 @@ from gymnasium.utils.env_checker import check_env
 from sandbox_fixtures import backend_config, unavailable
 
 from agentsd.envs import GUI_ID
+from agentsd.envs.common import TaskFormatError
 from agentsd.envs.gui import GUIEnv, tree_diff
 from agentsd.envs.gui_tasks import load_gui_suite
 from agentsd.envs.miniwob import load_miniwob
 from agentsd.envs.oracle import run_nothing, run_reference, tool_call
-from agentsd.envs.task_formats import TaskFormatError, load_suite
+from agentsd.envs.task_formats import load_suite
 from agentsd.types import Task
 
 pytestmark = pytest.mark.gui

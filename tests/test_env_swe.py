@@ -13,9 +13,10 @@ from gymnasium.utils.env_checker import check_env
 from sandbox_fixtures import backend_config
 
 from agentsd.envs import SWE_ID
+from agentsd.envs.common import SUITES_DIR, TaskFormatError
 from agentsd.envs.oracle import run_nothing, run_reference, tool_call
-from agentsd.envs.swe import SWEEnv, load_swe_suite, load_swebench
-from agentsd.envs.task_formats import SUITES_DIR, TaskFormatError
+from agentsd.envs.swe import SWEEnv
+from agentsd.envs.swebench import load_swe_suite, load_swebench
 from agentsd.types import Family, Task
 
 SUITE = load_swe_suite()

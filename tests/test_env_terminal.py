@@ -12,8 +12,9 @@ from gymnasium.utils.env_checker import check_env
 from sandbox_fixtures import backend_config
 
 from agentsd.envs import TERMINAL_ID
+from agentsd.envs.harbor import load_harbor_task
 from agentsd.envs.oracle import run_nothing, run_reference, tool_call
-from agentsd.envs.task_formats import load_harbor_task, load_suite
+from agentsd.envs.task_formats import load_suite
 from agentsd.envs.terminal import TerminalEnv
 from agentsd.types import Task
 

@@ -15,8 +15,8 @@ import pytest
 from sandbox_fixtures import backend_config
 from test_task_formats import HARBOR, write
 
+from agentsd.envs.harbor import load_harbor_task
 from agentsd.envs.oracle import run_nothing, run_reference
-from agentsd.envs.task_formats import load_harbor_task
 from agentsd.envs.terminal import EnvSetupError, TerminalEnv
 from agentsd.sandboxes import builds, local_build
 from agentsd.sandboxes.builds import BuildError

@@ -24,8 +24,8 @@ from agentsd.envs.apex import load_apex
 from agentsd.envs.documents import build, render
 from agentsd.envs.oracle import run_nothing, run_reference, tool_call
 from agentsd.envs.rubric_checks import CheckError, Evidence, run_check
+from agentsd.envs.rubric_grading import RubricError, grade
 from agentsd.envs.task_formats import load_suite
-from agentsd.eval.grading import RubricError, grade
 from agentsd.eval.judge import Judge, OpenAIChat, parse_reply
 from agentsd.eval.metrics import RunResult, pass_at_k, pass_hat_k, suite_metrics
 from agentsd.eval.report import as_runs, compare, read_results, write_report, write_results

@@ -11,7 +11,8 @@ import pytest
 from sandbox_fixtures import backend_config, spec
 
 from agentsd.config import DockerSandboxConfig
-from agentsd.envs.task_formats import SUITES_DIR, load_harbor_task
+from agentsd.envs.common import SUITES_DIR
+from agentsd.envs.harbor import load_harbor_task
 from agentsd.envs.terminal import TerminalEnv
 from agentsd.sandboxes.base import Sandbox, SandboxError, owner_identity
 from agentsd.sandboxes.fleet import SandboxFleet

@@ -269,7 +269,7 @@ def gullible_endpoint(honest_every: int = 0) -> Any:
 
 def test_an_injected_all_met_does_not_pass_a_checked_criterion_or_an_honest_vote() -> None:
     from agentsd.config import JudgeConfig
-    from agentsd.eval.grading import grade
+    from agentsd.envs.rubric_grading import grade
     from agentsd.eval.judge import Judge, OpenAIChat
     from agentsd.types import Family, Task, Verifier
 
@@ -310,7 +310,8 @@ def test_an_injected_all_met_does_not_pass_a_checked_criterion_or_an_honest_vote
 
 
 def test_the_fence_has_a_code_the_agent_cannot_know_and_replies_must_be_one_verdict() -> None:
-    from agentsd.eval.judge import JudgeCriterion, JudgeRequest, parse_reply, render_request
+    from agentsd.envs.rubric_grading import JudgeCriterion, JudgeRequest
+    from agentsd.eval.judge import parse_reply, render_request
 
     request = JudgeRequest("Which law?", INJECTION, (JudgeCriterion("named", "Mentions Delaware"),))
     first, second = (render_request(request)[1]["content"] for _ in range(2))

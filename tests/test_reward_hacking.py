@@ -173,7 +173,7 @@ def gui_env(backend: str) -> Iterator[TerminalEnv]:
 def test_gui_checker_hacks_score_zero(gui_env: TerminalEnv) -> None:
     """What an application could save: a replaced GUI driver that writes reward 1, a planted reward
     file, a sitecustomize.py in the workspace."""
-    from agentsd.envs.gui import DRIVER_PATH
+    from agentsd.envs.gui_install import DRIVER_PATH
     from agentsd.envs.verifiers import GUI_VERIFIER_DIR
 
     task = load_suite("gui")[0]

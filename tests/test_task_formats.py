@@ -9,13 +9,9 @@ from pathlib import Path
 import pytest
 from sandbox_fixtures import backend_config
 
-from agentsd.envs.task_formats import (
-    TaskFormatError,
-    load_harbor_task,
-    load_suite,
-    load_task_dir,
-    load_terminal_bench_task,
-)
+from agentsd.envs.common import TaskFormatError
+from agentsd.envs.harbor import load_harbor_task, load_task_dir, load_terminal_bench_task
+from agentsd.envs.task_formats import load_suite
 from agentsd.envs.terminal import TerminalEnv
 
 

@@ -16,8 +16,10 @@ from sandbox_fixtures import backend_config
 from test_task_formats import HARBOR, TERMINAL_BENCH, write
 
 from agentsd.config import EvalConfig, StoreConfig
+from agentsd.envs.common import TaskFormatError
+from agentsd.envs.harbor import load_harbor_task, load_terminal_bench_task
 from agentsd.envs.oracle import run_nothing, run_reference
-from agentsd.envs.task_formats import TaskFormatError, load_harbor_task, load_suite, load_terminal_bench_task
+from agentsd.envs.task_formats import load_suite
 from agentsd.envs.terminal import EnvSetupError, TerminalEnv
 from agentsd.store import ReplayStore
 from agentsd.suites import load_tasks

@@ -138,13 +138,9 @@ def import_tasks(
 ) -> None:
     """Validate tasks and store them (by content hash) in the replay store; a task that does not
     validate is skipped with its reason, the others are stored."""
-    from agentsd.envs.swe import load_swebench
-    from agentsd.envs.task_formats import (
-        TaskFormatError,
-        load_harbor_task,
-        load_task_dirs,
-        load_terminal_bench_task,
-    )
+    from agentsd.envs.common import TaskFormatError
+    from agentsd.envs.harbor import load_harbor_task, load_task_dirs, load_terminal_bench_task
+    from agentsd.envs.swebench import load_swebench
     from agentsd.store import ReplayStore
 
     problems: list[str] = []

@@ -1,7 +1,8 @@
-"""Evaluation: rubric grading (programmatic checks and an LLM judge), suite metrics, reports.
+"""Evaluation: the LLM judge for rubric criteria, suite metrics, reports.
 
-grading: a rubric task's criteria -> verdicts and a score. judge: the LLM judge (OpenAI-compatible
-endpoint or a local policy). metrics: mean score, pass@k, pass^k, per domain, bootstrap intervals.
-report: results JSONL, markdown and HTML reports with plots, comparisons. runner: `agentsd eval`.
+judge: the LLM judge (OpenAI-compatible endpoint or a local policy), the RubricJudge that rubric
+grading (agentsd.envs.rubric_grading) takes. metrics: mean score, pass@k, pass^k, per domain,
+bootstrap intervals. report: results JSONL, markdown and HTML reports with plots, comparisons.
+runner: `agentsd eval`.
 Heavy imports (httpx, matplotlib, openpyxl) happen inside the functions that need them.
 """

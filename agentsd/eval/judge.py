@@ -26,11 +26,13 @@ import os
 import re
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from agentsd.config import JudgeConfig, SamplingConfig
+from agentsd.envs.rubric_grading import JudgeCriterion as JudgeCriterion  # for scripts/bench_eval.py
+from agentsd.envs.rubric_grading import JudgeRequest, JudgeVerdict
 from agentsd.errors import AgentsdError
+from agentsd.policies import make_policy
 
 PROMPT_VERSION = "judge-v2"
 SYSTEM = (
@@ -48,30 +50,6 @@ MAX_REPLY_CHARS = 100_000
 
 class JudgeError(AgentsdError):
     """The judge endpoint failed (after retries) or answered something unusable."""
-
-
-@dataclass(frozen=True)
-class JudgeCriterion:
-    id: str
-    text: str
-
-
-@dataclass(frozen=True)
-class JudgeRequest:
-    task_prompt: str
-    output: str
-    criteria: tuple[JudgeCriterion, ...]
-
-
-@dataclass
-class JudgeVerdict:
-    """One criterion's decision over all votes: met None means it could not be graded."""
-
-    id: str
-    met: bool | None
-    rationale: str = ""
-    votes: list[bool] = field(default_factory=list)
-    error: str | None = None
 
 
 class ChatModel(Protocol):
@@ -135,7 +113,8 @@ def _whole_json(text: str) -> Any:
 
 
 class Judge:
-    """Grades JudgeRequests with votes and a threshold over a ChatModel."""
+    """Grades JudgeRequests with votes and a threshold over a ChatModel (the RubricJudge that
+    envs/rubric_grading.py asks for)."""
 
     def __init__(self, config: JudgeConfig, model: ChatModel) -> None:
         self.config = config
@@ -249,8 +228,6 @@ class PolicyChat:
     """A local policy backend answering with the model's chat template."""
 
     def __init__(self, config: JudgeConfig) -> None:
-        from agentsd.policies import make_policy
-
         self.policy = make_policy(config.policy, config.policy_model, seed=0)
         self.tokenizer = getattr(self.policy, "tokenizer")  # noqa: B009 - every backend has one
 

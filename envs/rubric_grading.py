@@ -6,17 +6,50 @@ Passed: every primary positive criterion met and no primary negative one met. A 
 not be graded (a check error, a judge error, no judge configured) is kept with its error and left
 out of both: when that leaves a primary criterion undecided and none failed, `passed` is None.
 
+The judge is a parameter: anything with `grade(JudgeRequest) -> list[JudgeVerdict]` (RubricJudge);
+the LLM judge that implements it lives above the environments, in agentsd/eval/judge.py. The request
+and verdict types are defined here, with the grading that asks for them.
+
 Not guaranteed: anything about criteria beyond what their check or the judge says.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from agentsd.envs.rubric_checks import MAX_OUTPUT_FILES, CheckError, Evidence, run_check
-from agentsd.eval.judge import Judge, JudgeCriterion, JudgeRequest
 from agentsd.types import Criterion, Task
+
+
+@dataclass(frozen=True)
+class JudgeCriterion:
+    id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class JudgeRequest:
+    task_prompt: str
+    output: str
+    criteria: tuple[JudgeCriterion, ...]
+
+
+@dataclass
+class JudgeVerdict:
+    """One criterion's decision over all votes: met None means it could not be graded."""
+
+    id: str
+    met: bool | None
+    rationale: str = ""
+    votes: list[bool] = field(default_factory=list)
+    error: str | None = None
+
+
+class RubricJudge(Protocol):
+    """What grading asks of a judge: one verdict per criterion of the request, in the request's order."""
+
+    def grade(self, request: JudgeRequest) -> list[JudgeVerdict]: ...
 
 
 class RubricError(ValueError):
@@ -101,7 +134,7 @@ def criteria_of(task: Task) -> list[Criterion]:
 
 
 def grade(
-    task: Task, evidence: Evidence, judge: Judge | None, *, evidence_chars: int = 12_000
+    task: Task, evidence: Evidence, judge: RubricJudge | None, *, evidence_chars: int = 12_000
 ) -> RubricGrade:
     criteria = criteria_of(task)
     results: dict[str, CriterionResult] = {}
