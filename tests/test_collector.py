@@ -24,9 +24,10 @@ import numpy as np
 import pytest
 from sandbox_fixtures import backend_config
 
-from agentsd import collector as collector_mod
+from agentsd import collector_versions
 from agentsd.agent import AgentLoop, ChatFormat, EpisodeLimits
-from agentsd.collector import Collector, GenerationQueue, trajectory_id
+from agentsd.collector import Collector
+from agentsd.collector_queue import GenerationQueue
 from agentsd.config import CollectConfig, ModelConfig, SamplingConfig
 from agentsd.envs.oracle import tool_call
 from agentsd.envs.terminal import TerminalEnv
@@ -34,6 +35,7 @@ from agentsd.modelcache import resolve_model
 from agentsd.policies.scripted import ScriptedPolicy
 from agentsd.sequences import context_before
 from agentsd.store import ReplayStore
+from agentsd.store.leases import trajectory_id
 from agentsd.tracking import MemoryTracker
 from agentsd.types import Completion, Task, Termination, TrajectoryStatus, Turn, Verifier
 
@@ -253,7 +255,7 @@ def test_published_versions_are_picked_up_and_recorded(
     tmp_path: Path, tokenizer: Any, pickup: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     backend_config("local")
-    monkeypatch.setattr(collector_mod, "VERSION_POLL_S", 0.0)
+    monkeypatch.setattr(collector_versions, "VERSION_POLL_S", 0.0)
     cfg = collect_config(tmp_path, version_pickup=pickup, concurrency=1)
     with ReplayStore(cfg.store.url) as store:
 
@@ -291,7 +293,7 @@ def test_a_version_that_cannot_be_loaded_never_stops_collection(
     from agentsd.weights import weights_hash
 
     backend_config("local")
-    monkeypatch.setattr(collector_mod, "VERSION_POLL_S", 0.0)
+    monkeypatch.setattr(collector_versions, "VERSION_POLL_S", 0.0)
     cfg = collect_config(tmp_path, version_pickup="turn", concurrency=1)
     published: list[int] = []
 
@@ -338,7 +340,7 @@ def test_version_lag_samples_k_versions_behind_the_newest(
     tmp_path: Path, tokenizer: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     backend_config("local")
-    monkeypatch.setattr(collector_mod, "VERSION_POLL_S", 0.0)
+    monkeypatch.setattr(collector_versions, "VERSION_POLL_S", 0.0)
     cfg = collect_config(tmp_path, version_pickup="turn", concurrency=1, version_lag=2)
     seen: list[tuple[int, int]] = []  # (newest published, version sampling) at every policy call
     with ReplayStore(cfg.store.url) as store:
@@ -720,7 +722,7 @@ def test_a_long_episode_keeps_its_version_while_new_episodes_start_on_the_newest
     # a newer version used to wait for every running episode to end, and new episodes waited too:
     # with hour-long episodes, concurrency fell to zero for an hour
     backend_config("local")
-    monkeypatch.setattr(collector_mod, "VERSION_POLL_S", 0.0)
+    monkeypatch.setattr(collector_versions, "VERSION_POLL_S", 0.0)
     cfg = collect_config(tmp_path, concurrency=2, max_turns=60, max_live_versions=max_live)
     tasks = [long_task(), *(make_task(i) for i in range(1, 5))]
     with ReplayStore(cfg.store.url) as store:
@@ -784,7 +786,7 @@ def test_pacing_keeps_every_trajectory_within_k_max_of_the_trainer(
     # unpaced, the collector ran ahead of the trainer: trajectories waited in the store until they
     # were too stale to train on (dropped by K_max) while the policy moved on
     backend_config("local")
-    monkeypatch.setattr(collector_mod, "VERSION_POLL_S", 0.0)
+    monkeypatch.setattr(collector_versions, "VERSION_POLL_S", 0.0)
     k_max, batch, bound = 1, 2, 4
     pacing = {
         "enabled": paced,
@@ -820,7 +822,7 @@ def test_a_restarted_paced_collector_counts_what_its_earlier_process_left_untrai
 ) -> None:
     # the backlog lives in the store: a collector restarted after a crash must not start afresh
     backend_config("local")
-    monkeypatch.setattr(collector_mod, "VERSION_POLL_S", 0.0)
+    monkeypatch.setattr(collector_versions, "VERSION_POLL_S", 0.0)
     pacing = {"enabled": True, "max_staleness": 1, "batch_trajectories": 2, "max_backlog": 4, "poll_s": 0.1}
     cfg = collect_config(tmp_path, concurrency=2, pacing=pacing)
     tasks = [make_task(i) for i in range(8)]

@@ -25,10 +25,11 @@ import pytest
 from sandbox_fixtures import backend_config
 from test_collector import collect_config, make_task, solver
 
-from agentsd.collector import Collector, trajectory_id
+from agentsd.collector import Collector
 from agentsd.modelcache import resolve_model
 from agentsd.policies.scripted import ScriptedPolicy
 from agentsd.store import ReplayStore
+from agentsd.store.leases import trajectory_id
 from agentsd.types import LeaseState, Termination, TrajectoryStatus
 
 ROOT = Path(__file__).resolve().parents[1]

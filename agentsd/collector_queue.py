@@ -1,0 +1,111 @@
+"""The generation queue: concurrent episodes' policy calls, batched into one `generate` call per
+round and policy version.
+
+Every episode of a collector awaits `GenerationQueue.generate(prompt, version)`; one worker task
+takes what is queued at that moment (after a short linger, up to `max_batch`), groups it by the
+version each request samples with, and serves each group in a thread, so the event loop never
+blocks on the model. A failed call fails every request of its group (or of its round, when the
+hook before a round fails) and the queue serves the next round.
+
+Not guaranteed: fairness beyond FIFO within a round; that a version asked for lazily (a function)
+is the one the episode started with (it is asked when the round is served, after `before_batch`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from agentsd.agent import STOP_STRINGS
+from agentsd.config import SamplingConfig
+from agentsd.policies.base import Policy
+from agentsd.types import Completion
+
+BATCH_LINGER_S = 0.02  # how long the queue waits for more episodes to join a batch
+VersionOf = int | Callable[[], int] | None  # a request's policy version, or how to find it when served
+
+
+class GenerationQueue:
+    """Batches concurrent episodes' policy calls into one `generate` call per round and version.
+
+    Each request names the policy version its episode samples with (or a function giving it, asked
+    when the round is served, after `before_batch`); a round serves its requests grouped by version,
+    each group by `generate_as(version, prompts)`, which switches the policy and samples with it
+    without another switch in between. Without it every request is served by whatever the policy
+    serves."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        sampling: SamplingConfig,
+        max_batch: int,
+        before_batch: Callable[[], None] | None = None,
+        generate_as: Callable[[int, list[list[int]]], list[Completion]] | None = None,
+    ) -> None:
+        self.policy = policy
+        self.sampling = sampling
+        self.max_batch = max_batch
+        self.before_batch = before_batch
+        self.generate_as = generate_as
+        self._queue: asyncio.Queue[tuple[list[int], VersionOf, asyncio.Future[Completion]]] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+        self.batches: list[int] = []  # sizes of generate calls, for tests and the benchmark
+
+    async def generate(self, prompt: list[int], version: VersionOf = None) -> Completion:
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._serve())
+        future: asyncio.Future[Completion] = asyncio.get_running_loop().create_future()
+        await self._queue.put((prompt, version, future))
+        return await future
+
+    async def _serve(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            await asyncio.sleep(BATCH_LINGER_S)
+            while len(batch) < self.max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                if self.before_batch is not None:
+                    await asyncio.to_thread(self.before_batch)
+            except Exception as exc:
+                _fail(batch, exc)
+                continue
+            groups: dict[int | None, list[tuple[list[int], VersionOf, asyncio.Future[Completion]]]] = {}
+            for request in batch:
+                version = request[1]() if callable(request[1]) else request[1]
+                groups.setdefault(version, []).append(request)
+            for version, group in groups.items():
+                await self._serve_group(version, group)
+
+    async def _serve_group(
+        self, version: int | None, group: list[tuple[list[int], VersionOf, asyncio.Future[Completion]]]
+    ) -> None:
+        self.batches.append(len(group))
+        prompts = [p for p, _, _ in group]
+        try:
+            if self.generate_as is not None and version is not None:
+                completions = await asyncio.to_thread(self.generate_as, version, prompts)
+            else:
+                completions = await asyncio.to_thread(
+                    self.policy.generate, prompts, self.sampling, STOP_STRINGS
+                )
+        except Exception as exc:
+            _fail(group, exc)
+            return
+        for (_, _, future), completion in zip(group, completions, strict=True):
+            if not future.done():
+                future.set_result(completion)
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+
+
+def _fail(requests: Sequence[tuple[Any, Any, asyncio.Future[Completion]]], exc: Exception) -> None:
+    for _, _, future in requests:
+        if not future.done():
+            future.set_exception(exc)
