@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from agentsd.plotting import pyplot
+
 QUANTILES = (0.5, 0.9, 0.99)
 
 
@@ -67,11 +69,7 @@ class Distribution:
 
 
 def _plot(hist: dict[str, object], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display: files only
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     edges = np.asarray(hist["edges"], dtype=np.float64)
     counts = np.asarray(hist["counts"], dtype=np.float64)
     fig, ax = plt.subplots(figsize=(5, 3), dpi=100)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from agentsd.eval.metrics import Estimate, RunResult, SuiteMetrics, bootstrap, suite_metrics, task_stats
+from agentsd.plotting import pyplot
 
 RESULTS = "results.jsonl"
 
@@ -62,17 +63,8 @@ def as_runs(records: list[dict[str, Any]]) -> list[RunResult]:
 # ---------------------------------------------------------------------------------------- plots
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_scores(records: list[dict[str, Any]], path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     scores = [r["score"] for r in records if r["score"] is not None]
     fig, ax = plt.subplots(figsize=(6, 3), dpi=100)
     try:
@@ -91,7 +83,7 @@ def plot_scores(records: list[dict[str, Any]], path: Path) -> Path:
 
 def plot_tasks(runs: dict[str, list[RunResult]], path: Path) -> Path:
     """Per-task mean score bars, one series per run (label -> results)."""
-    plt = _pyplot()
+    plt = pyplot()
     per_run = {label: {s.task_id: s.mean_score for s in task_stats(rs, [1])} for label, rs in runs.items()}
     tasks = sorted({t for scores in per_run.values() for t in scores})
     width = 0.8 / max(len(per_run), 1)

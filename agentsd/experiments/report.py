@@ -4,7 +4,8 @@ Reads what the arms recorded (agentsd.experiments.arm) and writes `<report_dir>/
 `<name>.json` and `<name>_*.png`. Every interval is a 95% percentile bootstrap over held-out tasks
 (each task's value averaged over the seeds that have it); a difference between two arms is
 bootstrapped over the tasks both have, paired. Statements about the targets are computed from the
-intervals, never written by hand.
+intervals, never written by hand. The curves and their intervals come from
+agentsd.experiments.curves, the figures from agentsd.experiments.plots.
 
 Not guaranteed: meaningful intervals from a handful of tasks or seeds (the table says how many);
 seed-to-seed variance beyond what resampling tasks shows.
@@ -14,113 +15,22 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from agentsd.config import ExperimentConfig
-from agentsd.eval.metrics import Estimate, bootstrap
-from agentsd.experiments.arm import BASE_ARM, arm_dir, eval_steps, read_jsonl
-
-HELDOUT = ("mean_reward", "valid_tool_calls", "reference_logprob", "kl_to_base")
-COMPARED = HELDOUT[:3]  # the measures of an agent getting better; KL only says how far it moved
-STEP_METRICS = ("rho/p99", "rho/max", "fraction/truncated", "fraction/rejected", "staleness/mean", "loss")
-LABELS = {
-    "mean_reward": "held-out mean reward",
-    "valid_tool_calls": "valid tool-call rate (per turn)",
-    "kl_to_base": "KL(student || base) per token",
-    "reference_logprob": "log-prob of the reference action (per token)",
-}
-
-
-@dataclass
-class ArmRecords:
-    """What one arm x seed left on disk."""
-
-    evals: dict[int, dict[str, Any]] = field(default_factory=dict)
-    steps: list[dict[str, Any]] = field(default_factory=list)
-    rounds: list[dict[str, Any]] = field(default_factory=list)
-    done: bool = False
-
-
-def load_records(exp: ExperimentConfig) -> dict[str, dict[int, ArmRecords]]:
-    """arm -> seed -> records, for the base arm and every configured arm (missing seeds left out)."""
-    out: dict[str, dict[int, ArmRecords]] = {}
-    names = ([BASE_ARM.name] if exp.base else []) + [a.name for a in exp.arms]
-    for name in names:
-        for seed in exp.seeds:
-            root = arm_dir(exp, name, seed)
-            if not root.exists():
-                continue
-            rec = ArmRecords(done=(root / "done.json").exists())
-            for path in sorted((root / "evals").glob("step*.json")):
-                data = json.loads(path.read_text())
-                rec.evals[int(data["step"])] = data
-            rec.steps = read_jsonl(root / "steps.jsonl")
-            rec.rounds = read_jsonl(root / "rounds.jsonl")
-            out.setdefault(name, {})[seed] = rec
-    return out
-
-
-def _task_values(evaluation: dict[str, Any], metric: str) -> dict[str, float]:
-    """Per held-out task: the metric of its trajectory (validity: valid turns / turns)."""
-    out: dict[str, float] = {}
-    for row in evaluation["trajectories"]:
-        task = row["task_id"]
-        if task is None:
-            continue
-        if metric == "mean_reward":
-            value = row["score"]
-        elif metric == "valid_tool_calls":
-            value = row["valid_turns"] / row["turns"] if row["turns"] else None
-        else:
-            value = row.get(metric)
-        if value is not None:
-            out[task] = float(value)
-    return out
-
-
-def _per_task(evaluations: list[dict[str, Any]], metric: str) -> dict[str, float]:
-    """Each task's metric averaged over the evaluations (seeds) that have it."""
-    sums: dict[str, list[float]] = {}
-    for evaluation in evaluations:
-        for task, value in _task_values(evaluation, metric).items():
-            sums.setdefault(task, []).append(value)
-    return {task: sum(v) / len(v) for task, v in sums.items()}
-
-
-class Curves:
-    """Held-out evaluations by arm and step, each seed's step 0 being the base model's."""
-
-    def __init__(self, exp: ExperimentConfig, records: dict[str, dict[int, ArmRecords]]) -> None:
-        self.exp, self.records = exp, records
-        base = records.get(BASE_ARM.name, {})
-        self.base_by_seed = {seed: rec.evals[0] for seed, rec in base.items() if 0 in rec.evals}
-
-    def evaluations(self, arm: str, step: int) -> list[dict[str, Any]]:
-        if step == 0:
-            seeds = self.records.get(arm, {}).keys() if arm != BASE_ARM.name else self.base_by_seed.keys()
-            return [self.base_by_seed[s] for s in seeds if s in self.base_by_seed]
-        return [rec.evals[step] for rec in self.records.get(arm, {}).values() if step in rec.evals]
-
-    def estimate(self, arm: str, step: int, metric: str) -> Estimate | None:
-        values = _per_task(self.evaluations(arm, step), metric)
-        return bootstrap(list(values.values())) if values else None
-
-    def difference(self, arm: str, other: str, step: int, other_step: int, metric: str) -> Estimate | None:
-        mine = _per_task(self.evaluations(arm, step), metric)
-        theirs = _per_task(self.evaluations(other, other_step), metric)
-        common = sorted(set(mine) & set(theirs))
-        return bootstrap([mine[t] - theirs[t] for t in common]) if common else None
-
-    def last_step(self, arm: str) -> int | None:
-        steps = [s for s in [0, *eval_steps(self.exp)] if self.evaluations(arm, s)]
-        return max(steps) if steps else None
-
-
-def _mean(values: list[float]) -> float:
-    clean = [v for v in values if not math.isnan(v)]
-    return sum(clean) / len(clean) if clean else float("nan")
+from agentsd.eval.metrics import Estimate
+from agentsd.experiments.arm import BASE_ARM, eval_steps
+from agentsd.experiments.curves import (
+    COMPARED,
+    HELDOUT,
+    LABELS,
+    ArmRecords,
+    Curves,
+    load_records,
+    mean_of,
+)
+from agentsd.experiments.plots import plot
 
 
 def seed_table(exp: ExperimentConfig, records: dict[str, dict[int, ArmRecords]]) -> list[dict[str, Any]]:
@@ -140,13 +50,13 @@ def seed_table(exp: ExperimentConfig, records: dict[str, dict[int, ArmRecords]])
                     **{m: (final.get(m) if final else None) for m in ("mean_reward", "pass@1", *HELDOUT[1:])},
                     "rho_p99_max": max((s.get("rho/p99", float("nan")) for s in steps), default=None),
                     "rho_max": max((s.get("rho/max", float("nan")) for s in steps), default=None),
-                    "truncated": _mean([s.get("fraction/truncated", float("nan")) for s in steps])
+                    "truncated": mean_of([s.get("fraction/truncated", float("nan")) for s in steps])
                     if steps
                     else None,
-                    "rejected": _mean([s.get("fraction/rejected", float("nan")) for s in steps])
+                    "rejected": mean_of([s.get("fraction/rejected", float("nan")) for s in steps])
                     if steps
                     else None,
-                    "staleness": _mean([s.get("staleness/mean", float("nan")) for s in steps])
+                    "staleness": mean_of([s.get("staleness/mean", float("nan")) for s in steps])
                     if steps
                     else None,
                     "rollout_valid": _rollout_validity(rec.rounds),
@@ -168,78 +78,6 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
-def _plot(
-    exp: ExperimentConfig, curves: Curves, records: dict[str, dict[int, ArmRecords]], out: Path
-) -> list[Path]:
-    from agentsd.eval.report import _pyplot
-
-    plt = _pyplot()
-    arms = [a.name for a in exp.arms]
-    paths = []
-    fig, axes = plt.subplots(1, 4, figsize=(20, 4), dpi=100)
-    try:
-        for ax, metric in zip(axes, HELDOUT, strict=True):
-            for arm in arms:
-                points = [(s, curves.estimate(arm, s, metric)) for s in [0, *eval_steps(exp)]]
-                points = [(s, e) for s, e in points if e is not None]
-                if not points:
-                    continue
-                xs = [s for s, _ in points]
-                ax.plot(xs, [e.value for _, e in points], marker="o", label=arm)
-                ax.fill_between(xs, [e.low for _, e in points], [e.high for _, e in points], alpha=0.15)
-            ax.set_xlabel("optimizer step")
-            ax.set_title(LABELS[metric])
-        axes[0].legend(fontsize=8)
-        fig.tight_layout()
-        paths.append(out / f"{exp.name}_heldout.png")
-        fig.savefig(paths[-1])
-    finally:
-        plt.close(fig)
-    fig, axes = plt.subplots(1, 4, figsize=(18, 4), dpi=100)
-    try:
-        for ax, metric in zip(axes, ("rho/p99", "fraction/truncated", "fraction/rejected"), strict=False):
-            for arm in arms:
-                points = [
-                    (s["step"], s[metric])
-                    for rec in records.get(arm, {}).values()
-                    for s in rec.steps
-                    if metric in s
-                ]
-                _plot_seed_mean(ax, arm, points)
-            ax.set_xlabel("optimizer step")
-            ax.set_title(f"{metric} (mean over seeds)")
-            if metric.startswith("rho"):
-                ax.set_yscale("log")
-        ax = axes[3]
-        for arm in arms:
-            points = [
-                (r["round"], r["valid_turns"] / r["turns"])
-                for rec in records.get(arm, {}).values()
-                for r in rec.rounds
-                if r["turns"]
-            ]
-            _plot_seed_mean(ax, arm, points)
-        ax.set_xlabel("collect round")
-        ax.set_title("valid tool-call rate of the training rollouts")
-        axes[0].legend(fontsize=8)
-        fig.tight_layout()
-        paths.append(out / f"{exp.name}_steps.png")
-        fig.savefig(paths[-1])
-    finally:
-        plt.close(fig)
-    return paths
-
-
-def _plot_seed_mean(ax: Any, arm: str, points: list[tuple[int, float]]) -> None:
-    """One line per arm: at each x, the mean of the seeds' values there."""
-    by_x: dict[int, list[float]] = {}
-    for x, value in points:
-        by_x.setdefault(int(x), []).append(float(value))
-    if by_x:
-        xs = sorted(by_x)
-        ax.plot(xs, [_mean(by_x[x]) for x in xs], label=arm)
-
-
 def reference_arm(exp: ExperimentConfig) -> str | None:
     """The arm the others are compared with: `compare_with`, else the one with no lag and the full
     correction (None when there is neither)."""
@@ -254,7 +92,7 @@ def write_report(exp: ExperimentConfig, *, command: str, commit: str, wall_s: fl
     curves = Curves(exp, records)
     out = exp.report_dir
     out.mkdir(parents=True, exist_ok=True)
-    plots = _plot(exp, curves, records, out)
+    plots = plot(exp, curves, records, out)
     reference = reference_arm(exp)
     final: dict[str, dict[str, Any]] = {}
     for arm in [BASE_ARM.name, *[a.name for a in exp.arms]]:
