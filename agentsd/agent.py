@@ -29,6 +29,7 @@ from typing import Any
 
 from agentsd.elision import elide_text
 from agentsd.envs.tools import ToolSpec, render_tools
+from agentsd.policies.base import end_of_turn_ids
 from agentsd.types import Completion, HindsightSignal, Task, Termination, ToolResult, Turn, TurnSource
 
 SYSTEM_PROMPT = (
@@ -92,7 +93,7 @@ class ChatFormat:
         # and an observation delta (the message close and the next reply header)
         self.layout: dict[str, int] = {}
         self.system_prompt = system_prompt
-        self.end_ids = _end_ids(tokenizer)
+        self.end_ids = end_of_turn_ids(tokenizer)
         probe = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
         with_reply = [*probe, {"role": "assistant", "content": _CONTENT}]
         rendered = self._render(with_reply, generation_prompt=False)
@@ -172,12 +173,6 @@ class ChatFormat:
             + self.encode(observation, literal=True)
             + self.encode(self.obs_after)
         )
-
-
-def _end_ids(tokenizer: Any) -> set[int]:
-    from agentsd.policies.base import end_of_turn_ids
-
-    return end_of_turn_ids(tokenizer)
 
 
 @dataclass

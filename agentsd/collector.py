@@ -45,6 +45,9 @@ from agentsd.collector_plan import EpisodeLeases, plan
 from agentsd.collector_queue import GenerationQueue
 from agentsd.collector_versions import EpisodeVersions
 from agentsd.config import CollectConfig
+from agentsd.envs import env_class
+from agentsd.envs.rubric import RubricEnv
+from agentsd.envs.rubric_grading import RubricJudge
 from agentsd.errors import TrajectoryStateError
 from agentsd.policies.base import Policy
 from agentsd.sandboxes.fleet import SandboxFleet
@@ -106,7 +109,7 @@ class Collector:
         tracker: Tracker | None = None,
         make_env: Callable[[Task, dict[str, str]], Any] | None = None,
         on_episode: Callable[[CollectStats], None] | None = None,
-        judge: Any | None = None,
+        judge: RubricJudge | None = None,
     ) -> None:
         if not tasks:
             raise ValueError("collect: the suite has no tasks")
@@ -405,10 +408,6 @@ class Collector:
             self.stats.pacing_wait_s += time.monotonic() - waited_since
 
     def _default_env(self, task: Task, labels: dict[str, str]) -> Any:
-        from agentsd.envs import env_class
-
         if task.family is Family.RUBRIC:  # one judge for the run, shared by every episode's env
-            from agentsd.envs.rubric import RubricEnv
-
             return RubricEnv(fleet=self.fleet, sandbox=self.config.sandbox, labels=labels, judge=self.judge)
         return env_class(task.family)(fleet=self.fleet, sandbox=self.config.sandbox, labels=labels)

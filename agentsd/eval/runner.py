@@ -18,6 +18,7 @@ from agentsd.config import EvalConfig
 from agentsd.eval.metrics import SuiteMetrics, suite_metrics
 from agentsd.eval.report import RESULTS, as_runs, write_report, write_results
 from agentsd.store import ReplayStore
+from agentsd.tracking import open_tracker
 from agentsd.types import Task, Termination, TrajectoryStatus
 
 
@@ -61,8 +62,6 @@ def records_of_run(store: ReplayStore, run_name: str, tasks: list[Task]) -> list
 
 def finish(cfg: EvalConfig, run_name: str, tasks: list[Task]) -> tuple[Path, SuiteMetrics]:
     """Results, metrics, reports and MLflow for the finished collect run `run_name`."""
-    from agentsd.tracking import open_tracker
-
     with ReplayStore(cfg.store.url) as store:
         records = records_of_run(store, run_name, tasks)
     out = cfg.run_dir / run_name
