@@ -66,7 +66,8 @@ def test_the_collect_figures_show_episodes_versions_staleness_and_the_trainer(tm
             3, model="m", checkpoint_uri="/x", lineage="l", parent=None, weights_hash=None, meta=step
         )
         collector = Collector(cfg, policy, store, [task] * 4, run_name="fig")
-        collector.stats.episodes, collector.stats.turns, collector.episode_versions = 1, 5, {"fig.0.0": 0}
+        collector.stats.episodes, collector.stats.turns = 1, 5
+        collector.versions.start("fig.0.0")  # one episode running, on version 0
         figures = collect_figures(collector, store, planned=4)
     assert figures["episodes"] == "1 done, 0 running, 4 planned"
     assert figures["policy version"] == "0 for new episodes; sampling 0"
