@@ -17,7 +17,8 @@ import time
 from functools import partial
 
 from agentsd.config import DockerSandboxConfig, LocalSandboxConfig
-from agentsd.envs.gui import DRIVER_PATH, GUIEnv
+from agentsd.envs.gui import GUIEnv
+from agentsd.envs.gui_install import DRIVER_PATH
 from agentsd.envs.oracle import tool_call
 from agentsd.envs.task_formats import load_suite
 from agentsd.envs.terminal import TerminalEnv
