@@ -168,6 +168,19 @@ def test_no_import_cycles() -> None:
     assert import_cycles(GRAPH) == []
 
 
+# Modules stay small enough to read in one sitting. The exceptions run inside a sandbox as one file
+# each, uploaded whole and importing only the standard library.
+MAX_LINES = 450
+ONE_FILE_SCRIPTS = {"agentsd.envs.gui_driver", "agentsd.sandboxes.supervisor"}
+
+
+def test_every_module_is_small_but_the_in_sandbox_scripts() -> None:
+    sizes = {m: len(p.read_text().splitlines()) for m, p in MODULES.items() if m not in ONE_FILE_SCRIPTS}
+    assert not {m: n for m, n in sizes.items() if n > MAX_LINES}, f"split modules over {MAX_LINES} lines"
+    for script in ONE_FILE_SCRIPTS:
+        assert not GRAPH[script], f"{script} runs alone in a sandbox: it must import no project module"
+
+
 def test_the_checks_catch_an_upward_import_a_sideways_one_and_a_cycle() -> None:
     graph = {
         "agentsd.store.store": {"agentsd.collector", "agentsd.policies.base"},
