@@ -24,7 +24,7 @@ import json
 import re
 from typing import Any
 
-from sqlalchemy import Connection, Row, Select, and_, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Row, Select, and_, func, insert, select, update
 
 from agentsd.liveness import writer_alive
 from agentsd.store.rows import loads
@@ -180,10 +180,16 @@ def _expire_dead_holders(conn: Connection, run: str, now: float) -> bool:
     return True
 
 
+def _running_leases_of(run: str, holder: str) -> ColumnElement[bool]:
+    """The rows of `run` that `holder` holds now: heartbeats extend them, settling and releasing end
+    them; a lease another collector took over is not among them."""
+    return and_(_C.run == run, _C.holder == holder, _C.state == LeaseState.RUNNING.value)
+
+
 def heartbeat(conn: Connection, run: str, holder: str, lease_s: float, now: float) -> set[int]:
     """Extend every running lease `holder` has on `run`; returns the episodes it still holds (one it
     thought it held and is missing was taken over after its lease expired)."""
-    mine = and_(_C.run == run, _C.holder == holder, _C.state == LeaseState.RUNNING.value)
+    mine = _running_leases_of(run, holder)
     conn.execute(update(episode_leases).where(mine).values(expires_at=now + lease_s, updated_at=now))
     return set(conn.execute(select(_C.episode).where(mine)).scalars())
 
@@ -210,13 +216,7 @@ def settle(
         values["attempt"] = attempt_after
     done = conn.execute(
         update(episode_leases)
-        .where(
-            _C.run == run,
-            _C.episode == episode,
-            _C.holder == holder,
-            _C.attempt == attempt,
-            _C.state == LeaseState.RUNNING.value,
-        )
+        .where(_running_leases_of(run, holder), _C.episode == episode, _C.attempt == attempt)
         .values(**values)
     )
     return done.rowcount == 1
@@ -225,7 +225,7 @@ def settle(
 def release(conn: Connection, run: str, holder: str, now: float) -> int:
     """Hand back every running lease `holder` has on `run` (a collector leaving); how many. A claim
     whose attempt never began (the collector stopped in between) gives its attempt number back."""
-    mine = and_(_C.run == run, _C.holder == holder, _C.state == LeaseState.RUNNING.value)
+    mine = _running_leases_of(run, holder)
     held = conn.execute(select(_C.episode, _C.attempt).where(mine)).all()
     for episode, attempt in held:
         begun = conn.execute(
