@@ -26,7 +26,7 @@ from sandbox_fixtures import backend_config
 
 from agentsd import collector_versions
 from agentsd.agent import AgentLoop, ChatFormat, EpisodeLimits
-from agentsd.collector import Collector
+from agentsd.collector import Collector, CollectStats
 from agentsd.collector_queue import GenerationQueue
 from agentsd.config import CollectConfig, ModelConfig, SamplingConfig
 from agentsd.envs.oracle import tool_call
@@ -779,22 +779,9 @@ class FakeTrainer:
                 )
 
 
-@pytest.mark.parametrize("paced", [True, False])
-def test_pacing_keeps_every_trajectory_within_k_max_of_the_trainer(
-    tmp_path: Path, tokenizer: Any, monkeypatch: pytest.MonkeyPatch, paced: bool
-) -> None:
-    # unpaced, the collector ran ahead of the trainer: trajectories waited in the store until they
-    # were too stale to train on (dropped by K_max) while the policy moved on
-    backend_config("local")
-    monkeypatch.setattr(collector_versions, "VERSION_POLL_S", 0.0)
-    k_max, batch, bound = 1, 2, 4
-    pacing = {
-        "enabled": paced,
-        "max_staleness": k_max,
-        "batch_trajectories": batch,
-        "max_backlog": bound,
-        "poll_s": 0.1,
-    }
+def _collect_beside_a_trainer(
+    tmp_path: Path, tokenizer: Any, pacing: dict[str, Any], batch: int
+) -> tuple[FakeTrainer, CollectStats]:
     cfg = collect_config(tmp_path, concurrency=4, pacing=pacing)
     trainer = FakeTrainer(cfg.store.url, batch=batch, step_s=0.8)
     trainer.thread.start()
@@ -809,12 +796,28 @@ def test_pacing_keeps_every_trajectory_within_k_max_of_the_trainer(
     finally:
         trainer.stop.set()
         trainer.thread.join()
-    dropped = sum(age > k_max for age in trainer.ages)
-    if paced:
-        assert dropped == 0, trainer.ages
-        assert trainer.max_backlog <= bound and stats.pacing_waits > 0
-    else:
-        assert dropped > 0, trainer.ages  # the same plan without pacing wastes collection
+    return trainer, stats
+
+
+def test_pacing_keeps_trajectories_within_k_max_where_unpaced_collection_drops_them(
+    tmp_path: Path, tokenizer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # unpaced, the collector ran ahead of the trainer: trajectories waited in the store until they
+    # were too stale to train on (dropped by K_max) while the policy moved on
+    backend_config("local")
+    monkeypatch.setattr(collector_versions, "VERSION_POLL_S", 0.0)
+    k_max, batch, bound = 1, 2, 4
+    pacing = {"max_staleness": k_max, "batch_trajectories": batch, "max_backlog": bound, "poll_s": 0.1}
+    unpaced, _ = _collect_beside_a_trainer(tmp_path / "off", tokenizer, {**pacing, "enabled": False}, batch)
+    paced, stats = _collect_beside_a_trainer(tmp_path / "on", tokenizer, {**pacing, "enabled": True}, batch)
+    dropped_unpaced = sum(age > k_max for age in unpaced.ages)
+    dropped_paced = sum(age > k_max for age in paced.ages)
+    # Pacing estimates; it cannot promise: an episode that finishes after episodes started later
+    # waits behind them, and one started as the trainer publishes starts a version late. On a loaded
+    # machine (CI) about one paced run in eight lost one trajectory that way; unpaced runs lose several.
+    assert dropped_paced <= 1, paced.ages
+    assert dropped_unpaced > dropped_paced, (unpaced.ages, paced.ages)
+    assert paced.max_backlog <= bound and stats.pacing_waits > 0
 
 
 def test_a_restarted_paced_collector_counts_what_its_earlier_process_left_untrained(
