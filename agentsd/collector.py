@@ -140,7 +140,6 @@ class Collector:
         # new episodes start on the newest version; each running episode samples with its own
         self.versions = EpisodeVersions(policy, store, config, on_load_failure=self._count_load_failure)
         self.leases = EpisodeLeases(store, run_name, config.lease_s, on_takeover=self._count_takeover)
-        self.holder = self.leases.holder  # this collector, in the plan's leases
         self._loop: asyncio.AbstractEventLoop | None = None
         self._episode_tasks: list[asyncio.Future[None]] = []
         self.fleet: SandboxFleet | None = None  # the run's sandboxes, while `run` runs
@@ -149,6 +148,11 @@ class Collector:
     def current(self) -> int:
         """The version new episodes start on."""
         return self.versions.current
+
+    @property
+    def holder(self) -> str:
+        """This collector, as the plan's leases name it."""
+        return self.leases.holder
 
     @property
     def episode_versions(self) -> dict[str, int]:
@@ -227,7 +231,7 @@ class Collector:
             beating.cancel()
             await queue.close()
             # claims a cancelled worker made but never ran go back to the plan
-            await asyncio.to_thread(self.store.release_episodes, self.run_name, self.holder)
+            await asyncio.to_thread(self.leases.release)
             await asyncio.to_thread(self.fleet.close)
         failures = [
             o for o in outcomes if isinstance(o, BaseException) and not isinstance(o, asyncio.CancelledError)
@@ -302,9 +306,7 @@ class Collector:
             if episode not in self.leases.lost:  # the turns so far stay; the episode goes back to the plan
                 with contextlib.suppress(TrajectoryStateError):
                     self.store.interrupt(tid, self.stats.stopped or "collector stopped")
-                self.store.settle_episode(
-                    self.run_name, episode, self.holder, attempt, state=LeaseState.WAITING
-                )
+                self.leases.settle(episode, attempt, LeaseState.WAITING)
             raise
         finally:
             self.versions.finish(tid)
@@ -329,7 +331,7 @@ class Collector:
                 episode,
             )
             return
-        self.store.settle_episode(self.run_name, episode, self.holder, attempt, state=LeaseState.DONE)
+        self.leases.settle(episode, attempt, LeaseState.DONE)
         self._record(result, duration)
 
     async def _play(

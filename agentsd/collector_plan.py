@@ -93,14 +93,20 @@ class EpisodeLeases:
                     return claim
             if summary.termination is Termination.INTERRUPTED:
                 return claim
-            self.store.settle_episode(
-                self.run_name,
-                claim.episode,
-                self.holder,
-                claim.attempt,
-                state=LeaseState.DONE,
-                attempt_after=claim.taken_over,
-            )
+            self.settle(claim.episode, claim.attempt, LeaseState.DONE, attempt_after=claim.taken_over)
+
+    def settle(
+        self, episode: int, attempt: int, state: LeaseState, *, attempt_after: int | None = None
+    ) -> bool:
+        """End this collector's lease on `episode`: DONE, or WAITING to hand it back to the plan
+        (ReplayStore.settle_episode); False when the lease is no longer this collector's."""
+        return self.store.settle_episode(
+            self.run_name, episode, self.holder, attempt, state=state, attempt_after=attempt_after
+        )
+
+    def release(self) -> int:
+        """Hand back every episode this collector still holds (claimed but not settled); how many."""
+        return self.store.release_episodes(self.run_name, self.holder)
 
     def _summary_or_none(self, tid: str) -> TrajectorySummary | None:
         try:
