@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections import Counter
+
+import pytest
 
 from agentsd.liveness import writer_identity
 from agentsd.store import ReplayStore
+from agentsd.store import store as store_face
 from agentsd.types import LeaseState, Termination
 
 ME = f"{writer_identity()}/a"
@@ -45,17 +47,35 @@ def test_claims_go_in_plan_order_and_settle(store_url: str) -> None:
         assert store.plan_leases("another run") == []
 
 
-def test_an_expired_lease_is_taken_over_and_its_holder_learns_it_at_its_heartbeat(store_url: str) -> None:
+class _Clock:
+    """The store's clock, moved by the test: a lease's expiry is then a fact, not a race with the
+    machine's load (a 0.3 s lease once ran out between two claims on a busy CI machine)."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def time(self) -> float:
+        return self.now
+
+
+def test_an_expired_lease_is_taken_over_and_its_holder_learns_it_at_its_heartbeat(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = _Clock()
+    monkeypatch.setattr(store_face, "time", clock)
     with ReplayStore(store_url) as store:
         store.open_plan("r", 1)
-        assert store.claim_episode("r", OTHER, 0.3) is not None
+        assert store.claim_episode("r", OTHER, 30) is not None
+        clock.now += 20
         assert store.claim_episode("r", ME, 60) is None  # its lease runs
-        assert store.heartbeat("r", OTHER, 0.3) == {0}  # and its heartbeat extends it
-        time.sleep(0.5)  # then it falls silent (stopped, partitioned, machine lost)
+        assert store.heartbeat("r", OTHER, 30) == {0}  # and its heartbeat extends it
+        clock.now += 20
+        assert store.claim_episode("r", ME, 60) is None  # extended: 20 s after the first expiry
+        clock.now += 11  # then it falls silent (stopped, partitioned, machine lost)
         taken = store.claim_episode("r", ME, 60)
         assert taken is not None
         assert (taken.episode, taken.attempt, taken.taken_over, taken.previous_holder) == (0, 1, 0, OTHER)
-        assert store.heartbeat("r", OTHER, 0.3) == set()  # it comes back: the episode is not its own
+        assert store.heartbeat("r", OTHER, 30) == set()  # it comes back: the episode is not its own
         assert not store.settle_episode("r", 0, OTHER, 0, state=LeaseState.DONE)
         assert store.settle_episode("r", 0, ME, 1, state=LeaseState.DONE)
 
@@ -77,6 +97,7 @@ def test_a_holder_dead_on_this_host_is_taken_over_before_its_lease_expires(store
 CLAIMER = """
 import json, sys
 from agentsd.store import ReplayStore
+from agentsd.store import store as store_face
 from agentsd.types import LeaseState
 got = []
 with ReplayStore(sys.argv[1]) as store:
