@@ -32,7 +32,7 @@ COMMANDS = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--gui-n", type=int, default=10, help="GUI steps per app (0: skip the GUI part)")
     parser.add_argument("--backend", choices=["local", "docker"], default="local")

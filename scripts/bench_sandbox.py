@@ -142,7 +142,7 @@ def bench_concurrent(name: str, config: LocalSandboxConfig | DockerSandboxConfig
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     parser.add_argument("--execs", type=int, default=200)
     parser.add_argument("--no-docker", action="store_true")
     args = parser.parse_args()

@@ -171,7 +171,7 @@ def bench_batch_read(root: Path, n_traj: int = 32, tokens: int = 4096) -> tuple[
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     parser.add_argument("--trajectories", type=int, default=40)
     parser.add_argument("--turns", type=int, default=25)
     parser.add_argument("--long-turns", type=int, default=1000)
