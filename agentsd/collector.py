@@ -266,17 +266,16 @@ class Collector:
                 await asyncio.sleep(poll_s)
                 continue
             episode = asyncio.ensure_future(self._episode(queue, claim))
-            self.leases.held[claim.episode] = episode
+            self.leases.hold(claim.episode, episode)
             try:
                 await episode
             except asyncio.CancelledError:
                 current = asyncio.current_task()
-                if (current is not None and current.cancelling()) or claim.episode not in self.leases.lost:
+                if (current is not None and current.cancelling()) or not self.leases.was_lost(claim.episode):
                     raise  # the run stops
             finally:
                 self._running -= 1
-                self.leases.held.pop(claim.episode, None)
-                self.leases.lost.discard(claim.episode)
+                self.leases.let_go(claim.episode)
 
     async def _episode(self, queue: GenerationQueue, claim: EpisodeClaim) -> None:
         episode, attempt = claim.episode, claim.attempt
@@ -303,7 +302,7 @@ class Collector:
         try:
             result = await self._play(queue, task, tid, labels)
         except asyncio.CancelledError:  # stopped (Collector.stop, Ctrl-C) or the lease was lost
-            if episode not in self.leases.lost:  # the turns so far stay; the episode goes back to the plan
+            if not self.leases.was_lost(episode):  # the turns so far stay; the episode goes back to the plan
                 with contextlib.suppress(TrajectoryStateError):
                     self.store.interrupt(tid, self.stats.stopped or "collector stopped")
                 self.leases.settle(episode, attempt, LeaseState.WAITING)

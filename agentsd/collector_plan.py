@@ -52,8 +52,21 @@ class EpisodeLeases:
         self.lease_s = lease_s
         self.on_takeover = on_takeover  # a silent attempt of another collector was closed here
         self.holder = f"{writer_identity()}/{uuid.uuid4().hex[:8]}"  # this collector, in the leases
-        self.held: dict[int, asyncio.Future[None]] = {}  # episodes running here -> their tasks
-        self.lost: set[int] = set()  # held episodes another collector took over
+        self._held: dict[int, asyncio.Future[None]] = {}  # episodes running here -> their tasks
+        self._lost: set[int] = set()  # held episodes another collector took over
+
+    def hold(self, episode: int, task: asyncio.Future[None]) -> None:
+        """`task` runs `episode` here: the heartbeat cancels it if another collector takes it over."""
+        self._held[episode] = task
+
+    def let_go(self, episode: int) -> None:
+        """`episode`'s task has ended here (settled, handed back or lost)."""
+        self._held.pop(episode, None)
+        self._lost.discard(episode)
+
+    def was_lost(self, episode: int) -> bool:
+        """Whether `episode`, held here, was taken over by another collector (its task cancelled)."""
+        return episode in self._lost
 
     def open(self, episodes: int) -> dict[LeaseState, int]:
         """Give the plan's `episodes` their rows (idempotent; any collector of the run may be first)
@@ -127,18 +140,18 @@ class EpisodeLeases:
             await asyncio.sleep(self.lease_s / 4)
             # only episodes held before the beat can be missing from its answer: one claimed while the
             # beat was in flight is not in it yet, and is not lost
-            running = dict(self.held)
+            running = dict(self._held)
             try:
                 held = await asyncio.to_thread(self.store.heartbeat, self.run_name, self.holder, self.lease_s)
             except StoreError as exc:  # the store is unreachable: beat again soon, leases may expire
                 log.warning("%s: heartbeat failed: %s", self.run_name, exc)
                 continue
             for episode, task in running.items():
-                if episode not in held and not task.done() and self.held.get(episode) is task:
+                if episode not in held and not task.done() and self._held.get(episode) is task:
                     log.warning(
                         "%s: lost the lease on episode %d; another collector reruns it",
                         self.run_name,
                         episode,
                     )
-                    self.lost.add(episode)
+                    self._lost.add(episode)
                     task.cancel()
