@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from agentsd.types import Family, Task, ToolResult, Turn, TurnSource, Verifier
+from agentsd.types import Family, Task, ToolResult, Turn, TurnSource, Verifier, World
 
 VOCAB = 49152  # SmolLM2's vocabulary size
 
@@ -14,7 +14,7 @@ def make_task(task_id: str = "count-lines") -> Task:
         id=task_id,
         family=Family.TERMINAL,
         instruction="Count the lines of /data/input.txt and write the number to /out/count.txt.",
-        world={"files": {"/data/input.txt": "a\nb\nc\n"}},
+        world=World(files={"/data/input.txt": "a\nb\nc\n"}),
         verifier=Verifier(kind="script", script="test $(cat /out/count.txt) = 3"),
         reference={"solution": "wc -l < /data/input.txt > /out/count.txt"},
         meta={"source": "tests"},

@@ -101,9 +101,10 @@ def local_postgres() -> Iterator[str]:
 def create_database(server_url: str) -> str:
     """A fresh, empty database on the server at `server_url`; returns its URL."""
     import psycopg
+    from psycopg import sql
 
     name = f"t_{uuid.uuid4().hex[:12]}"
     dsn = server_url.replace("postgresql+psycopg://", "postgresql://") + "/postgres"
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     return f"{server_url}/{name}"

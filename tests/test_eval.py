@@ -23,6 +23,7 @@ from agentsd.envs import RUBRIC_ID
 from agentsd.envs.apex import load_apex
 from agentsd.envs.documents import build, render
 from agentsd.envs.oracle import run_nothing, run_reference, tool_call
+from agentsd.envs.rubric import RubricEnv
 from agentsd.envs.rubric_checks import CheckError, Evidence, run_check
 from agentsd.envs.rubric_grading import RubricError, grade
 from agentsd.envs.task_formats import load_suite
@@ -178,7 +179,7 @@ class FakeEndpoint:
                 self.end_headers()
                 self.wfile.write(payload.encode())
 
-            def log_message(self, *args: Any) -> None:
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -405,6 +406,7 @@ def test_the_shipped_suite_spans_three_domains_and_half_is_programmatic() -> Non
 def test_every_shipped_task_scores_1_with_its_gold_output_and_0_with_nothing(task: Task) -> None:
     env = gym.make(RUBRIC_ID, sandbox=backend_config("local")).unwrapped
     try:
+        assert isinstance(env, RubricEnv)
         gold, info = run_reference(env, task)
         assert gold == 1.0, info["feedback"]
         judged = [
@@ -423,6 +425,7 @@ def test_the_rubric_env_reads_and_writes_documents(tmp_path: Path) -> None:
     task = next(t for t in SUITE if t.id == "leg-register")
     env = gym.make(RUBRIC_ID, sandbox=backend_config("local")).unwrapped
     try:
+        assert isinstance(env, RubricEnv)
         env.reset(options={"task": task})
         obs, *_ = env.step(tool_call("read_document", path="contract_register.xlsx"))
         assert "Globex Ltd\t2025-03-01" in obs
@@ -463,6 +466,7 @@ def test_world_blobs_are_laid_out_byte_exact() -> None:
     task = next(t for t in SUITE if t.id == "fin-q3-revenue")
     env = gym.make(RUBRIC_ID, sandbox=backend_config("local")).unwrapped
     try:
+        assert isinstance(env, RubricEnv)
         env.reset(options={"task": task})
         assert env.read_bytes("ledger_q3.xlsx") == base64.b64decode(task.world.blobs["ledger_q3.xlsx"])
     finally:

@@ -158,7 +158,7 @@ def test_the_runner_runs_arms_survives_a_kill_and_writes_the_report(tmp_path: Pa
 
 
 def test_an_eval_of_a_version_the_store_never_published_is_refused(tmp_path: Path) -> None:
-    from agentsd.config import EvalConfig
+    from agentsd.config import EvalConfig, StoreConfig, TrackingConfig
     from agentsd.jobs import run_collect
 
     with pytest.raises(ConfigError, match="versions_store"):
@@ -171,10 +171,10 @@ def test_an_eval_of_a_version_the_store_never_published_is_refused(tmp_path: Pat
         max_tasks=1,
         run_dir=tmp_path / "eval",
         name="v3",
-        store={"url": f"sqlite:///{tmp_path / 'eval.db'}"},
+        store=StoreConfig(url=f"sqlite:///{tmp_path / 'eval.db'}"),
         version=3,
-        versions_store={"url": training},
-        tracking={"enabled": False},
+        versions_store=StoreConfig(url=training),
+        tracking=TrackingConfig(enabled=False),
     )
     with pytest.raises(ConfigError, match="published no version 3"):
         run_collect(cfg, kind="eval")

@@ -21,6 +21,7 @@ from sandbox_fixtures import backend_config
 from agentsd.envs import RUBRIC_ID
 from agentsd.envs.documents import DocumentError, build, render
 from agentsd.envs.oracle import tool_call
+from agentsd.envs.rubric import RubricEnv
 from agentsd.envs.rubric_checks import CheckError, Evidence, run_check
 from agentsd.envs.task_formats import load_suite
 
@@ -219,6 +220,7 @@ def test_an_agent_reading_a_bomb_it_wrote_gets_an_observation_and_goes_on(backen
     task = next(t for t in load_suite("apex-mini") if t.id == "leg-register")
     env = gym.make(RUBRIC_ID, sandbox=backend_config(backend)).unwrapped
     try:
+        assert isinstance(env, RubricEnv)
         env.reset(options={"task": task})
         for name, data in (BOMBS["docx, 300 MB body"](), BOMBS["xlsx, billion laughs"]()):
             assert env.sandbox is not None

@@ -11,6 +11,7 @@ from agentsd.envs import TERMINAL_ID
 from agentsd.envs.learnable import KINDS, generate
 from agentsd.envs.oracle import run_nothing, run_reference
 from agentsd.envs.task_formats import load_suite, suite_names
+from agentsd.envs.terminal import TerminalEnv
 
 
 def test_the_suite_is_generated_the_same_every_time_and_split_in_two() -> None:
@@ -33,6 +34,7 @@ def test_the_suite_is_generated_the_same_every_time_and_split_in_two() -> None:
 def test_every_kind_is_solved_by_its_reference_and_says_what_was_expected(backend: str) -> None:
     env = gym.make(TERMINAL_ID, sandbox=backend_config(backend)).unwrapped
     try:
+        assert isinstance(env, TerminalEnv)
         for task in generate(seed=3, count=len(KINDS)):  # one task of each kind
             solved, _ = run_reference(env, task)
             assert solved == 1.0, task.id

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -70,7 +71,9 @@ def test_install_converts_the_gguf_faithfully_and_the_model_runs(
         np.testing.assert_allclose(weights[hf_name].numpy(), expected, rtol=0, atol=1e-6)
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    # Any, as in agentsd/policies/hf.py: transformers types generate()'s self as its
+    # GenerativePreTrainedModel protocol, which its own PreTrainedModel does not satisfy
+    model: Any = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     prompt = tokenizer.apply_chat_template(
         [{"role": "user", "content": "What is the capital of France?"}],
         add_generation_prompt=True,

@@ -215,7 +215,7 @@ class _Flaky(http.server.BaseHTTPRequestHandler):
                 },
             )
 
-    def log_message(self, *_: Any) -> None:
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 

@@ -24,15 +24,16 @@ def naive_divergence(
     order = sorted(range(len(s)), key=lambda i: -float(s[i].detach()))[:k]
     p = [s[i] for i in order]
     r = [q[i] for i in order]
-    p.append(torch.clamp(1 - sum(p), min=1e-7))
-    r.append(torch.clamp(1 - sum(r), min=1e-7))
+    # sum() of tensors is a tensor (torch.as_tensor returns it as is); typeshed types it Tensor | int
+    p.append(torch.clamp(1 - torch.as_tensor(sum(p)), min=1e-7))
+    r.append(torch.clamp(1 - torch.as_tensor(sum(r)), min=1e-7))
     if alpha == 1.0:
-        return sum(pi * (torch.log(pi) - torch.log(ri)) for pi, ri in zip(p, r, strict=True))
+        return torch.as_tensor(sum(pi * (torch.log(pi) - torch.log(ri)) for pi, ri in zip(p, r, strict=True)))
     if alpha == 0.0:
-        return sum(ri * (torch.log(ri) - torch.log(pi)) for pi, ri in zip(p, r, strict=True))
+        return torch.as_tensor(sum(ri * (torch.log(ri) - torch.log(pi)) for pi, ri in zip(p, r, strict=True)))
     m = [(1 - alpha) * pi + alpha * ri for pi, ri in zip(p, r, strict=True)]
-    kl_r = sum(ri * (torch.log(ri) - torch.log(mi)) for ri, mi in zip(r, m, strict=True))
-    kl_p = sum(pi * (torch.log(pi) - torch.log(mi)) for pi, mi in zip(p, m, strict=True))
+    kl_r = torch.as_tensor(sum(ri * (torch.log(ri) - torch.log(mi)) for ri, mi in zip(r, m, strict=True)))
+    kl_p = torch.as_tensor(sum(pi * (torch.log(pi) - torch.log(mi)) for pi, mi in zip(p, m, strict=True)))
     return alpha * kl_r + (1 - alpha) * kl_p
 
 
@@ -102,7 +103,7 @@ def naive_loss(
         w = min(rho, cfg.is_cap) * cfg.staleness_decay**k_t
         numerator = numerator + w * naive_divergence(student[t], teacher[t], cfg.top_k, cfg.alpha, 1.0)
         count += 1
-    return numerator / count
+    return torch.as_tensor(numerator / count)  # a tensor as soon as one token counts
 
 
 @pytest.mark.parametrize("decay", [1.0, 0.8])
@@ -184,7 +185,7 @@ def test_sampled_token_form_matches_the_naive_reference() -> None:
         a = max(-e_bar, min(e_bar, float(log_q[t] - log_s[t])))
         r = torch.exp(log_s[t] - batch.behaviour_logp[t])
         total = total - torch.minimum(r * a, torch.clamp(r, 1 - cfg.clip_low, 1 + cfg.clip_high) * a)
-    naive = total / len(used)
+    naive = torch.as_tensor(total / len(used))  # a tensor: every term is
     (grad_naive,) = torch.autograd.grad(naive, student)
     torch.testing.assert_close(out.loss, naive, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(grad_fast, grad_naive, rtol=1e-9, atol=1e-12)

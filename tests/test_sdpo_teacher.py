@@ -9,11 +9,18 @@ from agentsd.config import TeacherConfig
 from agentsd.sdpo.teacher import Teacher
 
 
-def model() -> torch.nn.Module:
+def model() -> torch.nn.Sequential:
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
-    net[1].bias.requires_grad_(False)  # frozen parameters are never copied (LoRA: only the adapter)
+    layer(net, 1).bias.requires_grad_(False)  # frozen parameters are never copied (LoRA: only the adapter)
     return net
+
+
+def layer(net: torch.nn.Sequential, index: int) -> torch.nn.Linear:
+    """net[index], typed: model()'s layers are linear."""
+    linear = net[index]
+    assert isinstance(linear, torch.nn.Linear)
+    return linear
 
 
 def step(net: torch.nn.Module, amount: float) -> None:
@@ -23,9 +30,9 @@ def step(net: torch.nn.Module, amount: float) -> None:
                 p.add_(amount)
 
 
-def teacher_weight(teacher: Teacher, net: torch.nn.Module) -> torch.Tensor:
+def teacher_weight(teacher: Teacher, net: torch.nn.Sequential) -> torch.Tensor:
     with teacher.swapped(net):
-        return net[0].weight.detach().clone()
+        return layer(net, 0).weight.detach().clone()
 
 
 def test_live_teacher_is_the_student() -> None:
@@ -33,29 +40,29 @@ def test_live_teacher_is_the_student() -> None:
     teacher = Teacher(TeacherConfig(mode="live"), net)
     assert teacher.weights is None
     step(net, 1.0)
-    assert torch.equal(teacher_weight(teacher, net), net[0].weight)
+    assert torch.equal(teacher_weight(teacher, net), layer(net, 0).weight)
 
 
 def test_frozen_teacher_keeps_the_initial_weights_and_swapping_restores_the_student() -> None:
     net = model()
-    initial = net[0].weight.detach().clone()
+    initial = layer(net, 0).weight.detach().clone()
     teacher = Teacher(TeacherConfig(mode="frozen"), net)
     assert set(teacher.weights or {}) == {"0.weight", "0.bias", "1.weight"}
     for i in range(1, 4):
         step(net, 0.5)
         assert teacher.after_step(net, i) is None
     assert torch.equal(teacher_weight(teacher, net), initial)
-    assert torch.equal(net[0].weight, initial + 1.5)  # θ is back after the teacher forward
+    assert torch.equal(layer(net, 0).weight, initial + 1.5)  # θ is back after the teacher forward
 
 
 def test_ema_teacher_follows_with_rate_mu() -> None:
     net = model()
-    phi = net[0].weight.detach().clone()
+    phi = layer(net, 0).weight.detach().clone()
     teacher = Teacher(TeacherConfig(mode="ema", ema=0.01), net)
     for i in range(1, 4):
         step(net, 1.0)
         assert teacher.after_step(net, i) == "ema"
-        phi = 0.99 * phi + 0.01 * net[0].weight.detach()
+        phi = 0.99 * phi + 0.01 * layer(net, 0).weight.detach()
     torch.testing.assert_close(teacher_weight(teacher, net), phi)
 
 
@@ -67,8 +74,8 @@ def test_sync_every_copies_on_schedule_and_the_gate_skips_when_eval_falls() -> N
     teacher.observe_eval(0.5)
     step(net, 1.0)
     assert teacher.after_step(net, 2) == "sync"
-    assert torch.equal(teacher_weight(teacher, net), net[0].weight)
-    synced = net[0].weight.detach().clone()
+    assert torch.equal(teacher_weight(teacher, net), layer(net, 0).weight)
+    synced = layer(net, 0).weight.detach().clone()
     teacher.observe_eval(0.3)  # the student got worse: do not copy it into the teacher
     step(net, 1.0)
     step(net, 1.0)

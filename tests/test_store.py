@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import random
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import pytest
@@ -187,6 +188,13 @@ def test_training_queries_filter_by_staleness_task_reward_and_consumption(store_
         store.find_finalized(max_staleness=2)
 
 
+class Freshness(TypedDict):
+    """The staleness filters of find_finalized and count_finalized, to pass with **."""
+
+    current_version: int
+    max_staleness: int
+
+
 def test_training_queries_filter_by_termination_and_count_what_they_leave_out(store_url: str) -> None:
     rng = random.Random(4)
     store = ReplayStore(store_url)
@@ -205,7 +213,7 @@ def test_training_queries_filter_by_termination_and_count_what_they_leave_out(st
     store.interrupt(broken)
     inv = {v: k for k, v in ids.items()}
     trusted = [Termination.DONE, Termination.TURNS]
-    fresh = {"current_version": 6, "max_staleness": 2}
+    fresh: Freshness = {"current_version": 6, "max_staleness": 2}
     chosen = store.find_finalized(**fresh, terminations=trusted)
     assert {inv[r.id] for r in chosen} == {"solved", "cut"}
     assert store.count_finalized(**fresh, terminations=trusted) == 2

@@ -35,6 +35,7 @@ def test_mlflow_run_records_params_metrics_artifacts_and_status(tmp_path: Path) 
     assert [(m.step, round(m.value, 6)) for m in history] == [(0, 1.0), (1, 0.5), (2, 0.333333)]
     assert [a.path for a in client.list_artifacts(run_id, "notes")] == ["notes/note.txt"]
 
+    failed_id = ""  # bound up front: to pyright, pytest.raises may swallow a raise before the assignment
     with (
         pytest.raises(RuntimeError),
         open_tracker(TrackingConfig(experiment="exp"), run_dir, "crash") as tracker,
@@ -116,4 +117,4 @@ def test_agentsd_run_nests_collector_and_trainer_under_one_parent_run(tmp_path: 
     children = client.search_runs(
         [experiment.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'"
     )
-    assert sorted(r.info.run_name for r in children) == ["collect", "train"]
+    assert sorted(r.info.run_name or "" for r in children) == ["collect", "train"]
