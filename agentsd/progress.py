@@ -84,9 +84,9 @@ class LiveStatus:
         while not self._stop.wait(REFRESH_S):
             if self._live is not None:
                 self._live.update(self.table())
-            elif time.monotonic() - last_line >= self.interval_s:
+            elif (now := time.monotonic()) - last_line >= self.interval_s:
+                last_line = now
                 self.console.print(self.line(), highlight=False, soft_wrap=True)
-                last_line = time.monotonic()
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None

@@ -16,6 +16,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,16 @@ from agentsd.sequences import context_before
 from agentsd.store import ReplayStore
 from agentsd.store.leases import trajectory_id
 from agentsd.tracking import MemoryTracker
-from agentsd.types import Completion, Task, Termination, TrajectoryStatus, Turn, Verifier
+from agentsd.types import (
+    Completion,
+    Family,
+    PolicyVersion,
+    Task,
+    Termination,
+    TrajectoryStatus,
+    Turn,
+    Verifier,
+)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +67,7 @@ def chat_ids(tokenizer: Any, question: str) -> list[int]:
 def make_task(n: int, *, content: str = "hi") -> Task:
     return Task(
         id=f"write-{n}",
-        family="terminal",
+        family=Family.TERMINAL,
         instruction=f"Write the text {content} into file{n}.txt, then submit.",
         verifier=Verifier(kind="script", script=f'test "$(cat file{n}.txt)" = {content}'),
     )
@@ -81,12 +91,22 @@ def solver(prompt: str) -> str:
 class Recording:
     """Wraps a policy; remembers every prompt it was given."""
 
+    # the rest of the Policy protocol, read through __getattr__ from the wrapped policy
+    model_name: str
+    tokenizer: Any
+
     def __init__(self, policy: Any) -> None:
         self.policy = policy
         self.prompts: list[list[int]] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.policy, name)
+
+    def load_version(self, version: PolicyVersion) -> None:
+        self.policy.load_version(version)
+
+    def close(self) -> None:
+        self.policy.close()
 
     @property
     def version(self) -> int:
@@ -655,12 +675,25 @@ def test_a_trainer_that_dies_stops_the_collector_and_keeps_every_stored_turn(
 
     backend_config("local")
 
+    gate = tmp_path / "two-episodes-have-stored-turns"
+    calls: Counter[str] = Counter()
+
     def slow(prompt: str) -> str:  # never submits: every episode would run to its turn limit
+        episode = re.search(r"into file(\d+)\.txt", prompt)
+        assert episode
+        calls[episode[1]] += 1  # a second call: the episode's first turn is stored
+        if sum(n >= 2 for n in calls.values()) >= 2:
+            gate.touch()
         return tool_call("bash", command="sleep 0.3; echo working")
 
     policy = ScriptedPolicy(tokenizer, slow)
     cfg = collect_config(tmp_path, concurrency=2, max_turns=40)
-    dies = "import sys, time; time.sleep(2); print('CUDA error: out of memory', file=sys.stderr); sys.exit(3)"
+    # the trainer dies once two episodes run with stored turns (a gate, not a sleep: a loaded machine
+    # could take longer than any fixed time to get there)
+    dies = (
+        f"import os, sys, time\nwhile not os.path.exists({str(gate)!r}): time.sleep(0.05)\n"
+        "print('CUDA error: out of memory', file=sys.stderr); sys.exit(3)"
+    )
     trainer = TrainerProcess([sys.executable, "-c", dies])
     with ReplayStore(cfg.store.url) as store:
         collector = Collector(cfg, policy, store, [make_task(i) for i in range(8)], run_name="sup")
@@ -700,7 +733,9 @@ def _long_or_short(store: ReplayStore, max_long_turns: int) -> Any:
             return solver(prompt)
         turns = prompt.count("<|im_start|>assistant") - 1
         if store.count(status=TrajectoryStatus.FINALIZED) < 4 and turns < max_long_turns:
-            return tool_call("bash", command="sleep 0.2; echo still working")
+            # a second per turn: the turn cap (a safety net) stays far beyond the short episodes'
+            # time even when sandbox starts crawl on a loaded machine
+            return tool_call("bash", command="sleep 1; echo still working")
         return tool_call("submit")
 
     return respond
@@ -709,7 +744,7 @@ def _long_or_short(store: ReplayStore, max_long_turns: int) -> Any:
 def long_task() -> Task:
     return Task(
         id="long",
-        family="terminal",
+        family=Family.TERMINAL,
         instruction="LONG TASK: keep working, then submit.",
         verifier=Verifier(kind="script", script="true"),
     )

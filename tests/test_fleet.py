@@ -14,6 +14,7 @@ from agentsd.config import DockerSandboxConfig
 from agentsd.envs.common import SUITES_DIR
 from agentsd.envs.harbor import load_harbor_task
 from agentsd.envs.terminal import TerminalEnv
+from agentsd.sandboxes import fleet as fleet_module
 from agentsd.sandboxes.base import Sandbox, SandboxError, owner_identity
 from agentsd.sandboxes.fleet import SandboxFleet
 from agentsd.sandboxes.reaper import list_docker, list_local
@@ -32,17 +33,21 @@ def test_fleet_never_runs_more_than_its_capacity(backend: str) -> None:
         update={"max_sandboxes": 2} if backend == "local" else {"max_per_engine": 2}
     )
     active, peak, done = 0, 0, []
-    lock = threading.Lock()
+    changed = threading.Condition()
 
     def episode(i: int) -> None:
         nonlocal active, peak
         with fleet.acquire(spec(episode=str(i))) as sandbox:
-            with lock:
+            with changed:
                 active += 1
                 peak = max(peak, active)
+                changed.notify_all()
+                # the first two wait for each other (starts may finish seconds apart on a loaded
+                # machine), so a third one let in beside them would show in the peak
+                changed.wait_for(lambda: peak >= 2, timeout=120)
             assert sandbox.exec(f"echo {i}").stdout == f"{i}\n"
             time.sleep(0.3)
-            with lock:
+            with changed:
                 active -= 1
         done.append(i)
 
@@ -60,7 +65,7 @@ def test_warm_pool_hands_out_started_sandboxes_and_refills(backend: str) -> None
     shape = spec()
     with SandboxFleet(config) as fleet:
         fleet.prewarm(shape)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120
         while fleet.warm_count() < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert fleet.warm_count() == 2
@@ -69,6 +74,7 @@ def test_warm_pool_hands_out_started_sandboxes_and_refills(backend: str) -> None
         with fleet.acquire(spec(episode="e1")) as sandbox:
             assert sandbox.id in warm_ids  # no start on the episode's path
             assert sandbox.exec("echo warm").stdout == "warm\n"
+        deadline = time.monotonic() + 120  # the refill's own bound
         while fleet.warm_count() < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert fleet.warm_count() == 2  # refilled after the episode
@@ -132,7 +138,11 @@ def test_sandboxes_spread_over_two_engines_within_each_engines_limit(tmp_path: P
 
 
 @pytest.mark.docker
-def test_an_engine_that_stops_answering_is_taken_out_and_episodes_start_on_another(tmp_path: Path) -> None:
+def test_an_engine_that_stops_answering_is_taken_out_and_episodes_start_on_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # out for the whole test: a loaded machine must not see the dead engine's cooldown end midway
+    monkeypatch.setattr(fleet_module, "ENGINE_COOLDOWN_S", 3600.0)
     good = backend_config("docker").engines[0]  # type: ignore[union-attr]
     dead = f"unix://{tmp_path}/no-engine.sock"
     # not reaped at start: the dead engine looks healthy until a sandbox fails on it

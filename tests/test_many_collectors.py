@@ -180,6 +180,22 @@ def test_collectors_share_one_plan_through_kills_joins_and_a_silent_remote_colle
     assert f"{EPISODES} episodes: {EPISODES} done, 0 running, 0 waiting, 0 interrupted" in final_status
 
 
+class _Noticed(logging.Handler):
+    """Set once a log record containing `text` is emitted."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(level=logging.WARNING)
+        self.text = text
+        self._seen = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self._seen.set()
+
+    def wait(self, timeout: float) -> bool:
+        return self._seen.wait(timeout)
+
+
 def test_a_collector_that_lost_its_lease_drops_its_episode(
     tmp_path: Path, tokenizer: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -189,6 +205,7 @@ def test_a_collector_that_lost_its_lease_drops_its_episode(
     backend_config("local")
     cfg = collect_config(tmp_path, concurrency=1, lease_s=1.0)
     stolen = threading.Event()
+    noticed = _Noticed("lost the lease on episode 0")
 
     with ReplayStore(cfg.store.url) as store:
 
@@ -208,7 +225,9 @@ def test_a_collector_that_lost_its_lease_drops_its_episode(
         def policy_fn(prompt: str) -> str:
             if not stolen.is_set():
                 steal()
-                time.sleep(2.0)  # the heartbeat (every 0.25 s) notices meanwhile
+                # the episode is busy while its heartbeat (every 0.25 s) notices: an event, not a
+                # sleep, since a loaded machine can take longer than any fixed time to get there
+                assert noticed.wait(120), "the collector never noticed its lost lease"
             return solver(prompt)
 
         def finish_remotely() -> None:  # the remote collector reruns and finishes it
@@ -220,8 +239,12 @@ def test_a_collector_that_lost_its_lease_drops_its_episode(
         helper = threading.Thread(target=finish_remotely)
         helper.start()
         policy = ScriptedPolicy(tokenizer, policy_fn)
-        with caplog.at_level(logging.WARNING, logger="agentsd.collector"):
-            stats = asyncio.run(Collector(cfg, policy, store, [make_task(0)], run_name="lost").run())
+        logging.getLogger("agentsd.collector").addHandler(noticed)
+        try:
+            with caplog.at_level(logging.WARNING, logger="agentsd.collector"):
+                stats = asyncio.run(Collector(cfg, policy, store, [make_task(0)], run_name="lost").run())
+        finally:
+            logging.getLogger("agentsd.collector").removeHandler(noticed)
         helper.join()
         attempt = store.get(trajectory_id("lost", 0, 0), with_turns=False)
     assert stats.episodes == 0  # its episode was not finished here
@@ -253,7 +276,10 @@ class _PolicyServer(http.server.ThreadingHTTPServer):
 
 
 class _PolicyHandler(http.server.BaseHTTPRequestHandler):
-    server: _PolicyServer
+    @property
+    def policy_server(self) -> _PolicyServer:
+        assert isinstance(self.server, _PolicyServer)
+        return self.server
 
     def _send(self, body: dict[str, Any]) -> None:
         data = json.dumps(body).encode()
@@ -264,17 +290,17 @@ class _PolicyHandler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_GET(self) -> None:
-        names = ["smollm2", *self.server.adapters]
+        names = ["smollm2", *self.policy_server.adapters]
         self._send({"data": [{"id": name, "root": name} for name in names]})
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         if self.path.endswith("/load_lora_adapter"):
-            self.server.adapters.append(body["lora_name"])
+            self.policy_server.adapters.append(body["lora_name"])
             self._send({})
             return
-        self.server.completions.append(body["model"])
-        tokenizer = self.server.tokenizer
+        self.policy_server.completions.append(body["model"])
+        tokenizer = self.policy_server.tokenizer
         reply = solver(tokenizer.decode(body["prompt"], skip_special_tokens=False))
         ids = [*tokenizer(reply, add_special_tokens=False)["input_ids"], *body["stop_token_ids"][:1]]
         tokens = [f"token_id:{i}" for i in ids]
@@ -289,7 +315,7 @@ class _PolicyHandler(http.server.BaseHTTPRequestHandler):
             }
         )
 
-    def log_message(self, *_: Any) -> None:
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
 

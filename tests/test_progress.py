@@ -24,15 +24,43 @@ def test_a_terminal_sees_a_live_table_of_the_figures() -> None:
     assert "collect demo" in frame and "4 done, 2 running, 10 planned" in frame and "policy version" in frame
 
 
+class _Clock:
+    """progress' monotonic clock, moved by the test; counts its reads."""
+
+    def __init__(self) -> None:
+        self.now, self.reads = 0.0, 0
+
+    def monotonic(self) -> float:
+        self.reads += 1
+        return self.now
+
+
 def test_a_pipe_gets_one_line_per_interval_and_a_last_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(progress, "REFRESH_S", 0.05)
+    # the display's clock is the test's: a line per interval is then a fact, not a race with a
+    # loaded machine's scheduler
+    clock = _Clock()
+    monkeypatch.setattr(progress, "time", clock)
+    monkeypatch.setattr(progress, "REFRESH_S", 0.01)
     out = io.StringIO()
     console = Console(file=out, force_terminal=False, width=4096)
     count = iter(range(1000))
-    with LiveStatus("train t", lambda: {"step": str(next(count))}, console, interval_s=0.2):
-        time.sleep(0.7)
+
+    def printed(n: int) -> None:
+        deadline = time.monotonic() + 60
+        while len(out.getvalue().splitlines()) < n:
+            assert time.monotonic() < deadline, f"{n} lines never came: {out.getvalue()!r}"
+            time.sleep(0.01)
+
+    with LiveStatus("train t", lambda: {"step": str(next(count))}, console, interval_s=30):
+        while clock.reads == 0:  # the display has read the time it starts from
+            time.sleep(0.01)
+        for n in (1, 2, 3):
+            clock.now += 30
+            printed(n)
+        time.sleep(0.1)  # refreshes with the clock still: no line
+        assert len(out.getvalue().splitlines()) == 3
     lines = out.getvalue().splitlines()
-    assert 2 <= len(lines) <= 6 and all(line.startswith("train t: step=") for line in lines)
+    assert len(lines) == 4 and all(line.startswith("train t: step=") for line in lines)
 
 
 def test_a_failing_snapshot_is_shown_not_raised() -> None:
@@ -55,11 +83,13 @@ def test_the_collect_figures_show_episodes_versions_staleness_and_the_trainer(tm
     from agentsd.modelcache import resolve_model
     from agentsd.policies.scripted import ScriptedPolicy
     from agentsd.store import ReplayStore
-    from agentsd.types import Task, Verifier
+    from agentsd.types import Family, Task, Verifier
 
     policy = ScriptedPolicy(AutoTokenizer.from_pretrained(resolve_model("default")), lambda _: "ok")
     cfg = CollectConfig.model_validate({"store": {"url": f"sqlite:///{tmp_path}/r.db"}})
-    task = Task(id="t", family="terminal", instruction="do", verifier=Verifier(kind="script", script="true"))
+    task = Task(
+        id="t", family=Family.TERMINAL, instruction="do", verifier=Verifier(kind="script", script="true")
+    )
     with ReplayStore(cfg.store.url) as store:
         step = {"step": 3, "step_loss": 0.25, "step_kl": 0.01, "step_rho_p99": 1.5}
         store.register_version(

@@ -83,9 +83,10 @@ def test_output_keeps_head_and_tail_and_flags_truncation(sandbox: Sandbox) -> No
 
 def test_background_processes_survive_between_commands(sandbox: Sandbox) -> None:
     started = sandbox.exec("nohup python3 -m http.server 8123 >/dev/null 2>&1 & echo started", timeout=10)
-    assert started.stdout == "started\n" and started.duration_s < 5
+    # exec returned without waiting for the server (not a time bound: a loaded machine is slow)
+    assert started.stdout == "started\n" and not started.timed_out
     fetch = "python3 -c \"import urllib.request as u; print(u.urlopen('http://127.0.0.1:8123/').status)\""
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while (result := sandbox.exec(fetch)).stdout != "200\n" and time.monotonic() < deadline:
         time.sleep(0.2)
     assert result.stdout == "200\n"  # a service started by one command answers the next
@@ -122,7 +123,7 @@ def test_timeout_kills_the_whole_process_group(sandbox: Sandbox) -> None:
     start = time.monotonic()
     result = sandbox.exec("sleep 300 & sleep 301 & (sleep 302; echo never) ; wait", timeout=1.5)
     assert result.timed_out and result.exit_code is None
-    assert time.monotonic() - start < 10
+    assert time.monotonic() - start < 60  # far below the sleeps, far above a loaded machine's delays
     left = sandbox.exec("ps -eo args").stdout
     assert "sleep 30" not in left, left
     assert sandbox.exec("echo still usable").stdout == "still usable\n"
@@ -289,7 +290,7 @@ def test_eight_concurrent_sandboxes_do_not_see_each_other(sandbox_factory: Calla
 
     def start(i: int) -> None:
         boxes[i] = sandbox_factory(spec(slot=str(i)))
-        boxes[i].exec(f"echo {i} > /workspace/mine-{i}; echo {i} > /tmp/tmp-{i}; sleep 60 & echo")
+        boxes[i].exec(f"echo {i} > /workspace/mine-{i}; echo {i} > /tmp/tmp-{i}; sleep 3600 & echo")
 
     threads = [threading.Thread(target=start, args=(i,)) for i in range(8)]
     for t in threads:
@@ -300,7 +301,7 @@ def test_eight_concurrent_sandboxes_do_not_see_each_other(sandbox_factory: Calla
         seen = box.exec("ls /workspace /tmp; ps -eo args").stdout
         others = [j for j in range(8) if j != i and (f"mine-{j}" in seen or f"tmp-{j}" in seen)]
         assert not others and f"mine-{i}" in seen
-        assert seen.count("sleep 60") == 1  # its own background job, nobody else's
+        assert seen.count("sleep 3600") == 1  # its own background job, nobody else's
 
 
 def test_a_killed_owner_leaves_nothing_after_reap(backend: str, tmp_path: Path) -> None:
