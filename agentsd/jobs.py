@@ -214,16 +214,17 @@ def collect_and_train(cfg: RunConfig) -> CollectResult:
     train_config.write_text(yaml.safe_dump(cfg.train.model_dump(mode="json"), sort_keys=False))
     done_file = cfg.train.run_dir / "collect.done"
     done_file.unlink(missing_ok=True)
+    heartbeat = cfg.train.run_dir / "trainer.heartbeat"
     cmd = [sys.executable, "-m", "agentsd.cli.main", "train", "-c", str(train_config)]
-    cmd += ["--wait", "--until", str(done_file)]
+    cmd += ["--wait", "--until", str(done_file), "--heartbeat", str(heartbeat)]
     status.print(f"starting the trainer: {' '.join(cmd[2:])}")
-    trainer = TrainerProcess(cmd)
-    died: list[int] = []
+    trainer = TrainerProcess(cmd, heartbeat=heartbeat, hang_s=cfg.trainer_hang_s)
+    died: list[str] = []
 
     def watch(collector: Collector) -> None:
-        def on_death(code: int) -> None:
-            died.append(code)
-            collector.stop(f"the trainer exited with status {code}")
+        def on_death(what: str) -> None:
+            died.append(what)
+            collector.stop(f"the trainer {what}")
 
         trainer.watch(on_death)
 
@@ -231,9 +232,8 @@ def collect_and_train(cfg: RunConfig) -> CollectResult:
         collected = run_collect(cfg.collect, on_collector=watch)
         if died:
             raise AgentsdError(
-                f"the trainer died (exit status {died[0]}) while collecting: collection stopped, the "
-                f"turns stored so far are kept; rerun `agentsd run` to resume. The trainer said:\n"
-                f"{trainer.tail()}"
+                f"the trainer {died[0]} while collecting: collection stopped, the turns stored so far "
+                f"are kept; rerun `agentsd run` to resume. The trainer said:\n{trainer.tail()}"
             )
         trainer.expect_exit()
         done_file.touch()
@@ -242,6 +242,10 @@ def collect_and_train(cfg: RunConfig) -> CollectResult:
     except BaseException:
         trainer.stop()  # it resumes from its last checkpoint next time
         raise
+    if trainer.hung is not None:
+        raise AgentsdError(
+            f"the trainer {trainer.hung}; rerun `agentsd run` to resume. The trainer said:\n{trainer.tail()}"
+        )
     if code != 0:
         raise AgentsdError(
             f"the trainer exited with status {code}; rerun `agentsd run` to resume. The trainer said:\n"

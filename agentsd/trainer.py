@@ -375,11 +375,15 @@ class Trainer:
         poll_s: float = 5.0,
         wait: bool = False,
         stop: Callable[[], bool] | None = None,
+        alive: Callable[[], None] | None = None,
     ) -> list[StepResult]:
         """Step until `max_steps`, or until the store runs dry; with `wait`, until the store is dry
-        and `stop()` says so (forever without `stop`)."""
+        and `stop()` says so (forever without `stop`). `alive()` is called before every step and
+        every wait: a watchdog's heartbeat."""
         results: list[StepResult] = []
         while max_steps is None or len(results) < max_steps:
+            if alive is not None:
+                alive()
             result = self.step()
             if result is None:
                 if not wait or (stop is not None and stop()):

@@ -667,10 +667,30 @@ def test_the_demonstration_sits_between_the_tools_and_the_task(tmp_path: Path, t
     assert "uname -s > kernel.txt" in tokenizer.decode(first.prompt_ids)
 
 
-def test_a_trainer_that_dies_stops_the_collector_and_keeps_every_stored_turn(
-    tmp_path: Path, tokenizer: Any
+# what a failing trainer does once two episodes run with stored turns (a gate, not a sleep: a loaded
+# machine could take longer than any fixed time to get there); until then it beats its heartbeat
+TRAINER_FAILURES = {
+    "dies": "print('CUDA error: out of memory', file=sys.stderr); sys.exit(3)",
+    "hangs": "def wait_for_a_peer_that_never_comes():\n    while True: time.sleep(1)\n"
+    "wait_for_a_peer_that_never_comes()",
+}
+
+
+def _failing_trainer(gate: Path, heartbeat: Path, failure: str) -> list[str]:
+    script = (
+        "import os, sys, time\nfrom pathlib import Path\nfrom agentsd.liveness import beat, dump_stacks_on\n"
+        f"dump_stacks_on()\nwhile not os.path.exists({str(gate)!r}):\n"
+        f"    beat(Path({str(heartbeat)!r})); time.sleep(0.05)\n" + TRAINER_FAILURES[failure]
+    )
+    return [sys.executable, "-c", script]
+
+
+@pytest.mark.parametrize("failure", ["dies", "hangs"])
+def test_a_trainer_that_dies_or_hangs_stops_the_collector_and_keeps_every_stored_turn(
+    tmp_path: Path, tokenizer: Any, failure: str
 ) -> None:
-    # `agentsd run` used to collect to the end of its plan for a trainer that had died at the start
+    # `agentsd run` used to collect to the end of its plan for a trainer that had died at the start,
+    # and to wait forever (paced) for one that hung
     from agentsd.trainer_process import TrainerProcess
 
     backend_config("local")
@@ -684,40 +704,63 @@ def test_a_trainer_that_dies_stops_the_collector_and_keeps_every_stored_turn(
         calls[episode[1]] += 1  # a second call: the episode's first turn is stored
         if sum(n >= 2 for n in calls.values()) >= 2:
             gate.touch()
-        return tool_call("bash", command="sleep 0.3; echo working")
+        return tool_call("bash", command="sleep 1; echo working")
 
     policy = ScriptedPolicy(tokenizer, slow)
+    # 40 s and more per episode: none ends before the trainer's death or hang (found in ~15 s) stops it
     cfg = collect_config(tmp_path, concurrency=2, max_turns=40)
-    # the trainer dies once two episodes run with stored turns (a gate, not a sleep: a loaded machine
-    # could take longer than any fixed time to get there)
-    dies = (
-        f"import os, sys, time\nwhile not os.path.exists({str(gate)!r}): time.sleep(0.05)\n"
-        "print('CUDA error: out of memory', file=sys.stderr); sys.exit(3)"
-    )
-    trainer = TrainerProcess([sys.executable, "-c", dies])
+    heartbeat = tmp_path / "trainer.heartbeat"
+    command = _failing_trainer(gate, heartbeat, failure)
+    trainer = TrainerProcess(command, heartbeat=heartbeat, hang_s=10)
     with ReplayStore(cfg.store.url) as store:
         collector = Collector(cfg, policy, store, [make_task(i) for i in range(8)], run_name="sup")
-        trainer.watch(lambda code: collector.stop(f"the trainer exited with status {code}"))
+        trainer.watch(lambda what: collector.stop(f"the trainer {what}"))
         stats = asyncio.run(collector.run())
-        assert stats.stopped == "the trainer exited with status 3"
-        assert "CUDA error: out of memory" in trainer.tail()
+        if failure == "dies":
+            assert stats.stopped == "the trainer exited with status 3"
+            assert "CUDA error: out of memory" in trainer.tail()
+        else:  # stopped as hung, and its last words say where it hung
+            assert stats.stopped and stats.stopped.startswith("the trainer hung: no sign of life for")
+            assert trainer.hung and "wait_for_a_peer_that_never_comes" in trainer.tail()
         rows = store.list(limit=None)
         assert 1 <= len(rows) < 8  # the plan was not run to its end
         assert all(r.status is TrajectoryStatus.FINALIZED for r in rows)  # nothing left running
         stopped = [r for r in rows if r.termination is Termination.INTERRUPTED]
         assert stopped and all(r.n_turns >= 1 for r in stopped)  # their turns stay
-        assert store.get(stopped[0].id).meta["interrupted_because"] == "the trainer exited with status 3"
-    assert trainer.wait() == 3
+        assert store.get(stopped[0].id).meta["interrupted_because"] == stats.stopped
+    assert trainer.wait() == (3 if failure == "dies" else -signal.SIGTERM)
+
+
+def test_a_trainer_that_hangs_after_collection_is_stopped_even_deaf_to_sigterm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agentsd import trainer_process
+    from agentsd.trainer_process import TrainerProcess
+
+    monkeypatch.setattr(trainer_process, "DUMP_WAIT_S", 0.5)
+    monkeypatch.setattr(trainer_process, "STOP_WAIT_S", 0.5)
+    gate = tmp_path / "open"
+    gate.touch()  # it hangs at once: collection is over, it trains what is left
+    heartbeat = tmp_path / "trainer.heartbeat"
+    command = _failing_trainer(gate, heartbeat, "hangs")
+    command[-1] = "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN)\n" + command[-1]
+    trainer = TrainerProcess(command, heartbeat=heartbeat, hang_s=2)
+    trainer.expect_exit()
+    assert trainer.wait() == -signal.SIGKILL
+    assert trainer.hung and "wait_for_a_peer_that_never_comes" in trainer.tail()
 
 
 def test_a_trainer_that_finishes_its_work_is_not_reported(tmp_path: Path) -> None:
     from agentsd.trainer_process import TrainerProcess
 
-    deaths: list[int] = []
-    trainer = TrainerProcess([sys.executable, "-c", "import time; time.sleep(1)"])
+    deaths: list[str] = []
+    heartbeat = tmp_path / "trainer.heartbeat"  # never beaten: but it exits within the limit
+    trainer = TrainerProcess(
+        [sys.executable, "-c", "import time; time.sleep(1)"], heartbeat=heartbeat, hang_s=600
+    )
     trainer.expect_exit()
     trainer.watch(deaths.append)
-    assert trainer.wait() == 0 and deaths == []
+    assert trainer.wait() == 0 and deaths == [] and trainer.hung is None
 
 
 def _long_or_short(store: ReplayStore, max_long_turns: int) -> Any:

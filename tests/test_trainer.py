@@ -344,6 +344,7 @@ def test_agentsd_run_collects_and_trains_at_once(tmp_path: Path) -> None:
         assert len(trajectories) == 2
         assert replay.consumed_by(replay.versions()[0].meta["run_id"]) == trajectories
         assert [v.version for v in replay.versions()] == [1, 2]
+    assert (tmp_path / "t" / "trainer.heartbeat").exists()  # the run's trainer beat for its watchdog
 
 
 def test_agentsd_run_stops_and_fails_when_its_trainer_is_killed(tmp_path: Path) -> None:
@@ -394,7 +395,7 @@ def test_agentsd_run_stops_and_fails_when_its_trainer_is_killed(tmp_path: Path) 
         if run.poll() is None:
             run.kill()
     assert run.returncode == 2, err[-3000:]
-    assert "the trainer died (exit status -9) while collecting" in err
+    assert "the trainer exited with status -9 while collecting" in err
     with ReplayStore(store) as replay:
         rows = replay.list(limit=None)
         assert 1 <= len(rows) < 100 and all(r.status is TrajectoryStatus.FINALIZED for r in rows)

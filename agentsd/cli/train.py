@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -29,15 +31,27 @@ def train(
         bool,
         typer.Option("--fork", help="Start a new lineage of versions where the trainer would refuse."),
     ] = False,
+    heartbeat: Annotated[
+        Path | None,
+        typer.Option(
+            "--heartbeat",
+            help="Touch this file before every step and every wait (a supervisor's hang watchdog); "
+            "SIGUSR1 prints every thread's stack to stderr.",
+        ),
+    ] = None,
 ) -> None:
     """Train until max_steps (or until no untrained trajectory is left); a restart resumes."""
     from agentsd.config import TrainConfig, load_config
+    from agentsd.liveness import beat, dump_stacks_on
     from agentsd.progress import LiveStatus
     from agentsd.store import ReplayStore
     from agentsd.tracking import open_tracker
     from agentsd.trainer import Trainer
 
     cfg = load_config(TrainConfig, config or [], overrides or [])
+    alive = None if heartbeat is None else partial(beat, heartbeat)
+    if heartbeat is not None:
+        dump_stacks_on()
     if store:
         cfg.store.url = store
     if fork:
@@ -57,7 +71,7 @@ def train(
             return {"step": str(trainer.step_count), "version": str(trainer.version), **shown}
 
         with LiveStatus(f"train {name}", figures, err_console):
-            _steps(trainer, cfg.max_steps, wait, until, shown)
+            _steps(trainer, cfg.max_steps, wait, until, shown, alive)
         if trainer.step_count % cfg.histogram_every:  # the distributions of the last steps too
             trainer.log_histograms()
         trainer.close()
@@ -65,7 +79,12 @@ def train(
 
 
 def _steps(
-    trainer: Trainer, max_steps: int | None, wait: bool, until: Path | None, shown: dict[str, str]
+    trainer: Trainer,
+    max_steps: int | None,
+    wait: bool,
+    until: Path | None,
+    shown: dict[str, str],
+    alive: Callable[[], None] | None,
 ) -> None:
     """Step until `max_steps` (a total: a resumed trainer counts its earlier steps) or until the
     store has nothing new (with `wait`: until `until` exists and it has nothing new); a log line per
@@ -74,7 +93,7 @@ def _steps(
     stop = (lambda: until.exists()) if until else None
     while max_steps is None or trainer.step_count < max_steps:
         shown["state"] = "training (waits while the store has nothing new)" if wait else "training"
-        results = trainer.run(max_steps=1, wait=wait, stop=stop)
+        results = trainer.run(max_steps=1, wait=wait, stop=stop, alive=alive)
         if not results:
             break
         result, m = results[0], results[0].metrics

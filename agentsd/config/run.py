@@ -20,6 +20,13 @@ class RunConfig(ConfigModel):
 
     collect: CollectConfig = Field(default_factory=CollectConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    trainer_hang_s: float = Field(
+        default=1800.0,
+        gt=0,
+        description="A trainer whose loop shows no sign of life this long (model loading and the "
+        "longest step included) is stopped as hung, after printing its threads' stacks, and the run "
+        "stops with it.",
+    )
 
     @model_validator(mode="after")
     def _shared(self) -> RunConfig:
