@@ -10,9 +10,9 @@ writes to are private tmpfs mounts at run time, which would hide what the build 
 build copies them to STASH, and the environment copies them back into place at reset.
 
 Not guaranteed: a build runs the task author's commands as root with the host's network, exactly
-the trust `docker build` asks for (import tasks you would build); built images are never removed
-by agentsd (`docker image prune --filter label=agentsd.build`, or delete the local cache
-directory); what a build leaves in /tmp is not carried over.
+the trust `docker build` asks for (import tasks you would build); built environments stay until
+pruned (build_cache: `agentsd sandbox prune-builds`, or `sandbox.build_cache_gb` after each
+build); what a build leaves in /tmp is not carried over.
 """
 
 from __future__ import annotations
@@ -46,6 +46,9 @@ _PIP_FILES = ("/etc/xdg/pip/pip.conf", "/etc/pip.conf", "~/.pip/pip.conf", "~/.c
 class BuildError(SandboxError):
     """A task's environment could not be built: a step failed (its Dockerfile line and output are in
     the message), or the backend cannot build here."""
+
+
+BUILD_LABEL = "agentsd.build"  # on every built image: its build key
 
 
 def image_name(key: str) -> str:

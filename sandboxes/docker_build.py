@@ -28,6 +28,7 @@ from typing import Any
 
 from agentsd.sandboxes.base import LABEL, owner_identity
 from agentsd.sandboxes.builds import (
+    BUILD_LABEL,
     BUILD_STEP_TIMEOUT_S,
     SETTINGS_DIR,
     BuildError,
@@ -58,6 +59,7 @@ def ensure_image(client: Any, engine: str, spec: SandboxSpec, family_image: str)
     with _lock(f"{engine}|{key}"):
         with contextlib.suppress(docker.errors.ImageNotFound):
             client.images.get(name)
+            client.api.tag(name, *name.split(":"))  # used now: its LastTagTime (build_cache) moves
             return name
         started = time.monotonic()
         log.info("building %s on %s from %s (%d steps)", name, engine, base, len(spec.build.steps))
@@ -139,7 +141,7 @@ def _build(client: Any, engine: str, spec: SandboxSpec, base: str, key: str) -> 
         container.commit(
             repository="agentsd/task",
             tag=key,
-            changes=[f"LABEL agentsd.build={key}", f"LABEL agentsd.base={base}"],
+            changes=[f"LABEL {BUILD_LABEL}={key}", f"LABEL agentsd.base={base}"],
         )
     finally:
         with contextlib.suppress(docker.errors.DockerException):

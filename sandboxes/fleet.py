@@ -12,7 +12,10 @@ start and which then fails a ping, is taken out for ENGINE_COOLDOWN_S (its warm 
 and the start is retried on another engine (tenacity).
 
 A new fleet first reaps what dead owners left on its engines (sandboxes/reaper.py), so a collector
-that restarts after a crash cleans up after itself.
+that restarts after a crash cleans up after itself. With `build_cache_gb`, a fleet that starts a
+sandbox from a task's built environment then prunes that engine's builds to the budget in the
+background (sandboxes/build_cache.py: least recently used first, never one in use), at most once
+per PRUNE_EVERY_S per engine.
 
 Not guaranteed: sandboxes of a fleet whose process is killed stay until the next fleet starts or
 `agentsd sandbox reap` runs (local ones die with the process; their cgroups and records stay); an
@@ -40,6 +43,7 @@ log = logging.getLogger("agentsd.sandbox")
 SandboxConfig = LocalSandboxConfig | DockerSandboxConfig
 LOCAL_ENGINE = "local"
 ENGINE_COOLDOWN_S = 30.0  # how long an engine that failed its health check stays out
+PRUNE_EVERY_S = 300.0  # builds are pruned to sandbox.build_cache_gb at most this often per engine
 
 
 def make_sandbox(config: SandboxConfig, spec: SandboxSpec, engine: str | None = None) -> Sandbox:
@@ -76,6 +80,7 @@ class SandboxFleet:
         self._down_until = dict.fromkeys(self.engines, 0.0)  # engines taken out after a failed check
         self._pool: dict[tuple[str, str], deque[Sandbox]] = {}
         self._leases: dict[str, tuple[str, SandboxSpec]] = {}  # sandbox id -> (engine, spec)
+        self._next_prune: dict[str, float] = {}  # engine -> when its builds may be pruned again
         self.leased: Counter[str] = Counter()  # sandboxes handed out per engine, over the fleet's life
         self._cond = threading.Condition()
         self._closed = False
@@ -139,6 +144,8 @@ class SandboxFleet:
         with self._cond:
             self._leases[sandbox.id] = (engine, spec)
             self.leased[engine] += 1
+        if spec.build is not None:
+            self._prune_builds(engine)
         return sandbox
 
     def release(self, sandbox: Sandbox) -> None:
@@ -193,6 +200,37 @@ class SandboxFleet:
                     self._busy[engine] += 1
                     return engine, None
                 self._cond.wait(timeout=ENGINE_COOLDOWN_S)
+
+    # ------------------------------------------------------------------ built environments
+
+    def _prune_builds(self, engine: str) -> None:
+        """Prune `engine`'s builds to build_cache_gb in the background, unless done lately."""
+        budget = self.config.build_cache_gb
+        if budget is None:
+            return
+        with self._cond:
+            if self._closed or time.monotonic() < self._next_prune.get(engine, 0.0):
+                return
+            self._next_prune[engine] = time.monotonic() + PRUNE_EVERY_S
+            self._refill.submit(self._prune_builds_now, engine, int(budget * 1e9))
+
+    def _prune_builds_now(self, engine: str, keep_bytes: int) -> None:
+        from agentsd.sandboxes.build_cache import prune_docker, prune_local
+
+        try:
+            if engine == LOCAL_ENGINE:
+                removed = prune_local(keep_bytes=keep_bytes, unused_for_s=None)
+            else:
+                from agentsd.sandboxes.docker_sandbox import docker_client
+
+                client = docker_client(engine)
+                removed = prune_docker(client, engine, keep_bytes=keep_bytes, unused_for_s=None)
+        except Exception as exc:  # pruning must never fail an episode: the next lease tries again
+            log.warning("pruning the built environments on %s failed: %s", engine, exc)
+            return
+        if removed:
+            freed = sum(r.size_bytes for r in removed) / 1e9
+            log.info("pruned %d built environments on %s (%.2f GB)", len(removed), engine, freed)
 
     # ------------------------------------------------------------------ engine health
 

@@ -94,6 +94,7 @@ def ensure_built(spec: SandboxSpec) -> Path:
     built = root / key
     with exclusive_lock(root / f"{key}.lock"):
         if built.is_dir():  # complete: a build is renamed into place only when it succeeded
+            used_marker(root, key).touch()  # what build_cache prunes last
             return built
         for stale in root.glob(f"{key}.building-*"):  # a builder killed mid-build (we hold its lock)
             shutil.rmtree(stale, ignore_errors=True)
@@ -108,7 +109,13 @@ def ensure_built(spec: SandboxSpec) -> Path:
             if work.exists():
                 shutil.rmtree(work, ignore_errors=True)
         log.info("built local environment %s in %.1f s", key, time.monotonic() - started)
+        used_marker(root, key).touch()
     return built
+
+
+def used_marker(root: Path, key: str) -> Path:
+    """The file whose modification time says when a sandbox last started from build `key`."""
+    return root / f"{key}.used"
 
 
 def mount_script(built: Path, *, writable: bool) -> str:

@@ -1,11 +1,12 @@
-"""`agentsd sandbox`: list sandboxes and reap the ones whose owner died."""
+"""`agentsd sandbox`: list sandboxes and reap the ones whose owner died; list and prune the task
+environments built from Dockerfiles."""
 
 from __future__ import annotations
 
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -15,7 +16,10 @@ from agentsd.cli.common import ConfigFiles, JsonLines, config_sections, console,
 if TYPE_CHECKING:
     from agentsd.sandboxes.reaper import SandboxRecord
 
-app = typer.Typer(help="List and reap sandboxes (local and Docker).", no_args_is_help=True)
+app = typer.Typer(
+    help="List and reap sandboxes, list and prune built task environments (local and Docker).",
+    no_args_is_help=True,
+)
 
 Engines = Annotated[
     list[str] | None,
@@ -91,3 +95,77 @@ def reap(
     for r in removed:
         console.print(f"reaped {r.backend} {r.id} on {r.engine} (owner {r.owner})", highlight=False)
     console.print(f"{len(removed)} sandboxes reaped")
+
+
+def _builds(engines: list[str]) -> list[tuple[str, Any]]:
+    """(engine, docker client or None for the local cache) of every engine that answers."""
+    from agentsd.sandboxes.docker_sandbox import docker_client
+
+    out: list[tuple[str, Any]] = [("local", None)]
+    for url in engines:
+        try:
+            client = docker_client(url)
+            client.ping()
+        except Exception as exc:  # SandboxError, or the docker SDK's and requests' own errors
+            err_console.print(f"[yellow]skipped {url}:[/] {exc}")
+            continue
+        out.append((url, client))
+    return out
+
+
+@app.command("builds")
+def builds(engine: Engines = None, config: ConfigFiles = None, as_json: JsonLines = False) -> None:
+    """List the task environments built from Dockerfiles: the local build cache and each engine's
+    images, with their size, last use and whether a sandbox runs on them."""
+    from agentsd.sandboxes.build_cache import list_docker, list_local
+
+    records = []
+    for url, client in _builds(_engines(engine, config)):
+        records += list_local() if client is None else list_docker(client, url)
+    if as_json:
+        print_json_lines(records)
+        return
+    table = Table()
+    for col in ("backend", "engine", "key", "size", "last used", "in use"):
+        table.add_column(col, overflow="fold")
+    for r in records:
+        size, age = f"{r.size_bytes / 1e9:.2f} GB", f"{time.time() - r.last_used:.0f}s ago"
+        table.add_row(r.backend, r.engine, r.key, size, age, "yes" if r.in_use else "no")
+    console.print(table if records else "no built environments")
+
+
+@app.command("prune-builds")
+def prune_builds(
+    keep_gb: Annotated[
+        float | None,
+        typer.Option(min=0, help="Remove the least recently used builds until the rest fit in this many GB."),
+    ] = None,
+    unused_days: Annotated[
+        float | None, typer.Option(min=0, help="Remove every build no sandbox started from for this long.")
+    ] = None,
+    min_idle_s: Annotated[
+        float, typer.Option(min=0, help="Never remove a build a sandbox asked for this recently.")
+    ] = 600.0,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would go; remove nothing.")] = False,
+    engine: Engines = None,
+    config: ConfigFiles = None,
+) -> None:
+    """Remove built task environments (local build cache, each engine's images) that no sandbox
+    uses: those unused for --unused-days, then the least recently used beyond --keep-gb."""
+    from agentsd.sandboxes.build_cache import prune_docker, prune_local
+
+    if keep_gb is None and unused_days is None:
+        err_console.print("prune-builds: give --keep-gb GB, --unused-days DAYS or both (what to keep)")
+        raise typer.Exit(2)
+    keep = None if keep_gb is None else int(keep_gb * 1e9)
+    unused = None if unused_days is None else unused_days * 86400
+    rules = {"keep_bytes": keep, "unused_for_s": unused, "min_idle_s": min_idle_s, "dry_run": dry_run}
+    removed = []
+    for url, client in _builds(_engines(engine, config)):
+        removed += prune_local(**rules) if client is None else prune_docker(client, url, **rules)
+    verb = "would remove" if dry_run else "removed"
+    for r in removed:
+        size = f"{r.size_bytes / 1e9:.2f} GB"
+        console.print(f"{verb} {r.backend} {r.key} on {r.engine} ({size})", highlight=False)
+    freed = sum(r.size_bytes for r in removed) / 1e9
+    console.print(f"{len(removed)} built environments {verb} ({freed:.2f} GB)", highlight=False)

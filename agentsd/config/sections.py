@@ -47,6 +47,13 @@ class TrackingConfig(ConfigModel):
     )
 
 
+BUILD_CACHE_GB_DOC = (
+    "Keep the task environments built from Dockerfiles ({where}) within this many GB: after a sandbox "
+    "starts from one, the least recently used builds no sandbox uses (idle 10 min or more) are removed "
+    "until the rest fit. None = keep every build (`agentsd sandbox prune-builds` prunes by hand)."
+)
+
+
 class LocalSandboxConfig(ConfigModel):
     """bubblewrap sandboxes on this machine (sandboxes/local.py)."""
 
@@ -63,6 +70,9 @@ class LocalSandboxConfig(ConfigModel):
         description="The unprivileged host user (name or uid) sandboxes run as when agentsd runs as root "
         "(scripts/setup.sh creates it); as any other user, sandboxes run as that user.",
     )
+    build_cache_gb: float | None = Field(
+        default=None, gt=0, description=BUILD_CACHE_GB_DOC.format(where="this machine's build cache")
+    )
 
 
 class DockerSandboxConfig(ConfigModel):
@@ -78,6 +88,9 @@ class DockerSandboxConfig(ConfigModel):
     warm_pool: int = Field(default=0, ge=0, description="Sandboxes started ahead of need, per engine.")
     network_mode: str = Field(
         default="bridge", description="Docker network of tasks that ask for network (the rest get none)."
+    )
+    build_cache_gb: float | None = Field(
+        default=None, gt=0, description=BUILD_CACHE_GB_DOC.format(where="each engine's built images")
     )
 
 
