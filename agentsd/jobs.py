@@ -17,6 +17,7 @@ import signal
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -214,7 +215,8 @@ def collect_and_train(cfg: RunConfig) -> CollectResult:
     train_config.write_text(yaml.safe_dump(cfg.train.model_dump(mode="json"), sort_keys=False))
     done_file = cfg.train.run_dir / "collect.done"
     done_file.unlink(missing_ok=True)
-    heartbeat = cfg.train.run_dir / "trainer.heartbeat"
+    # this run's own: a trainer left over from a killed run must not beat for this one
+    heartbeat = cfg.train.run_dir / f"trainer-{uuid.uuid4().hex[:8]}.heartbeat"
     cmd = [sys.executable, "-m", "agentsd.cli.main", "train", "-c", str(train_config)]
     cmd += ["--wait", "--until", str(done_file), "--heartbeat", str(heartbeat)]
     status.print(f"starting the trainer: {' '.join(cmd[2:])}")
@@ -242,6 +244,8 @@ def collect_and_train(cfg: RunConfig) -> CollectResult:
     except BaseException:
         trainer.stop()  # it resumes from its last checkpoint next time
         raise
+    finally:
+        heartbeat.unlink(missing_ok=True)
     if trainer.hung is not None:
         raise AgentsdError(
             f"the trainer {trainer.hung}; rerun `agentsd run` to resume. The trainer said:\n{trainer.tail()}"

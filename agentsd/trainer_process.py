@@ -103,6 +103,10 @@ class TrainerProcess:
                 self.proc.wait(STOP_WAIT_S)
             except subprocess.TimeoutExpired:  # hung where SIGTERM cannot reach it
                 self.proc.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(STOP_WAIT_S)
+            if self.proc.poll() is None:  # stuck in the kernel (a dead mount, a driver call)
+                self.hung += f"; it does not die even of SIGKILL (pid {self.proc.pid}), left behind"
             return True
 
     def expect_exit(self) -> None:
@@ -110,15 +114,16 @@ class TrainerProcess:
         self._expected.set()
 
     def wait(self) -> int:
-        """Its exit status, once it exits; a trainer that hangs meanwhile is stopped (see `hung`)."""
+        """Its exit status, once it exits; a trainer that hangs meanwhile is stopped (see `hung`),
+        and one that even SIGKILL cannot end is left behind (status -SIGKILL)."""
         while self.proc.poll() is None:
             if self._stopped_if_hung():
                 break
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(POLL_S)
-        code = self.proc.wait()
+        code = self.proc.poll()
         self._relay.join(timeout=5)
-        return code
+        return -signal.SIGKILL if code is None else code
 
     def stop(self) -> None:
         """Terminate it (it resumes from its last checkpoint next time)."""

@@ -12,9 +12,12 @@ overlay layers and root), a docker one while any container, running or not, was 
 between a sandbox asking for its build and mounting or creating from it): every build unused for
 `unused_for_s`, then the least recently used until the rest fits in `keep_bytes`. A local build is
 removed under its build lock (a sandbox asking for it at that moment waits, then rebuilds it);
-a docker image is removed without force, so the engine refuses if a container took it meanwhile.
+a docker image is re-checked, then removed by id without force, so the engine refuses if a
+container was created from it meanwhile (and a sandbox that asked for it just before builds it
+again).
 
-Not guaranteed: sizes are the disk blocks of a local build's own files (the layers, not the host
+Not guaranteed: on docker engines with the containerd image store a re-tag leaves LastTagTime
+alone, so "last used" is the build's time there; sizes are the disk blocks of a local build's own files (the layers, not the host
 directories under them) and the docker engine's unique size of an image (layers shared with other
 images are not counted); a local sandbox of another mount namespace whose processes all exited
 while the sandbox lives on is not seen (none does: its supervisor runs for its life).
@@ -42,6 +45,7 @@ from agentsd.sandboxes.local_build import cache_root, used_marker
 log = logging.getLogger("agentsd.sandbox")
 
 MIN_IDLE_S = 600.0
+_MOUNT_ESCAPE = re.compile(r"\\([0-7]{3})")
 _ENGINE_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)?$")
 
 
@@ -114,7 +118,19 @@ def _local_record(root: Path, key: str, mounted: str) -> BuildRecord | None:
         last = (used if used.exists() else path).stat().st_mtime
     except FileNotFoundError:  # pruned while we looked
         return None
-    return BuildRecord("local", "local", key, _disk_bytes(path), last, f"{path}/" in mounted)
+    in_use = f"{path.resolve()}/" in mounted  # the kernel shows real paths
+    return BuildRecord("local", "local", key, _size(root, key), last, in_use)
+
+
+def _size(root: Path, key: str) -> int:
+    """A local build's disk blocks, counted once and kept beside it (a build never changes)."""
+    known = root / f"{key}.size"
+    with contextlib.suppress(OSError, ValueError):
+        return int(known.read_text())
+    size = _disk_bytes(root / key)
+    with contextlib.suppress(OSError):
+        known.write_text(str(size))
+    return size
 
 
 def prune_local(
@@ -145,6 +161,7 @@ def prune_local(
             doomed = root / f"{record.key}.pruning-{uuid.uuid4().hex[:8]}"
             os.rename(root / record.key, doomed)  # gone for ensure_built the moment the lock is free
             used_marker(root, record.key).unlink(missing_ok=True)
+            (root / f"{record.key}.size").unlink(missing_ok=True)
         shutil.rmtree(doomed, ignore_errors=True)
         log.info("pruned local environment %s (%d bytes)", record.key, record.size_bytes)
         removed.append(record)
@@ -152,13 +169,21 @@ def prune_local(
 
 
 def _mounted_text() -> str:
-    """Every process's mount table, joined: a local sandbox's overlays and root name its build."""
-    tables = []
+    """The mount table of every mount namespace on this host, joined, escapes decoded: a local
+    sandbox's overlays and root name its build."""
+    tables, namespaces = [], set()
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
-            with contextlib.suppress(OSError):
-                tables.append((proc / "mountinfo").read_text())
-    return "\n".join(tables)
+            try:
+                namespace: str | None = os.readlink(proc / "ns" / "mnt")
+            except OSError:  # not ours to read: its table is read whatever namespace it is in
+                namespace = None
+            if namespace is None or namespace not in namespaces:
+                with contextlib.suppress(OSError):
+                    tables.append((proc / "mountinfo").read_text())
+                namespaces.add(namespace)
+    # the kernel writes space, tab, newline and backslash (and '=' in options) as \ooo
+    return _MOUNT_ESCAPE.sub(lambda m: chr(int(m[1], 8)), "\n".join(tables))
 
 
 def _disk_bytes(path: Path) -> int:
@@ -217,9 +242,14 @@ def prune_docker(
         return picked
     removed = []
     for record in picked:
-        try:  # no force: the engine refuses an image a container was created from meanwhile
-            client.images.remove(image_name(record.key), noprune=False)
-        except docker.errors.APIError as exc:
+        try:
+            image = client.api.inspect_image(image_name(record.key))
+            last = _docker_time((image.get("Metadata") or {}).get("LastTagTime")) or record.last_used
+            if time.time() - last < (MIN_IDLE_S if min_idle_s is None else min_idle_s):
+                continue  # a sandbox asked for it since it was chosen
+            # by id, without force: the engine refuses an image a container was created from since
+            client.images.remove(image["Id"], noprune=False)
+        except docker.errors.DockerException as exc:
             log.info("kept %s on %s: %s", record.key, engine, exc)
             continue
         log.info("pruned %s on %s (%d bytes)", record.key, engine, record.size_bytes)

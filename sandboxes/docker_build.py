@@ -59,7 +59,8 @@ def ensure_image(client: Any, engine: str, spec: SandboxSpec, family_image: str)
     with _lock(f"{engine}|{key}"):
         with contextlib.suppress(docker.errors.ImageNotFound):
             client.images.get(name)
-            client.api.tag(name, *name.split(":"))  # used now: its LastTagTime (build_cache) moves
+            with contextlib.suppress(docker.errors.DockerException):  # only a record of use
+                client.api.tag(name, *name.split(":"))  # its LastTagTime moves (build_cache)
             return name
         started = time.monotonic()
         log.info("building %s on %s from %s (%d steps)", name, engine, base, len(spec.build.steps))

@@ -160,52 +160,63 @@ class DockerSandbox(SupervisedSandbox):
         if self.container is not None:
             return
         import docker.errors
-        from docker.types import Ulimit
 
         self._docker = docker_client(self.engine)
-        if self.spec.build is not None:
-            self.image = ensure_image(self._docker, self.engine, self.spec, self.image)
-        file_bytes = self.spec.limits.disk_mb * 1024 * 1024
-        limits = self.spec.limits
-        tmpfs_opts = f"rw,exec,nosuid,size={limits.disk_mb}m,uid={AGENT_UID},gid={AGENT_GID}"
-        try:
-            self.container = retrying(self._docker.containers.create)(
-                self.image,
-                command=["sleep", "infinity"],
-                name=f"agentsd-{self.id}",
-                labels=self.labels(),
-                network_mode=self.network_mode,
-                mem_limit=f"{limits.memory_mb}m",
-                memswap_limit=f"{limits.memory_mb}m",
-                nano_cpus=int(limits.cpus * 1e9),
-                pids_limit=limits.pids,
-                cap_drop=["ALL"],
-                cap_add=_SUPERVISOR_CAPS,
-                security_opt=["no-new-privileges"],
-                user="0:0",  # init and its sleep: out of the agent's reach (it is uid 1000)
-                shm_size=f"{limits.disk_mb}m",
-                read_only=True,
-                tmpfs={path: tmpfs_opts for path in writable_dirs(self.spec)},
-                working_dir=self.spec.workdir,
-                init=True,
-                ulimits=[
-                    Ulimit(name="nofile", soft=1024, hard=1024),
-                    Ulimit(name="fsize", soft=file_bytes, hard=file_bytes),
-                ],
-            )
-        except docker.errors.ImageNotFound as exc:
-            raise SandboxError(
-                f"image {self.image} is not on the engine {self.engine}: "
-                "build it with scripts/build_images.sh"
-            ) from exc
-        except docker.errors.DockerException as exc:
-            raise SandboxError(f"cannot create a sandbox on {self.engine}: {exc}") from exc
+        family_image = self.image
+        for attempt in (1, 2):
+            if self.spec.build is not None:
+                self.image = ensure_image(self._docker, self.engine, self.spec, family_image)
+            try:
+                self.container = self._create()
+                break
+            except docker.errors.ImageNotFound as exc:
+                if self.spec.build is not None and attempt == 1:
+                    continue  # pruned (build_cache) between ensure_image and now: built again, once
+                raise SandboxError(
+                    f"image {self.image} is not on the engine {self.engine}: "
+                    "build it with scripts/build_images.sh"
+                ) from exc
+            except docker.errors.DockerException as exc:
+                raise SandboxError(f"cannot create a sandbox on {self.engine}: {exc}") from exc
+        assert self.container is not None
         try:
             retrying(self.container.start)()
             self._open_session()
         except BaseException:
             self.close()
             raise
+
+    def _create(self) -> Any:
+        """The episode's container, created (not started) from self.image."""
+        from docker.types import Ulimit
+
+        limits = self.spec.limits
+        file_bytes = limits.disk_mb * 1024 * 1024
+        tmpfs_opts = f"rw,exec,nosuid,size={limits.disk_mb}m,uid={AGENT_UID},gid={AGENT_GID}"
+        return retrying(self._docker.containers.create)(
+            self.image,
+            command=["sleep", "infinity"],
+            name=f"agentsd-{self.id}",
+            labels=self.labels(),
+            network_mode=self.network_mode,
+            mem_limit=f"{limits.memory_mb}m",
+            memswap_limit=f"{limits.memory_mb}m",
+            nano_cpus=int(limits.cpus * 1e9),
+            pids_limit=limits.pids,
+            cap_drop=["ALL"],
+            cap_add=_SUPERVISOR_CAPS,
+            security_opt=["no-new-privileges"],
+            user="0:0",  # init and its sleep: out of the agent's reach (it is uid 1000)
+            shm_size=f"{limits.disk_mb}m",
+            read_only=True,
+            tmpfs={path: tmpfs_opts for path in writable_dirs(self.spec)},
+            working_dir=self.spec.workdir,
+            init=True,
+            ulimits=[
+                Ulimit(name="nofile", soft=1024, hard=1024),
+                Ulimit(name="fsize", soft=file_bytes, hard=file_bytes),
+            ],
+        )
 
     def _open_session(self) -> None:
         api = self._docker.api

@@ -85,6 +85,7 @@ class SandboxFleet:
         self._cond = threading.Condition()
         self._closed = False
         self._refill = ThreadPoolExecutor(max_workers=2, thread_name_prefix="agentsd-warm")
+        self._pruner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agentsd-prune")
         if reap_leaked:  # what a crashed collector left on these engines goes before new work starts
             self._reap()
 
@@ -212,7 +213,7 @@ class SandboxFleet:
             if self._closed or time.monotonic() < self._next_prune.get(engine, 0.0):
                 return
             self._next_prune[engine] = time.monotonic() + PRUNE_EVERY_S
-            self._refill.submit(self._prune_builds_now, engine, int(budget * 1e9))
+            self._pruner.submit(self._prune_builds_now, engine, int(budget * 1e9))
 
     def _prune_builds_now(self, engine: str, keep_bytes: int) -> None:
         from agentsd.sandboxes.build_cache import prune_docker, prune_local
@@ -224,7 +225,10 @@ class SandboxFleet:
                 from agentsd.sandboxes.docker_sandbox import docker_client
 
                 client = docker_client(engine)
-                removed = prune_docker(client, engine, keep_bytes=keep_bytes, unused_for_s=None)
+                try:
+                    removed = prune_docker(client, engine, keep_bytes=keep_bytes, unused_for_s=None)
+                finally:
+                    client.close()
         except Exception as exc:  # pruning must never fail an episode: the next lease tries again
             log.warning("pruning the built environments on %s failed: %s", engine, exc)
             return
@@ -310,6 +314,7 @@ class SandboxFleet:
             pools, self._pool = list(self._pool.values()), {}
             self._cond.notify_all()
         self._refill.shutdown(wait=True, cancel_futures=True)
+        self._pruner.shutdown(wait=False, cancel_futures=True)  # a prune under way finishes on its own
         for pool in pools:
             for sandbox in pool:
                 sandbox.close()

@@ -679,7 +679,7 @@ TRAINER_FAILURES = {
 def _failing_trainer(gate: Path, heartbeat: Path, failure: str) -> list[str]:
     script = (
         "import os, sys, time\nfrom pathlib import Path\nfrom agentsd.liveness import beat, dump_stacks_on\n"
-        f"dump_stacks_on()\nwhile not os.path.exists({str(gate)!r}):\n"
+        f"dump_stacks_on()\nbeat(Path({str(heartbeat)!r}))\nwhile not os.path.exists({str(gate)!r}):\n"
         f"    beat(Path({str(heartbeat)!r})); time.sleep(0.05)\n" + TRAINER_FAILURES[failure]
     )
     return [sys.executable, "-c", script]

@@ -119,9 +119,15 @@ def builds(engine: Engines = None, config: ConfigFiles = None, as_json: JsonLine
     images, with their size, last use and whether a sandbox runs on them."""
     from agentsd.sandboxes.build_cache import list_docker, list_local
 
-    records = []
+    records, failed = [], False
     for url, client in _builds(_engines(engine, config)):
-        records += list_local() if client is None else list_docker(client, url)
+        try:
+            records += list_local() if client is None else list_docker(client, url)
+        except Exception as exc:  # one backend's failure does not hide the others
+            err_console.print(f"[red]{url}:[/] {type(exc).__name__}: {exc}")
+            failed = True
+    if failed:
+        raise typer.Exit(1)
     if as_json:
         print_json_lines(records)
         return
@@ -160,12 +166,18 @@ def prune_builds(
     keep = None if keep_gb is None else int(keep_gb * 1e9)
     unused = None if unused_days is None else unused_days * 86400
     rules = {"keep_bytes": keep, "unused_for_s": unused, "min_idle_s": min_idle_s, "dry_run": dry_run}
-    removed = []
+    removed, failed = [], False
     for url, client in _builds(_engines(engine, config)):
-        removed += prune_local(**rules) if client is None else prune_docker(client, url, **rules)
+        try:
+            removed += prune_local(**rules) if client is None else prune_docker(client, url, **rules)
+        except Exception as exc:  # no root for the local cache, a busy engine: the others are pruned
+            err_console.print(f"[red]{url}:[/] {type(exc).__name__}: {exc}")
+            failed = True
     verb = "would remove" if dry_run else "removed"
     for r in removed:
         size = f"{r.size_bytes / 1e9:.2f} GB"
         console.print(f"{verb} {r.backend} {r.key} on {r.engine} ({size})", highlight=False)
     freed = sum(r.size_bytes for r in removed) / 1e9
     console.print(f"{len(removed)} built environments {verb} ({freed:.2f} GB)", highlight=False)
+    if failed:
+        raise typer.Exit(1)

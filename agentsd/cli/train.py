@@ -41,8 +41,11 @@ def train(
     ] = None,
 ) -> None:
     """Train until max_steps (or until no untrained trajectory is left); a restart resumes."""
-    from agentsd.config import TrainConfig, load_config
     from agentsd.liveness import beat, dump_stacks_on
+
+    if heartbeat is not None:  # first: a watchdog's SIGUSR1 must never meet the default action (exit)
+        dump_stacks_on()
+    from agentsd.config import TrainConfig, load_config
     from agentsd.progress import LiveStatus
     from agentsd.store import ReplayStore
     from agentsd.tracking import open_tracker
@@ -50,8 +53,6 @@ def train(
 
     cfg = load_config(TrainConfig, config or [], overrides or [])
     alive = None if heartbeat is None else partial(beat, heartbeat)
-    if heartbeat is not None:
-        dump_stacks_on()
     if store:
         cfg.store.url = store
     if fork:
