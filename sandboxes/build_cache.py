@@ -17,10 +17,11 @@ container was created from it meanwhile (and a sandbox that asked for it just be
 again).
 
 Not guaranteed: on docker engines with the containerd image store a re-tag leaves LastTagTime
-alone, so "last used" is the build's time there; sizes are the disk blocks of a local build's own files (the layers, not the host
-directories under them) and the docker engine's unique size of an image (layers shared with other
-images are not counted); a local sandbox of another mount namespace whose processes all exited
-while the sandbox lives on is not seen (none does: its supervisor runs for its life).
+alone, so "last used" is the build's time there; sizes are the disk blocks of a local build's own
+files (the layers, not the host directories under them) and the docker engine's unique size of an
+image (layers shared with other images are not counted); a local sandbox of another mount
+namespace whose processes all exited while the sandbox lives on is not seen (none does: its
+supervisor runs for its life).
 """
 
 from __future__ import annotations
