@@ -438,7 +438,7 @@ def _exec(req: dict[str, Any], limits: dict[str, int], identity: Identity) -> di
         proc.stdin.close()
     timeout = req.get("timeout")
     deadline = start + float(timeout) if timeout else None
-    timed_out = _pump(proc, {proc.stdout: out, proc.stderr: err}, deadline)  # type: ignore[dict-item]
+    timed_out = _pump(proc, {proc.stdout: out, proc.stderr: err}, deadline)  # pyright: ignore[reportArgumentType]
     if timed_out:
         _kill_group(proc)
     code = proc.wait()
@@ -478,9 +478,9 @@ def _pump(proc: subprocess.Popen[bytes], sinks: dict[BinaryIO, HeadTail], deadli
                 wait = min(wait, max(deadline - now, 0.0))
             for key, _ in sel.select(wait):
                 stream = key.fileobj
-                chunk = os.read(stream.fileno(), 65536)  # type: ignore[union-attr]
+                chunk = os.read(stream.fileno(), 65536)  # pyright: ignore[reportAttributeAccessIssue]
                 if chunk:
-                    sinks[stream].feed(chunk)  # type: ignore[index]
+                    sinks[stream].feed(chunk)  # pyright: ignore[reportArgumentType]
                 else:
                     sel.unregister(stream)
         if deadline is None:

@@ -79,7 +79,7 @@ def bench_docker(config: DockerSandboxConfig, n: int) -> None:
     sandbox = make_sandbox(config, SPEC)
     sandbox.start()
     try:
-        container = sandbox.container.name  # type: ignore[attr-defined]
+        container = sandbox.container.name  # pyright: ignore[reportAttributeAccessIssue]
         cli = median_ms(lambda: subprocess.run(["docker", "exec", container, "true"], check=True), min(n, 50))
         boxed = median_ms(lambda: sandbox.exec("true"), n)
     finally:
@@ -123,7 +123,7 @@ def bench_concurrent(name: str, config: LocalSandboxConfig | DockerSandboxConfig
 
         def run(sandbox: object) -> None:
             for _ in range(n):
-                sandbox.exec("true")  # type: ignore[attr-defined]
+                sandbox.exec("true")  # pyright: ignore[reportAttributeAccessIssue]
 
         threads = [threading.Thread(target=run, args=(s,)) for s in sandboxes]
         start = time.perf_counter()

@@ -116,7 +116,7 @@ def _step_naive(model: Any, student: Any, teacher: Any, trained: Any) -> None:
 
 def _step_trl(model: Any, student: Any, teacher: Any, trained: Any) -> None:
     import torch
-    from trl.experimental.sdpo.loss_utils import (  # type: ignore[import-not-found]
+    from trl.experimental.sdpo.loss_utils import (  # pyright: ignore[reportMissingImports]
         compute_topk_self_distillation_loss,
     )
 

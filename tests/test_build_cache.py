@@ -100,7 +100,7 @@ class Cache:
         if backend == "docker":
             from agentsd.sandboxes.docker_sandbox import docker_client
 
-            self.client = docker_client(self.config.engines[0])  # type: ignore[union-attr]
+            self.client = docker_client(self.config.engines[0])  # pyright: ignore[reportAttributeAccessIssue]
 
     def records(self) -> dict[str, BuildRecord]:
         found = list_local() if self.client is None else list_docker(self.client, "test")

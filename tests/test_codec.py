@@ -24,7 +24,7 @@ def test_ids_encode_as_little_endian_int32_from_lists_and_arrays() -> None:
 @pytest.mark.parametrize("bad", [[2**31], [2**32], [-1], [1.5], ["7"], np.array([-3]), np.array([[1, 2]])])
 def test_ids_out_of_range_or_not_integers_are_refused(bad: object) -> None:
     with pytest.raises(ValueError, match=r"prompt_ids: token ids must"):
-        codec.encode_ids(bad, "prompt_ids")  # type: ignore[arg-type]
+        codec.encode_ids(bad, "prompt_ids")  # pyright: ignore[reportArgumentType]
 
 
 def test_masks_and_floats_round_trip_and_lengths_are_checked() -> None:

@@ -24,7 +24,7 @@ SUITE = SUITES_DIR / "terminal"
 
 def _ids_alive(backend: str, config: object, *, mine: bool = False) -> set[str]:
     """Recorded sandboxes; with `mine`, only this process's (others on the machine run their own)."""
-    records = list_local() if backend == "local" else list_docker(config.engines[0])  # type: ignore[attr-defined]
+    records = list_local() if backend == "local" else list_docker(config.engines[0])  # pyright: ignore[reportAttributeAccessIssue]
     return {r.id for r in records if not mine or r.owner == owner_identity()}
 
 
@@ -116,7 +116,7 @@ def _second_name_for(engine: str, tmp: Path) -> str:
 @pytest.mark.docker
 def test_sandboxes_spread_over_two_engines_within_each_engines_limit(tmp_path: Path) -> None:
     # every sandbox used to go to the first engine, and max_per_engine did nothing in collect
-    first = backend_config("docker").engines[0]  # type: ignore[union-attr]
+    first = backend_config("docker").engines[0]  # pyright: ignore[reportAttributeAccessIssue]
     engines = [first, _second_name_for(first, tmp_path)]
     config = DockerSandboxConfig(engines=engines, max_per_engine=2)
     with SandboxFleet(config) as fleet:
@@ -143,7 +143,7 @@ def test_an_engine_that_stops_answering_is_taken_out_and_episodes_start_on_anoth
 ) -> None:
     # out for the whole test: a loaded machine must not see the dead engine's cooldown end midway
     monkeypatch.setattr(fleet_module, "ENGINE_COOLDOWN_S", 3600.0)
-    good = backend_config("docker").engines[0]  # type: ignore[union-attr]
+    good = backend_config("docker").engines[0]  # pyright: ignore[reportAttributeAccessIssue]
     dead = f"unix://{tmp_path}/no-engine.sock"
     # not reaped at start: the dead engine looks healthy until a sandbox fails on it
     config = DockerSandboxConfig(engines=[dead, good], max_per_engine=2)
@@ -157,7 +157,7 @@ def test_an_engine_that_stops_answering_is_taken_out_and_episodes_start_on_anoth
         env = TerminalEnv(fleet=fleet)
         try:
             env.reset(options={"task": load_harbor_task(SUITE / "count-lines")})
-            assert fleet.engine_of(env.sandbox) == good  # type: ignore[arg-type]
+            assert fleet.engine_of(env.sandbox) == good  # pyright: ignore[reportArgumentType]
         finally:
             env.close()
     only_dead = DockerSandboxConfig(engines=[dead])

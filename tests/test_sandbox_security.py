@@ -191,11 +191,11 @@ print(json.dumps({"pid": pid, "reached": reached, "traced": traced, "signalled":
 def host_pid_of_supervisor(sandbox: Sandbox, backend: str) -> int:
     """The supervisor's pid as the host sees it."""
     if backend == "docker":
-        top = sandbox.container.top()  # type: ignore[attr-defined]
+        top = sandbox.container.top()  # pyright: ignore[reportAttributeAccessIssue]
         column = top["Titles"].index("PID")
         cmd = top["Titles"].index("CMD")
         return next(int(row[column]) for row in top["Processes"] if row[cmd].startswith("python3"))
-    root = sandbox._proc.pid  # type: ignore[attr-defined]
+    root = sandbox._proc.pid  # pyright: ignore[reportAttributeAccessIssue]
     for pid in host_pids_with("supervisor"):
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         parent = int(host_status(pid)["PPid"])
@@ -234,7 +234,7 @@ print(json.dumps({"traced": traced, "mem": mem}))
 def test_a_supervisor_that_stops_reading_cannot_hang_the_host(sandbox: Sandbox, backend: str) -> None:
     pid = host_pid_of_supervisor(sandbox, backend)
     os.kill(pid, signal.SIGSTOP)  # what the agent itself can no longer do; the host must cope anyway
-    client = sandbox._session()  # type: ignore[attr-defined]
+    client = sandbox._session()  # pyright: ignore[reportAttributeAccessIssue]
     blob = base64.b64encode(os.urandom(4 << 20)).decode()  # far more than a pipe or socket buffer holds
     raised: list[BaseException] = []
 
@@ -293,7 +293,7 @@ class Injecting:
 
 
 def wrap(sandbox: Sandbox) -> tuple[SupervisorClient, Injecting]:
-    client = sandbox._session()  # type: ignore[attr-defined]
+    client = sandbox._session()  # pyright: ignore[reportAttributeAccessIssue]
     transport = Injecting(client._transport)
     client._transport = transport
     return client, transport
@@ -511,7 +511,7 @@ def test_the_host_witnesses_kill_agent_through_the_cgroup(backend: str) -> None:
     from agentsd.sandboxes.fleet import make_sandbox
 
     with make_sandbox(backend_config(backend), spec(test="1")) as sandbox:
-        cgroup = sandbox._cgroup  # type: ignore[attr-defined]
+        cgroup = sandbox._cgroup  # pyright: ignore[reportAttributeAccessIssue]
         if cgroup is None or not cgroup.dirs:
             pytest.skip("no writable cgroups here")
         hidden = subprocess.Popen(["sleep", "60"])
@@ -532,7 +532,7 @@ def test_local_supervisor_output_never_reaches_the_host_disk(backend: str) -> No
     from agentsd.sandboxes.fleet import make_sandbox
 
     with make_sandbox(config, spec(test="1")) as sandbox:
-        proc = sandbox._proc  # type: ignore[attr-defined]
+        proc = sandbox._proc  # pyright: ignore[reportAttributeAccessIssue]
         for fd in (1, 2):
             assert os.readlink(f"/proc/{proc.pid}/fd/{fd}").startswith("pipe:")
 
@@ -568,7 +568,7 @@ def test_agentsd_labels_win_over_a_spec_label() -> None:
     from agentsd.sandboxes.base import owner_identity
     from agentsd.sandboxes.docker_sandbox import DockerSandbox
 
-    sandbox = DockerSandbox(spec(run_id="r1"), engine=config.engines[0])  # type: ignore[union-attr]
+    sandbox = DockerSandbox(spec(run_id="r1"), engine=config.engines[0])  # pyright: ignore[reportAttributeAccessIssue]
     labels = sandbox.labels()
     assert labels["agentsd.owner"] == owner_identity() and labels["agentsd.run_id"] == "r1"
 

@@ -286,7 +286,7 @@ def test_disk_filling_loop_is_contained(sandbox_factory: Callable[..., Sandbox])
 
 
 def test_eight_concurrent_sandboxes_do_not_see_each_other(sandbox_factory: Callable[..., Sandbox]) -> None:
-    boxes: list[Sandbox] = [None] * 8  # type: ignore[list-item]
+    boxes: list[Sandbox] = [None] * 8  # pyright: ignore[reportAssignmentType]
 
     def start(i: int) -> None:
         boxes[i] = sandbox_factory(spec(slot=str(i)))
@@ -319,11 +319,11 @@ def test_a_killed_owner_leaves_nothing_after_reap(backend: str, tmp_path: Path) 
     owner.wait()
 
     def present() -> set[str]:
-        records = list_local() if backend == "local" else list_docker(config.engines[0])  # type: ignore[union-attr]
+        records = list_local() if backend == "local" else list_docker(config.engines[0])  # pyright: ignore[reportAttributeAccessIssue]
         return {r.id for r in records} & set(ids)
 
     assert present() == set(ids)  # left behind by the dead owner ...
-    engine_args = [] if backend == "local" else ["--engine", config.engines[0]]  # type: ignore[union-attr]
+    engine_args = [] if backend == "local" else ["--engine", config.engines[0]]  # pyright: ignore[reportAttributeAccessIssue]
     reaped = subprocess.run(
         [sys.executable, "-m", "agentsd.cli.main", "sandbox", "reap", *engine_args],
         capture_output=True,
@@ -367,7 +367,7 @@ def test_reap_removes_containers_stuck_in_created_of_dead_owners() -> None:
     from agentsd.sandboxes.docker_sandbox import docker_client
     from agentsd.sandboxes.reaper import reap_docker
 
-    client = docker_client(config.engines[0])  # type: ignore[union-attr]
+    client = docker_client(config.engines[0])  # pyright: ignore[reportAttributeAccessIssue]
 
     def create(name: str, owner: str) -> Any:  # created, never started: what a crash mid-start leaves
         labels = {LABEL: name, "agentsd.owner": owner, "agentsd.created": "0"}
@@ -383,7 +383,7 @@ def test_reap_removes_containers_stuck_in_created_of_dead_owners() -> None:
     live = create(f"sbx-live{os.getpid()}", owner_identity())
     try:
         assert stuck.status == "created"
-        removed = {r.id for r in reap_docker(config.engines[0])}  # type: ignore[union-attr]
+        removed = {r.id for r in reap_docker(config.engines[0])}  # pyright: ignore[reportAttributeAccessIssue]
         assert f"sbx-stuck{os.getpid()}" in removed and f"sbx-live{os.getpid()}" not in removed
         names = {c.name for c in client.containers.list(all=True)}
         assert stuck.name not in names and live.name in names

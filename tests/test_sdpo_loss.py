@@ -200,7 +200,7 @@ def test_an_extreme_behaviour_logp_is_rejected_without_nan_in_fp32(form: str, ex
     student = student64.detach().float().requires_grad_(True)
     teacher = teacher64.detach().float()
     batch.behaviour_logp = batch.behaviour_logp.float()
-    cfg = SDPOConfig(form=form, top_k=4)  # type: ignore[arg-type]
+    cfg = SDPOConfig(form=form, top_k=4)  # pyright: ignore[reportArgumentType]
     poisoned = TokenBatch(**{**batch.__dict__, "behaviour_logp": batch.behaviour_logp.clone()})
     poisoned.behaviour_logp[4] = extreme
     without = TokenBatch(**{**batch.__dict__, "mask": batch.mask.clone()})
@@ -365,7 +365,7 @@ def test_loss_from_chunked_terms_equals_the_loss_from_logits(form: str) -> None:
     weight = torch.randn(V, h, generator=g, dtype=torch.float64, requires_grad=True)
     teacher_hidden = hidden.detach() + 0.5 * torch.randn(n, h, generator=g, dtype=torch.float64)
     batch, _, _ = make_batch(n=n, seed=4)
-    cfg = SDPOConfig(form=form, top_k=4)  # type: ignore[arg-type]
+    cfg = SDPOConfig(form=form, top_k=4)  # pyright: ignore[reportArgumentType]
     d, lp, tlp = chunked_head(hidden, weight, teacher_hidden, weight.detach(), batch.tokens, k=4, chunk=5)
     batch.behaviour_logp = lp.detach() + 0.1
     chunked = sdpo_loss_from_terms(batch, d, lp, tlp, cfg, version=5, advantage_scale=AdvantageScale())
@@ -402,7 +402,7 @@ def test_each_correction_variant_weights_tokens_exactly_as_defined() -> None:
         "none": (torch.ones_like(rho), trainable),
     }
     for correction, (weight, used) in expected.items():
-        cfg = SDPOConfig(top_k=4, is_cap=2.0, max_staleness=4, correction=correction)  # type: ignore[arg-type]
+        cfg = SDPOConfig(top_k=4, is_cap=2.0, max_staleness=4, correction=correction)  # pyright: ignore[reportArgumentType]
         out = sdpo_loss(batch, student, teacher, cfg, version=5)
         assert torch.equal(out.used, used), correction
         torch.testing.assert_close(out.numerator_weight, (weight * used).to(out.numerator_weight.dtype))

@@ -107,6 +107,6 @@ def test_teacher_state_round_trips_and_refuses_another_mode() -> None:
     teacher.after_step(net, 1)
     again = Teacher(TeacherConfig(mode="sync_every", sync_every=1), model())
     again.load_state_dict(teacher.state_dict())
-    assert again.syncs == 1 and torch.equal(again.weights["0.weight"], teacher.weights["0.weight"])  # type: ignore[index]
+    assert again.syncs == 1 and torch.equal(again.weights["0.weight"], teacher.weights["0.weight"])  # pyright: ignore[reportOptionalSubscript]
     with pytest.raises(ValueError, match="mode"):
         Teacher(TeacherConfig(mode="ema"), net).load_state_dict(teacher.state_dict())

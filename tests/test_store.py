@@ -243,8 +243,8 @@ def test_policy_versions_are_registered_once(store_url: str) -> None:
     )
     assert [v.version for v in store.versions()] == [0, 1]
     store.register_version(2, model="m", checkpoint_uri="/v2", lineage="b", parent=None, weights_hash="ab")
-    assert store.latest_version("a").version == 1 and store.latest_version("b").version == 2  # type: ignore[union-attr]
-    assert store.latest_version("c") is None and store.get_version(2).weights_hash == "ab"  # type: ignore[union-attr]
+    assert store.latest_version("a").version == 1 and store.latest_version("b").version == 2  # pyright: ignore[reportOptionalMemberAccess]
+    assert store.latest_version("c") is None and store.get_version(2).weights_hash == "ab"  # pyright: ignore[reportOptionalMemberAccess]
 
 
 def test_ancestry_selects_what_a_lineage_sampled(store_url: str) -> None:

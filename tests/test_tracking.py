@@ -23,7 +23,7 @@ def test_mlflow_run_records_params_metrics_artifacts_and_status(tmp_path: Path) 
             tracker.log_metrics({"loss": 1.0 / (step + 1), "rho_max": 2.0 + step}, step=step)
         tracker.log_artifact(note, "notes")
         tracker.set_tags({"kind": "train"})
-        run_id = tracker.run_id  # type: ignore[attr-defined]
+        run_id = tracker.run_id  # pyright: ignore[reportAttributeAccessIssue]
     assert (run_dir / "mlflow.db").exists()
 
     client = MlflowClient(tracking_uri=f"sqlite:///{run_dir / 'mlflow.db'}")
@@ -40,7 +40,7 @@ def test_mlflow_run_records_params_metrics_artifacts_and_status(tmp_path: Path) 
         pytest.raises(RuntimeError),
         open_tracker(TrackingConfig(experiment="exp"), run_dir, "crash") as tracker,
     ):
-        failed_id = tracker.run_id  # type: ignore[attr-defined]
+        failed_id = tracker.run_id  # pyright: ignore[reportAttributeAccessIssue]
         raise RuntimeError("boom")
     assert client.get_run(failed_id).info.status == "FAILED"
 
@@ -80,7 +80,7 @@ def test_secrets_in_a_config_are_never_logged(tmp_path: Path) -> None:
     with open_tracker(TrackingConfig(experiment="exp"), run_dir, "collect") as tracker:
         tracker.log_params({**config.model_dump(mode="json"), "judge": {"api_key_env": "OPENAI_API_KEY"}})
         tracker.log_params({"auth_token": "t0k", "hf_token": "", "password": "hunter2"})
-        run_id = tracker.run_id  # type: ignore[attr-defined]
+        run_id = tracker.run_id  # pyright: ignore[reportAttributeAccessIssue]
     params = MlflowClient(tracking_uri=f"sqlite:///{run_dir / 'mlflow.db'}").get_run(run_id).data.params
     assert not [k for k, v in params.items() if v in ("sk-live-123", "t0k", "hunter2")]
     assert params["policy.api_key"] == params["auth_token"] == params["password"] == "[redacted]"
@@ -104,12 +104,12 @@ def test_agentsd_run_nests_collector_and_trainer_under_one_parent_run(tmp_path: 
     home = tmp_path / "r"
     with open_tracker(nest_tracking(cfg, home), home, "r") as parent:
         for tracking in (cfg.collect.tracking, cfg.train.tracking):
-            tracking.parent_run_id = parent.run_id  # type: ignore[attr-defined]
+            tracking.parent_run_id = parent.run_id  # pyright: ignore[reportAttributeAccessIssue]
         with open_tracker(cfg.collect.tracking, cfg.collect.run_dir, "collect") as collect:
             collect.log_metrics({"episode/reward": 1.0}, step=1)
         with open_tracker(cfg.train.tracking, cfg.train.run_dir, "train") as train:
             train.log_metrics({"age_versions/mean": 2.0}, step=1)
-        parent_id = parent.run_id  # type: ignore[attr-defined]
+        parent_id = parent.run_id  # pyright: ignore[reportAttributeAccessIssue]
     assert cfg.collect.tracking.uri == cfg.train.tracking.uri == f"sqlite:///{home.absolute()}/mlflow.db"
     client = MlflowClient(tracking_uri=cfg.collect.tracking.uri)
     experiment = client.get_experiment_by_name("agentsd")

@@ -266,12 +266,12 @@ def lineage_scenario(tmp: str) -> None:
             raise KeyboardInterrupt("killed between checkpoint and publish")
 
         publish = Trainer._publish
-        Trainer._publish = killed  # type: ignore[method-assign]
+        Trainer._publish = killed  # pyright: ignore[reportAttributeAccessIssue]
         try:
             with pytest.raises(KeyboardInterrupt):
                 first.step()
         finally:
-            Trainer._publish = publish  # type: ignore[method-assign]
+            Trainer._publish = publish
         first.close()
         assert replay.versions() == [] and replay.consumed_by(first.run_id) == set()
         resumed = Trainer(config("a"), replay, name="a")  # republishes the checkpoint, same number
@@ -279,7 +279,7 @@ def lineage_scenario(tmp: str) -> None:
         assert (v1.version, v1.lineage, v1.parent) == (1, first.lineage, None)
         assert v1.weights_hash == weights_hash(v1.checkpoint_uri)
         assert resumed.run_id == first.run_id and len(replay.consumed_by(first.run_id)) == 2
-        assert resumed.step() is not None and replay.latest_version().parent == 1  # type: ignore[union-attr]
+        assert resumed.step() is not None and replay.latest_version().parent == 1  # pyright: ignore[reportOptionalMemberAccess]
 
         with pytest.raises(LineageError, match=r"already has policy versions \(newest 2.*--fork"):
             Trainer(config("b"), replay, name="b")

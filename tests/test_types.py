@@ -15,7 +15,7 @@ def test_turn_arrays_must_align() -> None:
     with pytest.raises(ValidationError, match="loss_mask has 3 entries, completion_ids has 2"):
         Turn(index=0, completion_ids=[1, 2], logprobs=[-0.1, -0.2], loss_mask=[True, False, True])
     with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
-        Turn(index=0, completion_ids=[], logprobs=[], colour="red")  # type: ignore[call-arg]
+        Turn(index=0, completion_ids=[], logprobs=[], colour="red")  # pyright: ignore[reportCallIssue]
 
 
 def test_only_agent_tokens_are_trainable() -> None:
