@@ -165,10 +165,9 @@ def test_a_fleet_with_a_build_budget_prunes_the_least_recently_used_on_its_own(
         with sandboxes.acquire(built_spec(uuid.uuid4().hex)) as second:
             new = key_of(second)
             deadline = time.monotonic() + 120
-            while old in list_local() and time.monotonic() < deadline:
+            while old in (kept := {r.key for r in list_local()}) and time.monotonic() < deadline:
                 time.sleep(0.1)
-            assert old not in {r.key for r in list_local()}  # pruned in the background
-            assert new in {r.key for r in list_local()}  # in use: kept
+            assert old not in kept and new in kept  # pruned in the background; in use: kept
             assert second.exec("cat /srv/built.txt").exit_code == 0
 
 
