@@ -66,6 +66,11 @@ class BuildRecord:
         return now - self.last_used
 
 
+def _idle_floor(min_idle_s: float | None) -> float:
+    """`min_idle_s`, MIN_IDLE_S when not given (read at call time: tests and operators move it)."""
+    return MIN_IDLE_S if min_idle_s is None else min_idle_s
+
+
 def choose(
     records: Iterable[BuildRecord],
     *,
@@ -79,7 +84,7 @@ def choose(
     (default MIN_IDLE_S), and among `keys` when given, every one unused for `unused_for_s`, then the
     least recently used until what is left (in use or not) fits in `keep_bytes`."""
     now = time.time() if now is None else now
-    min_idle_s = MIN_IDLE_S if min_idle_s is None else min_idle_s
+    min_idle_s = _idle_floor(min_idle_s)
     ordered = sorted(records, key=lambda r: r.last_used)
     removable = [
         r for r in ordered if not r.in_use and r.idle_s(now) >= min_idle_s and (keys is None or r.key in keys)
@@ -125,13 +130,17 @@ def _local_record(root: Path, key: str, mounted: str) -> BuildRecord | None:
 
 def _size(root: Path, key: str) -> int:
     """A local build's disk blocks, counted once and kept beside it (a build never changes)."""
-    known = root / f"{key}.size"
+    known = _size_file(root, key)
     with contextlib.suppress(OSError, ValueError):
         return int(known.read_text())
     size = _disk_bytes(root / key)
     with contextlib.suppress(OSError):
         known.write_text(str(size))
     return size
+
+
+def _size_file(root: Path, key: str) -> Path:
+    return root / f"{key}.size"
 
 
 def prune_local(
@@ -145,7 +154,7 @@ def prune_local(
 ) -> list[BuildRecord]:
     """Remove what `choose` picks from the local build cache; what was removed."""
     root = cache_root() if root is None else root
-    min_idle_s = MIN_IDLE_S if min_idle_s is None else min_idle_s
+    min_idle_s = _idle_floor(min_idle_s)
     picked = choose(
         list_local(root), keep_bytes=keep_bytes, unused_for_s=unused_for_s, min_idle_s=min_idle_s, keys=keys
     )
@@ -162,7 +171,7 @@ def prune_local(
             doomed = root / f"{record.key}.pruning-{uuid.uuid4().hex[:8]}"
             os.rename(root / record.key, doomed)  # gone for ensure_built the moment the lock is free
             used_marker(root, record.key).unlink(missing_ok=True)
-            (root / f"{record.key}.size").unlink(missing_ok=True)
+            _size_file(root, record.key).unlink(missing_ok=True)
         shutil.rmtree(doomed, ignore_errors=True)
         log.info("pruned local environment %s (%d bytes)", record.key, record.size_bytes)
         removed.append(record)
@@ -232,6 +241,7 @@ def prune_docker(
     """Remove what `choose` picks from a docker engine's built images; what was removed."""
     import docker.errors
 
+    min_idle_s = _idle_floor(min_idle_s)
     picked = choose(
         list_docker(client, engine),
         keep_bytes=keep_bytes,
@@ -246,7 +256,7 @@ def prune_docker(
         try:
             image = client.api.inspect_image(image_name(record.key))
             last = _docker_time((image.get("Metadata") or {}).get("LastTagTime")) or record.last_used
-            if time.time() - last < (MIN_IDLE_S if min_idle_s is None else min_idle_s):
+            if time.time() - last < min_idle_s:
                 continue  # a sandbox asked for it since it was chosen
             # by id, without force: the engine refuses an image a container was created from since
             client.images.remove(image["Id"], noprune=False)

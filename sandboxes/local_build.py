@@ -93,24 +93,29 @@ def ensure_built(spec: SandboxSpec) -> Path:
     key = build_key(spec, f"local:{varbase.name}")
     built = root / key
     with exclusive_lock(root / f"{key}.lock"):
-        if built.is_dir():  # complete: a build is renamed into place only when it succeeded
-            used_marker(root, key).touch()  # what build_cache prunes last
-            return built
-        for stale in root.glob(f"{key}.building-*"):  # a builder killed mid-build (we hold its lock)
-            shutil.rmtree(stale, ignore_errors=True)
-        started = time.monotonic()
-        log.info("building local environment %s (%d steps)", key, len(spec.build.steps))
-        work = root / f"{key}.building-{uuid.uuid4().hex[:8]}"
-        try:
-            _build(spec, work, varbase)
-            shutil.rmtree(work / "work")
-            os.rename(work, built)
-        finally:
-            if work.exists():
-                shutil.rmtree(work, ignore_errors=True)
-        log.info("built local environment %s in %.1f s", key, time.monotonic() - started)
-        used_marker(root, key).touch()
+        if not built.is_dir():  # complete: a build is renamed into place only when it succeeded
+            _build_in_place(spec, root, key, varbase)
+        used_marker(root, key).touch()  # what build_cache prunes last
     return built
+
+
+def _build_in_place(spec: SandboxSpec, root: Path, key: str, varbase: Path) -> None:
+    """Build `spec` as `root/key`, under the key's lock: in a temporary directory renamed into place
+    only when the build succeeded."""
+    assert spec.build is not None
+    for stale in root.glob(f"{key}.building-*"):  # a builder killed mid-build (we hold its lock)
+        shutil.rmtree(stale, ignore_errors=True)
+    started = time.monotonic()
+    log.info("building local environment %s (%d steps)", key, len(spec.build.steps))
+    work = root / f"{key}.building-{uuid.uuid4().hex[:8]}"
+    try:
+        _build(spec, work, varbase)
+        shutil.rmtree(work / "work")
+        os.rename(work, root / key)
+    finally:
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
+    log.info("built local environment %s in %.1f s", key, time.monotonic() - started)
 
 
 def used_marker(root: Path, key: str) -> Path:

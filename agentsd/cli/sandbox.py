@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -14,6 +15,7 @@ from rich.table import Table
 from agentsd.cli.common import ConfigFiles, JsonLines, config_sections, console, err_console, print_json_lines
 
 if TYPE_CHECKING:
+    from agentsd.sandboxes.build_cache import BuildRecord
     from agentsd.sandboxes.reaper import SandboxRecord
 
 app = typer.Typer(
@@ -97,11 +99,22 @@ def reap(
     console.print(f"{len(removed)} sandboxes reaped")
 
 
-def _builds(engines: list[str]) -> list[tuple[str, Any]]:
-    """(engine, docker client or None for the local cache) of every engine that answers."""
+def _on_each_build_cache(
+    engines: list[str],
+    local: Callable[[], list[BuildRecord]],
+    docker: Callable[[Any, str], list[BuildRecord]],
+) -> tuple[list[BuildRecord], bool]:
+    """`local()` on this machine's build cache and `docker(client, url)` on every engine that
+    answers: their records together, and whether one failed (reported; the others still run)."""
     from agentsd.sandboxes.docker_sandbox import docker_client
 
-    out: list[tuple[str, Any]] = [("local", None)]
+    records: list[BuildRecord] = []
+    failed = False
+    try:
+        records += local()
+    except Exception as exc:  # e.g. no root for the local cache: the engines still run
+        err_console.print(f"[red]local:[/] {type(exc).__name__}: {exc}")
+        failed = True
     for url in engines:
         try:
             client = docker_client(url)
@@ -109,8 +122,14 @@ def _builds(engines: list[str]) -> list[tuple[str, Any]]:
         except Exception as exc:  # SandboxError, or the docker SDK's and requests' own errors
             err_console.print(f"[yellow]skipped {url}:[/] {exc}")
             continue
-        out.append((url, client))
-    return out
+        try:
+            records += docker(client, url)
+        except Exception as exc:  # a busy engine: the others still run
+            err_console.print(f"[red]{url}:[/] {type(exc).__name__}: {exc}")
+            failed = True
+        finally:
+            client.close()
+    return records, failed
 
 
 @app.command("builds")
@@ -119,13 +138,7 @@ def builds(engine: Engines = None, config: ConfigFiles = None, as_json: JsonLine
     images, with their size, last use and whether a sandbox runs on them."""
     from agentsd.sandboxes.build_cache import list_docker, list_local
 
-    records, failed = [], False
-    for url, client in _builds(_engines(engine, config)):
-        try:
-            records += list_local() if client is None else list_docker(client, url)
-        except Exception as exc:  # one backend's failure does not hide the others
-            err_console.print(f"[red]{url}:[/] {type(exc).__name__}: {exc}")
-            failed = True
+    records, failed = _on_each_build_cache(_engines(engine, config), list_local, list_docker)
     if failed:
         raise typer.Exit(1)
     if as_json:
@@ -166,13 +179,11 @@ def prune_builds(
     keep = None if keep_gb is None else int(keep_gb * 1e9)
     unused = None if unused_days is None else unused_days * 86400
     rules = {"keep_bytes": keep, "unused_for_s": unused, "min_idle_s": min_idle_s, "dry_run": dry_run}
-    removed, failed = [], False
-    for url, client in _builds(_engines(engine, config)):
-        try:
-            removed += prune_local(**rules) if client is None else prune_docker(client, url, **rules)
-        except Exception as exc:  # no root for the local cache, a busy engine: the others are pruned
-            err_console.print(f"[red]{url}:[/] {type(exc).__name__}: {exc}")
-            failed = True
+    removed, failed = _on_each_build_cache(
+        _engines(engine, config),
+        lambda: prune_local(**rules),
+        lambda client, url: prune_docker(client, url, **rules),
+    )
     verb = "would remove" if dry_run else "removed"
     for r in removed:
         size = f"{r.size_bytes / 1e9:.2f} GB"
