@@ -55,6 +55,7 @@ from agentsd.store import ReplayStore
 from agentsd.store.leases import trajectory_id
 from agentsd.tracking import NullTracker, Tracker
 from agentsd.types import (
+    PROMPT_CONTEXT_META,
     Completion,
     EpisodeClaim,
     Family,
@@ -110,6 +111,7 @@ class Collector:
         make_env: Callable[[Task, dict[str, str]], Any] | None = None,
         on_episode: Callable[[CollectStats], None] | None = None,
         judge: RubricJudge | None = None,
+        prompt_context: Callable[[Task], Sequence[int]] | None = None,
     ) -> None:
         if not tasks:
             raise ValueError("collect: the suite has no tasks")
@@ -124,6 +126,9 @@ class Collector:
         self.make_env = make_env or self._default_env
         self.on_episode = on_episode
         self.judge = judge  # agentsd.eval.judge.Judge for rubric tasks' judge criteria, or None
+        # token ids the policy sees right before each task's text (agentsd gap's teacher pass): the
+        # stored prompts stay the student's, so such trajectories are marked and never trained on
+        self.prompt_context = prompt_context
         self.fmt = ChatFormat(policy.tokenizer, demonstration=config.demonstration)
         max_context = min(
             config.model.max_context, int(getattr(policy, "max_context", config.model.max_context))
@@ -283,6 +288,7 @@ class Collector:
         tid = trajectory_id(self.run_name, episode, attempt)
         labels = {"run_id": self.run_name, "episode_id": tid}
         version = self.versions.start(tid)
+        context = list(self.prompt_context(task)) if self.prompt_context is not None else []
         self.store.begin(
             task=task,
             policy_model=self.policy.model_name,
@@ -296,11 +302,12 @@ class Collector:
                 "attempt": attempt,
                 "family": task.family.value,
                 "collector": self.holder,
+                **({PROMPT_CONTEXT_META: len(context)} if context else {}),
             },
         )
         started = time.monotonic()
         try:
-            result = await self._play(queue, task, tid, labels)
+            result = await self._play(queue, task, tid, labels, context)
         except asyncio.CancelledError:  # stopped (Collector.stop, Ctrl-C) or the lease was lost
             if not self.leases.was_lost(episode):  # the turns so far stay; the episode goes back to the plan
                 with contextlib.suppress(TrajectoryStateError):
@@ -334,12 +341,16 @@ class Collector:
         self._record(result, duration)
 
     async def _play(
-        self, queue: GenerationQueue, task: Task, tid: str, labels: dict[str, str]
+        self, queue: GenerationQueue, task: Task, tid: str, labels: dict[str, str], context: list[int]
     ) -> EpisodeResult:
-        """One episode in its environment, every policy call with the episode's own version."""
+        """One episode in its environment, every policy call with the episode's own version (and
+        `context`, when given, inserted before the task text of every prompt)."""
         env = self.make_env(task, labels)
 
         async def generate(prompt: list[int]) -> Completion:
+            if context:  # every prompt, compacted ones too, starts with the first prompt's layout
+                at = self.fmt.layout["task_start"]
+                prompt = [*prompt[:at], *context, *prompt[at:]]
             return await queue.generate(prompt, lambda: self.versions.version_of(tid))
 
         async def on_turn(turn: Turn) -> None:

@@ -1,9 +1,13 @@
 """The SDPO teacher's hindsight context c and the teacher's view of a context segment.
 
-From a finalized trajectory this module gathers what the agent could not see while acting, most
-informative first: the verifier's verdict and feedback, rubric verdicts, user or environment
-replies (trajectory-level HindsightSignals), what followed each turn (its `next_state`, turn-level),
-and a successful attempt at the same task when the store has one (never the trajectory itself).
+From a finalized trajectory this module gathers what the agent could not see while acting, from
+the configured sources (`hindsight.sources`), most informative first: `demonstration` and
+`solution`, the task's reference as an agent's tool calls or in plain form (privileged: the teacher
+alone sees it; in production the directive part of a next-state signal, a user's "you should have
+run X"); `feedback`, the verifier's verdict, rubric verdicts, user or environment replies
+(trajectory-level HindsightSignals) and what followed each turn (its `next_state`, turn-level);
+`success`, a successful attempt at the same task when the store has one (never the trajectory
+itself).
 Everything is rendered with the wording of templates/hindsight.yaml (versioned) and tokenized with
 special tokens split, within a token budget; a text that does not fit loses its middle, never its
 head or tail.
@@ -16,11 +20,15 @@ are never re-tokenized: `position[p]` is where student position p sits in the te
 teacher and student score identical tokens.
 
 Not guaranteed: that the hindsight is useful; a trajectory with none is reported as such (None) and
-contributes nothing to the loss.
+contributes nothing to the loss. A task without a reference gives the privileged sources nothing.
+Keeping privileged text out of the student's prompt and the sandbox is the callers' part: only the
+trainer's teacher view and the gap's teacher pass use what this module builds.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -30,10 +38,62 @@ import yaml
 
 from agentsd.elision import elide_middle
 from agentsd.sequences import NOT_SAMPLED, Segment
-from agentsd.types import Trajectory, TurnSource
+from agentsd.types import Task, Trajectory, TurnSource
 
-SIGNAL_ORDER = ("verifier", "rubric", "user", "env", "success", "hint")
+SOURCES = ("feedback", "success", "solution", "demonstration")
+PRIVILEGED_SOURCES = ("solution", "demonstration")  # from the task's reference: never the agent's
+# privileged sources last: right before the task text, where a small model copies from (a
+# probe on the default model: the reference command in 7 of 16 first replies when the
+# demonstration came last, 5 of 16 when a submit followed it); elision keeps the tail
+SIGNAL_ORDER = ("verifier", "rubric", "user", "env", "success", "hint", "solution", "demonstration")
 SUCCESS_CHARS = 6000  # a successful attempt's actions, before token budgeting
+
+
+def tool_call_text(name: str, arguments: dict[str, Any]) -> str:
+    """A tool call as the agent's protocol writes it."""
+    return f"<tool_call>\n{json.dumps({'name': name, 'arguments': arguments})}\n</tool_call>"
+
+
+def _reference_actions(task: Task) -> list[dict[str, Any]]:
+    reference = task.reference
+    if isinstance(reference.get("action"), dict):
+        return [reference["action"]]
+    actions = reference.get("actions")
+    return [a for a in actions if isinstance(a, dict)] if isinstance(actions, list) else []
+
+
+def privileged_text(task: Task, source: str) -> str | None:
+    """What a privileged source says of `task`, from its reference; None when it has nothing.
+
+    `demonstration`: the reference as the agent would write it, its tool calls (tasks whose
+    reference is actions, or one entry script run with bash); the submit that ends every task is
+    the protocol's, not the task's, and left out. `solution`: the reference in plain form (the
+    commands, the gold patch, the solution script, the gold response)."""
+    reference = task.reference
+    actions = _reference_actions(task)
+    files = reference.get("files")
+    files = files if isinstance(files, dict) else {}
+    entry = files.get(str(reference.get("entry", "solve.sh")))
+    if source == "demonstration":
+        if not actions and isinstance(entry, str) and len(files) == 1:
+            actions = [{"name": "bash", "arguments": {"command": entry.strip()}}]
+        calls = [tool_call_text(str(a.get("name")), dict(a.get("arguments") or {})) for a in actions]
+        return "\n".join(calls) if calls else None
+    if source != "solution":
+        raise ValueError(f"{source!r} is not a privileged source ({', '.join(PRIVILEGED_SOURCES)})")
+    if actions:
+        return "\n".join(
+            str(a["arguments"]["command"])
+            if a.get("name") == "bash" and "command" in a.get("arguments", {})
+            else json.dumps(a)
+            for a in actions
+        )
+    if isinstance(reference.get("patch"), str):
+        return str(reference["patch"])
+    if isinstance(entry, str):
+        return entry.strip()
+    gold = reference.get("gold_response")
+    return str(gold) if gold else None
 
 
 def load_templates() -> dict[str, Any]:
@@ -68,11 +128,22 @@ class TeacherView:
 
 
 class HindsightBuilder:
-    def __init__(self, tokenizer: Any, budget_tokens: int = 4096) -> None:
+    def __init__(
+        self, tokenizer: Any, budget_tokens: int = 4096, sources: Sequence[str] = ("feedback", "success")
+    ) -> None:
+        unknown = sorted(set(sources) - set(SOURCES))
+        if unknown:
+            raise ValueError(f"hindsight sources {unknown}: expected some of {', '.join(SOURCES)}")
         self.tokenizer = tokenizer
         self.budget = budget_tokens
+        self.sources = tuple(sources)
         self.templates = load_templates()
         self.version = int(self.templates["version"])
+
+    @property
+    def privileged(self) -> bool:
+        """Whether the hindsight reads the task's reference (the trainer then loads each task)."""
+        return any(s in PRIVILEGED_SOURCES for s in self.sources)
 
     def encode(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
@@ -82,11 +153,16 @@ class HindsightBuilder:
         marker = self.templates["elided"]
         return elide_middle(self.encode(text), allowance, lambda n: self.encode(marker.format(n=n)))
 
-    def build(self, trajectory: Trajectory, success: Trajectory | None = None) -> Hindsight:
-        """The hindsight of a trajectory, within the token budget (trajectory-level first)."""
+    def build(
+        self, trajectory: Trajectory, success: Trajectory | None = None, task: Task | None = None
+    ) -> Hindsight:
+        """The hindsight of a trajectory, within the token budget (trajectory-level first), from
+        the builder's sources (`task`: the trajectory's task, for the privileged ones)."""
         if success is not None and success.id == trajectory.id:
             raise ValueError("the successful attempt must be another trajectory than the one trained on")
-        signal_texts = self._signal_texts(trajectory, success)
+        if task is not None and task.id != trajectory.task_id:
+            raise ValueError(f"task {task.id} is not trajectory {trajectory.id}'s ({trajectory.task_id})")
+        signal_texts = self._signal_texts(trajectory, success, task)
         remaining = self.budget
         trajectory_ids: list[int] = []
         if signal_texts:
@@ -98,7 +174,8 @@ class HindsightBuilder:
             remaining -= len(trajectory_ids)
         turn_ids: dict[int, list[int]] = {}
         agent_turns = [t for t in trajectory.turns if t.source is TurnSource.AGENT]
-        for turn in agent_turns[:-1]:  # the last turn's result is the verdict, already above
+        for turn in agent_turns[:-1] if "feedback" in self.sources else []:
+            # the last turn's result is the verdict, already above
             if remaining <= 0 or not (turn.next_state or "").strip():
                 continue
             before, after = self.templates["turn"].split("{text}")
@@ -110,22 +187,30 @@ class HindsightBuilder:
             remaining -= len(turn_ids[turn.index])
         return Hindsight(trajectory_ids, turn_ids, self.version)
 
-    def _signal_texts(self, trajectory: Trajectory, success: Trajectory | None) -> list[str]:
+    def _signal_texts(
+        self, trajectory: Trajectory, success: Trajectory | None, task: Task | None
+    ) -> list[str]:
         forms = self.templates["signal"]
         found: list[tuple[int, str]] = []
         reward = "unknown" if trajectory.reward is None else f"{trajectory.reward:g}"
-        for signal in trajectory.hindsight:
+        for source in PRIVILEGED_SOURCES:
+            text = privileged_text(task, source) if task is not None and source in self.sources else None
+            if text:
+                found.append((SIGNAL_ORDER.index(source), forms[source].format(text=text, reward=reward)))
+        feedback = "feedback" in self.sources
+        for signal in trajectory.hindsight if feedback else []:
             if signal.turn_index is not None or not signal.text.strip():
                 continue
             form = forms.get(signal.kind, forms["other"])
             rank = SIGNAL_ORDER.index(signal.kind) if signal.kind in SIGNAL_ORDER else len(SIGNAL_ORDER)
             found.append((rank, form.format(text=signal.text.strip(), reward=reward)))
-        if trajectory.reward is not None and not any(rank == 0 for rank, _ in found):
+        verdict = SIGNAL_ORDER.index("verifier")
+        if feedback and trajectory.reward is not None and not any(rank == verdict for rank, _ in found):
             # the reward alone is hindsight too, even when the grader printed nothing
             found.append(
-                (0, forms["verifier"].format(text="(the grader printed nothing more)", reward=reward))
+                (verdict, forms["verifier"].format(text="(the grader printed nothing more)", reward=reward))
             )
-        if success is not None:
+        if success is not None and "success" in self.sources:
             actions = "\n".join(
                 t.completion_text.strip()
                 for t in success.turns

@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +40,7 @@ from agentsd.store import ReplayStore
 from agentsd.suites import load_tasks
 from agentsd.tracking import default_tracking_uri, open_tracker
 from agentsd.trainer_process import TrainerProcess
-from agentsd.types import LeaseState
+from agentsd.types import LeaseState, Task
 
 status = Console(stderr=True)
 
@@ -67,10 +67,12 @@ def run_collect(
     kind: RunKind = "collect",
     new: bool = False,
     on_collector: Callable[[Collector], None] | None = None,
+    prompt_context: Callable[[Task], Sequence[int]] | None = None,
 ) -> CollectResult:
     """The collect run of `cfg`, with a live display, to the end of its plan (or until something
     calls `stop` on the collector `on_collector` is given). The run's plan is recorded on its first
-    start and must match on every later one; `new`: the run name must not exist yet."""
+    start and must match on every later one; `new`: the run name must not exist yet;
+    `prompt_context`: ids the policy sees before each task's text (Collector)."""
     tasks = load_tasks(cfg.suite, cfg.tasks_url)[: cfg.max_tasks]
     run_name = cfg.name or re.sub(r"[^A-Za-z0-9_-]", "-", cfg.run_dir.name) or "collect"
     status.print(f"{kind} run [bold]{run_name}[/]: {len(tasks)} tasks x {cfg.repeats} from {cfg.suite}")
@@ -86,7 +88,16 @@ def run_collect(
         ReplayStore(cfg.store.url) as replay,
         open_tracker(cfg.tracking, cfg.run_dir, run_name) as tracker,
     ):
-        collector = Collector(cfg, policy, replay, tasks, run_name=run_name, tracker=tracker, judge=judge)
+        collector = Collector(
+            cfg,
+            policy,
+            replay,
+            tasks,
+            run_name=run_name,
+            tracker=tracker,
+            judge=judge,
+            prompt_context=prompt_context,
+        )
         counts = collector.open_plan()
         planned = counts[LeaseState.WAITING] + counts[LeaseState.RUNNING]
         if on_collector is not None:

@@ -36,7 +36,7 @@ from agentsd.hindsight import HindsightBuilder, TeacherView, teacher_view
 from agentsd.sdpo import AdvantageScale, SDPOLoss, TokenBatch, chunked_head, sdpo_loss_from_terms
 from agentsd.sdpo.teacher import Teacher
 from agentsd.sequences import Segment, TurnTokens, segments
-from agentsd.types import Trajectory
+from agentsd.types import PROMPT_CONTEXT_META, Task, Trajectory
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,11 @@ def reproducible_sampling(trajectory: Trajectory, turns: Sequence[TurnTokens]) -
     """The turns with their sampling parameters resolved, or why the trainer cannot reproduce the
     distribution a trainable turn was sampled from. Turns stored before per-turn parameters take the
     trajectory's recorded ones."""
+    if trajectory.meta.get(PROMPT_CONTEXT_META):
+        return (
+            f"sampled with {trajectory.meta[PROMPT_CONTEXT_META]} context tokens its stored prompts do not "
+            "hold (a self-teacher's pass): its behaviour log-probs are not the student's"
+        )
     out = []
     for turn in turns:
         if not turn.trainable.any():
@@ -89,16 +94,18 @@ def prepare(
     tokens: dict[str, list[TurnTokens]],
     builder: HindsightBuilder,
     successes: dict[str, Trajectory] | None = None,
+    tasks: dict[str, Task] | None = None,
     now: float | None = None,
 ) -> PreparedBatch:
-    """Segments and teacher views of each trajectory (`successes`: task id -> a solved attempt)."""
+    """Segments and teacher views of each trajectory (`successes`: task id -> a solved attempt;
+    `tasks`: trajectory id -> its task, for the privileged sources)."""
     now = time.time() if now is None else now
     batch = PreparedBatch()
     for index, trajectory in enumerate(trajectories):
         success = (successes or {}).get(trajectory.task_id)
         if success is not None and success.id == trajectory.id:
             success = None
-        hindsight = builder.build(trajectory, success)
+        hindsight = builder.build(trajectory, success, (tasks or {}).get(trajectory.id))
         if hindsight.empty:
             batch.no_hindsight.append(trajectory.id)
             continue

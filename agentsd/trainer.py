@@ -67,7 +67,7 @@ from agentsd.trainer_metrics import (
 )
 from agentsd.trainer_publish import NewVersion, VersionPublisher
 from agentsd.trainer_ranks import from_rank0, summed_over_ranks, token_mean_divisor
-from agentsd.types import Termination, Trajectory
+from agentsd.types import Task, Termination, Trajectory
 
 log = logging.getLogger("agentsd.trainer")
 
@@ -113,7 +113,8 @@ class Trainer:
         )
         try:
             self.teacher = Teacher(self.config.teacher, self.model)
-            self.builder = HindsightBuilder(self.tokenizer, self.config.hindsight.budget_tokens)
+            hindsight = self.config.hindsight
+            self.builder = HindsightBuilder(self.tokenizer, hindsight.budget_tokens, hindsight.sources)
             self._resume()
         except BaseException:  # a refused start must not keep the engine's memory alive
             self.close()
@@ -223,7 +224,7 @@ class Trainer:
     def prepare_shard(self, shard: list[Trajectory], view: LineageView) -> PreparedBatch:
         """This rank's trajectories as segments with their hindsight teacher views."""
         tokens = self.in_steps(self.store.load_tokens([t.id for t in shard]), view)
-        batch = prepare(shard, tokens, self.builder, self._successes(shard))
+        batch = prepare(shard, tokens, self.builder, self._successes(shard), self._tasks(shard))
         for trajectory_id, reason in batch.unreproducible.items():
             log.warning("not training on %s: %s", trajectory_id, reason)
         return batch
@@ -238,8 +239,15 @@ class Trainer:
             for tid, turns in tokens.items()
         }
 
+    def _tasks(self, trajectories: list[Trajectory]) -> dict[str, Task]:
+        """Trajectory id -> its task as stored with it, for the privileged hindsight sources."""
+        if not self.builder.privileged:
+            return {}
+        found = {t.id: self.store.get_task(t.task_hash) for t in trajectories if t.task_hash}
+        return {tid: task for tid, task in found.items() if task is not None}
+
     def _successes(self, trajectories: list[Trajectory]) -> dict[str, Trajectory]:
-        if not self.config.hindsight.use_success:
+        if "success" not in self.config.hindsight.sources:
             return {}
         found: dict[str, Trajectory] = {}
         chosen = {t.id for t in trajectories}

@@ -112,6 +112,9 @@ class VersionPublisher:
                     "run_id": version.run_id,
                     "step": version.step,
                     "lora": self.config.lora is not None,
+                    # what its teacher saw: every result names the context it was trained with
+                    "hindsight_sources": list(self.config.hindsight.sources),
+                    "teacher": self.config.teacher.mode,
                     **published_metrics(version.metrics),
                 },
             )

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -88,6 +89,56 @@ def test_a_work_dir_keeps_the_experiment_it_was_started_with(tmp_path: Path) -> 
     assert main(["-c", str(config), "steps=5"]) == 2
 
 
+def _evaluation(arm: str, step: int, scores: list[float], logprobs: list[float]) -> dict[str, Any]:
+    rows = [
+        {
+            "task_id": f"t{i}",
+            "score": s,
+            "valid_turns": 1,
+            "turns": 2,
+            "kl_to_base": 0.1,
+            "reference_logprob": lp,
+        }
+        for i, (s, lp) in enumerate(zip(scores, logprobs, strict=True))
+    ]
+    return {"arm": arm, "seed": 0, "step": step, "version": step, "trajectories": rows}
+
+
+def test_committed_records_are_skipped_and_merged_into_the_report(tmp_path: Path) -> None:
+    """A fresh machine: no work directory, only the records a run committed. The runner runs no
+    worker for them and the report is made from them, the step-0 gap included."""
+    config = _config(tmp_path)
+    exp = load_config(ExperimentConfig, [config], ["gap=true"])
+    records = tmp_path / "report" / "smoke"
+    records.mkdir(parents=True)
+    gap_rows = [{"task_id": f"t{i}", "student": 0.0, "teacher": 1.0 * i, "gap": 1.0 * i} for i in range(2)]
+    packed = {
+        "base": {
+            "evals": {"0": _evaluation("base", 0, [0.0, 0.0], [-2.0, -2.0])},
+            "gaps": {"feedback_success": {"summary": {}, "rows": gap_rows}},
+        },
+        "k0-full": {"evals": {"2": _evaluation("k0-full", 2, [1.0, 0.0], [-1.0, -1.5])}},
+        "k1-none": {"evals": {"2": _evaluation("k1-none", 2, [0.0, 0.0], [-2.5, -2.0])}},
+    }
+    for arm, data in packed.items():
+        steps = [{"step": 1, "rho/p99": 1.5}, {"step": 2, "rho/p99": 1.7}] if arm != "base" else []
+        record = {"arm": arm, "seed": 0, "commit": "abc", "steps": steps, "rounds": [], "done": True, **data}
+        (records / f"{arm}-s0.json").write_text(json.dumps(record))
+
+    assert main(["-c", str(config), "gap=true"]) == 0
+    assert not any(arm_dir(exp, arm, 0).exists() for arm in packed)  # nothing ran
+    results = json.loads((tmp_path / "report" / "smoke.json").read_text())
+    assert {(r["arm"], r["steps"]) for r in results["by_arm_and_seed"]} == {
+        ("base", 0),
+        ("k0-full", 2),
+        ("k1-none", 2),
+    }
+    assert results["final"]["k0-full"]["mean_reward"]["value"] == 0.5
+    assert results["final"]["k0-full"]["reference_logprob_minus_base"]["value"] == pytest.approx(0.75)
+    assert results["gaps"]["feedback_success"]["gap"]["value"] == 0.5
+    assert "The self-teacher's gap at step 0" in (tmp_path / "report" / "smoke.md").read_text()
+
+
 def _wait_for(path: Path, lines: int, process: subprocess.Popen[bytes], timeout_s: float = 900) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -143,6 +194,9 @@ def test_the_runner_runs_arms_survives_a_kill_and_writes_the_report(tmp_path: Pa
         assert evaluation["kl_to_base"] > 0  # a trained version differs from the base model
 
     report = tmp_path / "report"
+    for arm in ("base", "k0-full", "k1-none"):  # each finished arm x seed, packed for committing
+        packed = json.loads((report / "smoke" / f"{arm}-s0.json").read_text())
+        assert packed["done"] and packed["commit"] and packed["evals"], arm
     results = json.loads((report / "smoke.json").read_text())
     assert {(r["arm"], r["seed"]) for r in results["by_arm_and_seed"]} == {
         ("base", 0),

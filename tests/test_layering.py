@@ -53,6 +53,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     "agentsd.credit": (4, "credit"),
     "agentsd.eval": (4, "eval"),
     "agentsd.jobs": (5, "jobs"),
+    "agentsd.gap": (5, "jobs"),
     "agentsd.experiments": (6, "experiments"),
     "agentsd.cli": (7, "cli"),
 }

@@ -15,7 +15,7 @@ from agentsd.modelcache import resolve_model
 from agentsd.sdpo.teacher import Teacher
 from agentsd.sdpo_step import batch_loss, decoder_and_head, prepare, reproducible_sampling
 from agentsd.sequences import TurnTokens
-from agentsd.types import HindsightSignal, Trajectory, Turn
+from agentsd.types import HindsightSignal, Task, Trajectory, Turn
 
 pytestmark = pytest.mark.slow
 
@@ -258,7 +258,9 @@ def test_segments_whose_teacher_sees_nothing_new_are_counted(model_and_tokenizer
     second = replace(turn, index=1, context_reset=True)
 
     class TurnZeroOnly(HindsightBuilder):
-        def build(self, trajectory: Trajectory, success: Trajectory | None = None) -> Hindsight:
+        def build(
+            self, trajectory: Trajectory, success: Trajectory | None = None, task: Task | None = None
+        ) -> Hindsight:
             return Hindsight(
                 trajectory_ids=[], turn_ids={0: self.encode("Wrong: Paris.")}, template_version=1
             )

@@ -479,6 +479,7 @@ def test_lora_trains_an_adapter_that_the_policy_merges(collected: str, tmp_path:
             "deepspeed": "zero2",
             "lora": {"rank": 4, "alpha": 8},
             "teacher": {"mode": "ema", "ema": 0.5},
+            "hindsight": {"sources": ["feedback", "demonstration"]},
             "tracking": {"enabled": False},
         }
     )
@@ -494,6 +495,11 @@ def test_lora_trains_an_adapter_that_the_policy_merges(collected: str, tmp_path:
         trainer.close()
     assert moved and all("lora_" in k for k in moved)
     assert version is not None and version.meta["lora"] is True
+    # what its teacher saw is recorded with the version
+    assert (
+        version.meta["hindsight_sources"] == ["feedback", "demonstration"]
+        and version.meta["teacher"] == "ema"
+    )
     published = Path(version.checkpoint_uri)
     assert (published / "adapter_config.json").is_file() and not (published / "model.safetensors").exists()
     policy = HFPolicy(ModelConfig(), seed=0)

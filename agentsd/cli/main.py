@@ -8,7 +8,7 @@ import sys
 import typer
 
 from agentsd import __version__
-from agentsd.cli import collect, config_cmd, model, replay, run, sandbox, tasks, train
+from agentsd.cli import collect, config_cmd, gap, model, replay, run, sandbox, tasks, train
 from agentsd.cli import eval as eval_
 from agentsd.cli.common import err_console
 from agentsd.errors import AgentsdError
@@ -29,6 +29,7 @@ app.command("collect")(collect.collect)
 app.command("train")(train.train)
 app.command("run")(run.run)
 app.command("eval")(eval_.eval_)
+app.command("gap")(gap.gap)
 
 
 @app.callback(invoke_without_command=True)

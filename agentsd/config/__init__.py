@@ -17,7 +17,7 @@ from __future__ import annotations
 from agentsd.config.base import DEFAULT_MODEL, DEFAULT_STORE_URL, ConfigModel
 from agentsd.config.collect import TRAINED_TERMINATIONS, CollectConfig, EvalConfig, PacingConfig
 from agentsd.config.loading import load_config, read_yaml_mapping
-from agentsd.config.run import CONFIG_KINDS, ArmConfig, ExperimentConfig, RunConfig
+from agentsd.config.run import CONFIG_KINDS, ArmConfig, ExperimentConfig, GapConfig, RunConfig
 from agentsd.config.sections import (
     DockerSandboxConfig,
     HFPolicyConfig,
@@ -35,6 +35,7 @@ from agentsd.config.sections import (
 from agentsd.config.train import (
     DEEPSPEED_PRESETS,
     HindsightConfig,
+    HindsightSource,
     LoraConfig,
     SDPOConfig,
     TeacherConfig,
@@ -54,8 +55,10 @@ __all__ = [
     "DockerSandboxConfig",
     "EvalConfig",
     "ExperimentConfig",
+    "GapConfig",
     "HFPolicyConfig",
     "HindsightConfig",
+    "HindsightSource",
     "JudgeConfig",
     "LocalSandboxConfig",
     "LoraConfig",

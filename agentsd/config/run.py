@@ -12,7 +12,7 @@ from pydantic import Field, model_validator
 from agentsd.config.base import ConfigModel
 from agentsd.config.collect import CollectConfig, EvalConfig
 from agentsd.config.sections import ModelConfig, TrackingConfig
-from agentsd.config.train import TrainConfig
+from agentsd.config.train import HindsightConfig, HindsightSource, TeacherConfig, TrainConfig
 
 
 class RunConfig(ConfigModel):
@@ -57,6 +57,24 @@ class ArmConfig(ConfigModel):
     correction: Literal["full", "is_untruncated", "none"] = Field(
         default="full", description="sdpo.correction of this arm."
     )
+    sources: list[HindsightSource] | None = Field(
+        default=None,
+        min_length=1,
+        description="train.hindsight.sources of this arm (None: the experiment's).",
+    )
+    teacher: TeacherConfig | None = Field(default=None, description="train.teacher of this arm.")
+    lr: float | None = Field(default=None, gt=0, description="train.lr of this arm.")
+
+
+class GapConfig(EvalConfig):
+    """`agentsd gap`: the self-teacher's gap on a suite before training. The student pass is an
+    eval run; the teacher pass samples the same tasks with the same model, its prompt holding the
+    hindsight the trainer's teacher would get (the student's attempt's feedback and the configured
+    privileged sources), graded by the same verifiers."""
+
+    hindsight: HindsightConfig = Field(
+        default_factory=HindsightConfig, description="What the teacher's context is built from."
+    )
 
 
 class ExperimentConfig(ConfigModel):
@@ -85,6 +103,21 @@ class ExperimentConfig(ConfigModel):
     )
     train: TrainConfig = Field(default_factory=TrainConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    gap: bool = Field(
+        default=False,
+        description="Measure the self-teacher's gap on the held-out tasks at step 0 (agentsd gap's "
+        "teacher pass beside the base model's evaluation of the first seed) for each arm's hindsight "
+        "sources and each set in gap_sources.",
+    )
+    gap_sources: list[list[HindsightSource]] = Field(
+        default_factory=list, description="More sets of hindsight sources to measure the gap of."
+    )
+    records_dir: Path | None = Field(
+        default=None,
+        description="Where each finished arm x seed's records go as one small JSON file (commit them): "
+        "the runner skips what is recorded there and the report merges it, so an experiment goes on "
+        "from what is committed, on a fresh machine. None: <report_dir>/<name>.",
+    )
     arms: list[ArmConfig] = Field(min_length=1)
     compare_with: str | None = Field(
         default=None,
@@ -116,6 +149,7 @@ class ExperimentConfig(ConfigModel):
 
 CONFIG_KINDS: dict[str, type[ConfigModel]] = {
     "collect": CollectConfig,
+    "gap": GapConfig,
     "train": TrainConfig,
     "run": RunConfig,
     "eval": EvalConfig,

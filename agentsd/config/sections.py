@@ -99,7 +99,10 @@ SandboxConfig = Annotated[LocalSandboxConfig | DockerSandboxConfig, Field(discri
 
 class SamplingConfig(ConfigModel):
     temperature: float = Field(
-        default=1.0, gt=0, description="T_s; behaviour log-probs are recorded at this temperature."
+        default=0.7,
+        gt=0,
+        description="T_s; behaviour log-probs are recorded at this temperature. 0.7: at 1.0 the default "
+        "model writes unrelated prose turn after turn (docs/results).",
     )
     top_p: float = Field(default=1.0, gt=0, le=1)
     max_new_tokens: int = Field(default=512, gt=0, description="Per turn.")

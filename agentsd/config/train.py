@@ -88,11 +88,27 @@ class SDPOConfig(ConfigModel):
         return self.max_staleness if self.correction == "full" else None
 
 
+HindsightSource = Literal["feedback", "success", "solution", "demonstration"]
+
+
 class HindsightConfig(ConfigModel):
     budget_tokens: int = Field(default=4096, gt=0, description="Token budget of the hindsight context c.")
-    use_success: bool = Field(
-        default=True, description="Include a successful trajectory of the same task if stored."
+    sources: list[HindsightSource] = Field(
+        default_factory=lambda: ["feedback", "success"],
+        min_length=1,
+        description="What the teacher's context is built from. feedback: the verifier's verdict, rubric "
+        "verdicts, user and environment replies, what followed each turn; success: a successful "
+        "trajectory of the same task, if stored; solution: the task's reference in plain form; "
+        "demonstration: the reference as the agent's tool calls. solution and demonstration are "
+        "privileged: the teacher alone sees them, never the student's prompt, an eval or the sandbox.",
     )
+
+    @field_validator("sources")
+    @classmethod
+    def _once_each(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"{value}: name each source once")
+        return value
 
 
 class LoraConfig(ConfigModel):

@@ -25,21 +25,25 @@ import json
 import logging
 import random
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from agentsd.collector import Collector
-from agentsd.config import ArmConfig, EvalConfig, ExperimentConfig, StoreConfig, TrackingConfig
+from agentsd.config import (
+    ArmConfig,
+    EvalConfig,
+    ExperimentConfig,
+    HindsightSource,
+    StoreConfig,
+    TrackingConfig,
+)
 from agentsd.errors import AgentsdError
+from agentsd.eval.probes import first_prompts, reference_logprob
 from agentsd.eval.report import read_results
 from agentsd.eval.runner import finish
-from agentsd.experiments.measure import (
-    first_prompts,
-    kl_to_base,
-    reference_logprob,
-    run_trajectory_ids,
-    turn_validity,
-)
+from agentsd.experiments.measure import kl_to_base, run_trajectory_ids, turn_validity
+from agentsd.gap import measure_gap
 from agentsd.jobs import run_collect
 from agentsd.store import ReplayStore
 from agentsd.suites import load_tasks
@@ -102,6 +106,9 @@ class ArmRun:
                 "store": StoreConfig(url=self.store_url),
                 "model": exp.model,
                 "sdpo": exp.train.sdpo.model_copy(update={"correction": arm.correction}),
+                "hindsight": exp.train.hindsight.model_copy(update={"sources": arm_sources(exp, arm)}),
+                "teacher": arm.teacher or exp.train.teacher,
+                "lr": arm.lr or exp.train.lr,
                 "tracking": TrackingConfig(enabled=False),
                 "fork": False,
             }
@@ -117,6 +124,9 @@ class ArmRun:
     def run(self) -> None:
         if self.arm.name == BASE_ARM.name:
             self.evaluate(0, version=0)
+            if self.exp.gap and self.seed == self.exp.seeds[0]:
+                for sources in gap_sources(self.exp):
+                    self.measure_gap(sources)
         else:
             self.train_and_evaluate()
         (self.root / "done.json").write_text(json.dumps({"arm": self.arm.name, "seed": self.seed}))
@@ -202,9 +212,30 @@ class ArmRun:
     def _eval_path(self, step: int) -> Path:
         return self.root / "evals" / f"step{step:03d}.json"
 
-    def evaluate(self, step: int, *, version: int) -> None:
-        name = f"step{step:03d}"
-        cfg = EvalConfig(
+    def measure_gap(self, sources: list[HindsightSource]) -> None:
+        """The self-teacher's gap at step 0 with `sources`, the base evaluation as the student pass."""
+        path = self.root / "gaps" / f"{gap_key(sources)}.json"
+        if path.exists():
+            return
+        hindsight = self.exp.train.hindsight.model_copy(update={"sources": sources})
+        cfg = self._eval_config(0, version=0)
+        tasks = load_tasks(cfg.suite, cfg.tasks_url)[: cfg.max_tasks]
+        result = measure_gap(
+            cfg, hindsight, "step000", tasks, name=f"gap-{gap_key(sources)}", model=self._base()
+        )
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps({"summary": result.summary, "rows": result.rows}, indent=1))
+        self.tracker.log_metrics(
+            {
+                f"gap/{gap_key(sources)}/{k}": float(result.summary[k]["value"])
+                for k in ("gap", "reference_gap")
+                if result.summary[k]["tasks"]
+            },
+            step=0,
+        )
+
+    def _eval_config(self, step: int, *, version: int) -> EvalConfig:
+        return EvalConfig(
             **self.collect.model_dump(
                 exclude={
                     "run_dir",
@@ -223,10 +254,14 @@ class ArmRun:
             suite=self.exp.heldout_suite,
             max_tasks=self.exp.eval_tasks,
             concurrency=8,
-            name=name,
+            name=f"step{step:03d}",
             version=version,
             versions_store=StoreConfig(url=self.store_url) if version else None,
         )
+
+    def evaluate(self, step: int, *, version: int) -> None:
+        cfg = self._eval_config(step, version=version)
+        name = f"step{step:03d}"
         run_collect(cfg, kind="eval")
         tasks = load_tasks(cfg.suite, cfg.tasks_url)[: cfg.max_tasks]
         directory, metrics = finish(cfg, name, tasks)
@@ -299,6 +334,23 @@ class ArmRun:
             raise ExperimentError(f"{self.root}: version {version} is not in {self.store_url}")
         load_checked(self._probe, published)
         return self._probe
+
+
+def arm_sources(exp: ExperimentConfig, arm: ArmConfig) -> list[HindsightSource]:
+    """The hindsight sources an arm's teacher is trained with."""
+    return list(arm.sources or exp.train.hindsight.sources)
+
+
+def gap_key(sources: Sequence[str]) -> str:
+    return "_".join(sources)
+
+
+def gap_sources(exp: ExperimentConfig) -> list[list[HindsightSource]]:
+    """Every distinct set of hindsight sources among the arms (in arm order) and in gap_sources."""
+    found: dict[str, list[HindsightSource]] = {}
+    for sources in [*(arm_sources(exp, arm) for arm in exp.arms), *exp.gap_sources]:
+        found.setdefault(gap_key(list(sources)), list(sources))
+    return list(found.values())
 
 
 def _mean_of(values: Any) -> float:

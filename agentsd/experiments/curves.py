@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from agentsd.config import ExperimentConfig
@@ -32,30 +33,83 @@ LABELS = {
 
 @dataclass
 class ArmRecords:
-    """What one arm x seed left on disk."""
+    """What one arm x seed recorded: held-out evaluations by step, the trainer's steps, the
+    collect rounds and (the base arm) the self-teacher's gaps by hindsight sources."""
 
     evals: dict[int, dict[str, Any]] = field(default_factory=dict)
     steps: list[dict[str, Any]] = field(default_factory=list)
     rounds: list[dict[str, Any]] = field(default_factory=list)
+    gaps: dict[str, dict[str, Any]] = field(default_factory=dict)
     done: bool = False
+
+    def packed(self) -> dict[str, Any]:
+        """The records as one JSON-able mapping (the committed form)."""
+        return {
+            "evals": {str(step): data for step, data in sorted(self.evals.items())},
+            "steps": self.steps,
+            "rounds": self.rounds,
+            "gaps": self.gaps,
+            "done": self.done,
+        }
+
+    @classmethod
+    def unpacked(cls, data: dict[str, Any]) -> ArmRecords:
+        return cls(
+            evals={int(step): e for step, e in data.get("evals", {}).items()},
+            steps=list(data.get("steps", [])),
+            rounds=list(data.get("rounds", [])),
+            gaps=dict(data.get("gaps", {})),
+            done=bool(data.get("done")),
+        )
+
+
+def records_dir(exp: ExperimentConfig) -> Path:
+    """Where finished arm x seed records are committed."""
+    return exp.records_dir or exp.report_dir / exp.name
+
+
+def record_path(exp: ExperimentConfig, arm: str, seed: int) -> Path:
+    return records_dir(exp) / f"{arm}-s{seed}.json"
+
+
+def read_arm_dir(root: Path) -> ArmRecords:
+    """What an arm x seed's working directory holds (agentsd.experiments.arm)."""
+    rec = ArmRecords(done=(root / "done.json").exists())
+    for path in sorted((root / "evals").glob("step*.json")):
+        data = json.loads(path.read_text())
+        rec.evals[int(data["step"])] = data
+    for path in sorted((root / "gaps").glob("*.json")):
+        rec.gaps[path.stem] = json.loads(path.read_text())
+    rec.steps = read_jsonl(root / "steps.jsonl")
+    rec.rounds = read_jsonl(root / "rounds.jsonl")
+    return rec
+
+
+def commit_records(exp: ExperimentConfig, arm: str, seed: int, *, commit: str) -> Path:
+    """Write a finished arm x seed's records, with the commit that made them, into the records
+    directory (atomically) and return the file; the working directory can then go."""
+    path = record_path(exp, arm, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    records = read_arm_dir(arm_dir(exp, arm, seed)).packed()
+    packed = {"arm": arm, "seed": seed, "commit": commit, **records}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(packed, indent=1, default=str))
+    tmp.replace(path)
+    return path
 
 
 def load_records(exp: ExperimentConfig) -> dict[str, dict[int, ArmRecords]]:
-    """arm -> seed -> records, for the base arm and every configured arm (missing seeds left out)."""
+    """arm -> seed -> records, for the base arm and every configured arm (missing seeds left out):
+    the committed record where there is one, else the working directory (a run in progress)."""
     out: dict[str, dict[int, ArmRecords]] = {}
     names = ([BASE_ARM.name] if exp.base else []) + [a.name for a in exp.arms]
     for name in names:
         for seed in exp.seeds:
-            root = arm_dir(exp, name, seed)
-            if not root.exists():
-                continue
-            rec = ArmRecords(done=(root / "done.json").exists())
-            for path in sorted((root / "evals").glob("step*.json")):
-                data = json.loads(path.read_text())
-                rec.evals[int(data["step"])] = data
-            rec.steps = read_jsonl(root / "steps.jsonl")
-            rec.rounds = read_jsonl(root / "rounds.jsonl")
-            out.setdefault(name, {})[seed] = rec
+            committed, root = record_path(exp, name, seed), arm_dir(exp, name, seed)
+            if committed.exists():
+                out.setdefault(name, {})[seed] = ArmRecords.unpacked(json.loads(committed.read_text()))
+            elif root.exists():
+                out.setdefault(name, {})[seed] = read_arm_dir(root)
     return out
 
 

@@ -6,10 +6,7 @@ agent tokens of a run's trajectories under two models and averages KL(student ||
 exactly, over the whole vocabulary, at temperature 1 (the models' own distributions, not the
 sampling temperature's).
 
-`reference_logprob` scores a task's reference tool call (`task.reference["action"]`, rendered as
-the tool-call protocol writes it) after the exact first prompt an episode's policy saw: the mean
-log-prob per token a model gives the right action, a continuous measure of learning that moves
-before sampled rewards do.
+The reference action's log-prob is agentsd.eval.probes'.
 
 Not guaranteed: that the trajectories were sampled by the student (the experiment runner measures
 KL on the student's own held-out rollouts, so it is an on-policy estimate there, and only there).
@@ -17,7 +14,6 @@ KL on the student's own held-out rollouts, so it is an on-policy estimate there,
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from agentsd.sequences import TurnTokens, segments
@@ -68,24 +64,3 @@ def kl_to_base(student: Any, base: Any, tokens: dict[str, list[TurnTokens]]) -> 
             if count:
                 out[trajectory_id] = total / count
     return out
-
-
-def action_text(action: dict[str, Any]) -> str:
-    """A tool call as the protocol writes it (the system prompt's example)."""
-    return f"<tool_call>\n{json.dumps(action)}\n</tool_call>"
-
-
-def first_prompts(tokens: dict[str, list[TurnTokens]]) -> dict[str, list[int]]:
-    """Per trajectory: the token ids its policy saw before its first reply."""
-    return {i: turns[0].prompt_ids.tolist() for i, turns in tokens.items() if turns}
-
-
-def reference_logprob(model: Any, tokenizer: Any, prompt_ids: list[int], action: dict[str, Any]) -> float:
-    """Mean log-prob per token of the reference action's tokens after `prompt_ids` (temperature 1)."""
-    import torch
-
-    target = tokenizer(action_text(action), add_special_tokens=False, split_special_tokens=True)["input_ids"]
-    ids = torch.tensor([[*prompt_ids, *target]], dtype=torch.long)
-    with torch.inference_mode():
-        logp = model(input_ids=ids).logits[0, len(prompt_ids) - 1 : -1].float().log_softmax(-1)
-    return float(logp.gather(1, torch.tensor(target)[:, None]).mean())

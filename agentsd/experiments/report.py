@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from agentsd.config import ExperimentConfig
-from agentsd.eval.metrics import Estimate
+from agentsd.eval.metrics import Estimate, bootstrap
 from agentsd.experiments.arm import BASE_ARM, eval_steps
 from agentsd.experiments.curves import (
     COMPARED,
@@ -113,7 +113,9 @@ def write_report(exp: ExperimentConfig, *, command: str, commit: str, wall_s: fl
                     )
         final[arm] = entry
     table = seed_table(exp, records)
+    gaps = gap_table(records)
     results = {
+        "gaps": gaps,
         "experiment": exp.model_dump(mode="json"),
         "command": command,
         "commit": commit,
@@ -132,8 +134,31 @@ def write_report(exp: ExperimentConfig, *, command: str, commit: str, wall_s: fl
     json_path = out / f"{exp.name}.json"
     json_path.write_text(json.dumps(results, indent=1, default=str))
     md_path = out / f"{exp.name}.md"
-    md_path.write_text(_markdown(exp, curves, final, table, reference, plots, command, commit, wall_s))
+    md_path.write_text(
+        _markdown(exp, curves, final, table, reference, plots, command, commit, wall_s)
+        + _gap_markdown(exp, gaps, final)
+    )
     return [md_path, json_path, *plots]
+
+
+def gap_table(records: dict[str, dict[int, ArmRecords]]) -> dict[str, dict[str, Any]]:
+    """Hindsight sources -> the step-0 gap (teacher minus student reward, reference-action log-prob
+    per token), each task averaged over the seeds that measured it, bootstrapped over tasks."""
+    by_sources: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for rec in records.get(BASE_ARM.name, {}).values():
+        for key, gap in rec.gaps.items():
+            tasks = by_sources.setdefault(key, {})
+            for row in gap["rows"]:
+                for metric in ("student", "teacher", "gap", "reference_gap"):
+                    if row.get(metric) is not None:
+                        tasks.setdefault(metric, {}).setdefault(row["task_id"], []).append(row[metric])
+    out: dict[str, dict[str, Any]] = {}
+    for key, metrics in by_sources.items():
+        out[key] = {
+            metric: _as_dict(bootstrap([mean_of(v) for v in per_task.values()]))
+            for metric, per_task in metrics.items()
+        }
+    return out
 
 
 def _missing_seeds(exp: ExperimentConfig, table: list[dict[str, Any]]) -> str:
@@ -152,6 +177,43 @@ def _as_dict(e: Estimate | None) -> dict[str, float] | None:
 
 def _interval(d: dict[str, float] | None) -> str:
     return "-" if d is None else f"{d['value']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+
+
+def _gap_markdown(
+    exp: ExperimentConfig, gaps: dict[str, dict[str, Any]], final: dict[str, dict[str, Any]]
+) -> str:
+    """The step-0 gap by teacher context, and each arm's measured gain beside its context's gap."""
+    if not gaps:
+        return ""
+    lines = [
+        "## The self-teacher's gap at step 0",
+        "",
+        "The base model with the teacher's context before each held-out task's text (`agentsd gap`'s "
+        "teacher pass) against the base model without it; at step 0 every teacher mode is the base "
+        "model, so the gap depends on the context only.",
+        "",
+        "| teacher context | student reward | teacher reward | teacher - student | reference log-prob gap |",
+        "|---|---|---|---|---|",
+    ]
+    for key, g in gaps.items():
+        cells = [_interval(g.get(m)) for m in ("student", "teacher", "gap", "reference_gap")]
+        lines.append(f"| {key.replace('_', ' + ')} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "| arm | its context's reward gap | its reference log-prob gap | measured reward - base "
+        "| measured log-prob - base |",
+        "|---|---|---|---|---|",
+    ]
+    for arm in exp.arms:
+        key = "_".join(arm.sources or exp.train.hindsight.sources)
+        entry, g = final.get(arm.name, {}), gaps.get(key, {})
+        lines.append(
+            f"| {arm.name} | {_interval(g.get('gap'))} | {_interval(g.get('reference_gap'))} | "
+            f"{_interval(entry.get('mean_reward_minus_base'))} | "
+            f"{_interval(entry.get('reference_logprob_minus_base'))} |"
+        )
+    lines.append("")
+    return "\n".join(lines)
 
 
 def _verdict(d: dict[str, float] | None) -> str:
@@ -195,7 +257,12 @@ def _markdown(
         f"- held-out: `{exp.heldout_suite}`, first {exp.eval_tasks} tasks, after steps "
         f"{', '.join(map(str, eval_steps(exp)))}; seeds {', '.join(map(str, exp.seeds))}"
         + _missing_seeds(exp, table),
-        "- arms: " + "; ".join(f"`{a.name}` (K={a.version_lag}, {a.correction})" for a in exp.arms),
+        "- arms: "
+        + "; ".join(
+            f"`{a.name}` (K={a.version_lag}, {a.correction}, teacher `{(a.teacher or t.teacher).mode}`, "
+            f"context {' + '.join(a.sources or t.hindsight.sources)}, lr {a.lr or t.effective_lr:g})"
+            for a in exp.arms
+        ),
         "",
         "Intervals: 95% bootstrap over held-out tasks (each task averaged over seeds); differences are "
         "paired by task.",

@@ -6,7 +6,7 @@ refused: change `work_dir`), opens the parent MLflow run, runs the base evaluati
 seed as a worker process (seed-major, so an interrupted experiment has every arm at the same seeds),
 skips those already done, resumes the one that stopped, and writes the report
 (agentsd.experiments.report) with the command and commit of the run's first start
-(`provenance.json` in the work directory), whichever invocation writes it. Workers run one at a
+(`provenance.json` in the records directory), whichever invocation writes it. Workers run one at a
 time: one machine, one experiment.
 
 Not guaranteed: identical numbers on a rerun (sampling and threads); a report from workers that
@@ -26,6 +26,7 @@ from pathlib import Path
 from agentsd.config import ExperimentConfig, load_config
 from agentsd.errors import AgentsdError
 from agentsd.experiments.arm import BASE_ARM, EXPERIMENT_FILE, ExperimentError, arm_dir, load_experiment
+from agentsd.experiments.curves import commit_records, record_path, records_dir
 from agentsd.experiments.report import write_report
 from agentsd.runs import flatten
 from agentsd.tracking import MlflowTracker, NullTracker, Tracker, default_tracking_uri
@@ -130,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     started = time.monotonic()
-    provenance = exp.work_dir / "provenance.json"
+    provenance = records_dir(exp) / "provenance.json"  # committed with the records
+    provenance.parent.mkdir(parents=True, exist_ok=True)
     if not provenance.exists() and not args.report_only:  # the code and command that made the records
         provenance.write_text(json.dumps({"command": command, "commit": commit_of(Path.cwd())}))
     recorded = json.loads(provenance.read_text()) if provenance.exists() else {}
@@ -141,14 +143,17 @@ def main(argv: list[str] | None = None) -> int:
         if not args.report_only:
             parent.log_params(exp.model_dump(mode="json"))
             for arm, seed in jobs(exp):
-                if (arm_dir(exp, arm, seed) / "done.json").exists():
+                if record_path(exp, arm, seed).exists():  # committed: done, on this machine or another
                     continue
-                code = run_worker(exp, arm, seed, parent_id)
+                done = (arm_dir(exp, arm, seed) / "done.json").exists()
+                code = 0 if done else run_worker(exp, arm, seed, parent_id)
                 if code != 0:
                     failed.append(
                         f"{arm} seed {seed} (exit {code}, log {arm_dir(exp, arm, seed) / 'worker.log'})"
                     )
                     break  # the next ones would likely fail the same way; a rerun resumes here
+                written = commit_records(exp, arm, seed, commit=commit_of(Path.cwd()))
+                print(f"records: {written} (commit it)", flush=True)
         wall_s = add_wall_time(exp, 0.0 if args.report_only else time.monotonic() - started)
         written = write_report(
             exp,

@@ -37,6 +37,7 @@ from agentsd.types.tasks import (
     World,
 )
 from agentsd.types.trajectories import (
+    PROMPT_CONTEXT_META,
     Completion,
     HindsightSignal,
     PolicyVersion,
@@ -48,6 +49,7 @@ from agentsd.types.trajectories import (
 
 __all__ = [
     "GRADING_DIRS",
+    "PROMPT_CONTEXT_META",
     "RESERVED_LABELS",
     "SCHEMA_VERSION",
     "SYSTEM_DIRS",

@@ -14,6 +14,11 @@ from pydantic import Field, model_validator
 
 from agentsd.types.core import SCHEMA_VERSION, StrictModel, Termination, TrajectoryStatus, TurnSource
 
+PROMPT_CONTEXT_META = "prompt_context_tokens"
+"""Trajectory meta key: how many token ids the policy saw before the task text beyond the stored
+prompts (a self-teacher's sampling, `agentsd gap`). Its behaviour log-probs belong to a context the
+stored tokens do not hold: never trained on."""
+
 
 class ToolResult(StrictModel):
     """What running the agent's action returned."""

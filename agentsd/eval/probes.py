@@ -1,0 +1,48 @@
+"""Teacher-forced probes of a causal LM on stored episodes: how likely a task's reference action is.
+
+`reference_logprob` scores a task's reference tool call (`task.reference["action"]`, written as the
+tool-call protocol writes it) after given prompt ids: the mean log-prob per token a model gives the
+right action, a continuous measure of learning that moves before sampled rewards do. With the
+hindsight block inserted before the task text (`with_context`) the same probe scores the
+self-teacher, so their difference is the gap's per-token proxy, mean[log pi(a*|x, c) - log pi(a*|x)].
+
+Not guaranteed: that the reference is the only right action (a task may have several).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from agentsd.hindsight import tool_call_text
+from agentsd.sequences import TurnTokens
+
+
+def reference_action(task_reference: dict[str, Any]) -> dict[str, Any] | None:
+    """The task's one reference tool call, when it has one (the learnable suite's tasks do)."""
+    action = task_reference.get("action")
+    return action if isinstance(action, dict) and "name" in action else None
+
+
+def first_prompts(tokens: dict[str, list[TurnTokens]]) -> dict[str, list[int]]:
+    """Per trajectory: the token ids its policy saw before its first reply."""
+    return {i: turns[0].prompt_ids.tolist() for i, turns in tokens.items() if turns}
+
+
+def with_context(prompt_ids: Sequence[int], context_ids: Sequence[int], task_start: int) -> list[int]:
+    """The prompt with `context_ids` inserted right before the task text, where the trainer's
+    teacher view puts the trajectory-level hindsight."""
+    at = min(max(task_start, 0), len(prompt_ids))
+    return [*prompt_ids[:at], *context_ids, *prompt_ids[at:]]
+
+
+def reference_logprob(model: Any, tokenizer: Any, prompt_ids: list[int], action: dict[str, Any]) -> float:
+    """Mean log-prob per token of the reference action's tokens after `prompt_ids` (temperature 1)."""
+    import torch
+
+    text = tool_call_text(str(action["name"]), dict(action.get("arguments") or {}))
+    target = tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    ids = torch.tensor([[*prompt_ids, *target]], dtype=torch.long)
+    with torch.inference_mode():
+        logp = model(input_ids=ids).logits[0, len(prompt_ids) - 1 : -1].float().log_softmax(-1)
+    return float(logp.gather(1, torch.tensor(target)[:, None]).mean())
