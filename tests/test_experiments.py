@@ -20,6 +20,7 @@ import yaml
 from agentsd.config import ExperimentConfig, load_config
 from agentsd.errors import ConfigError
 from agentsd.experiments.arm import ExperimentError, arm_dir, eval_steps
+from agentsd.experiments.curves import load_records, record_settings
 from agentsd.experiments.report import reference_arm
 from agentsd.experiments.staleness import main, record_experiment
 from agentsd.store import ReplayStore
@@ -122,8 +123,9 @@ def test_committed_records_are_skipped_and_merged_into_the_report(tmp_path: Path
     }
     for arm, data in packed.items():
         steps = [{"step": 1, "rho/p99": 1.5}, {"step": 2, "rho/p99": 1.7}] if arm != "base" else []
-        record = {"arm": arm, "seed": 0, "commit": "abc", "steps": steps, "rounds": [], "done": True, **data}
-        (records / f"{arm}-s0.json").write_text(json.dumps(record))
+        settings = record_settings(exp, arm)
+        record = {"arm": arm, "seed": 0, "commit": "abc", "settings": settings, "steps": steps, "rounds": []}
+        (records / f"{arm}-s0.json").write_text(json.dumps({**record, "done": True, **data}))
 
     assert main(["-c", str(config), "gap=true"]) == 0
     assert not any(arm_dir(exp, arm, 0).exists() for arm in packed)  # nothing ran
@@ -137,6 +139,11 @@ def test_committed_records_are_skipped_and_merged_into_the_report(tmp_path: Path
     assert results["final"]["k0-full"]["reference_logprob_minus_base"]["value"] == pytest.approx(0.75)
     assert results["gaps"]["feedback_success"]["gap"]["value"] == 0.5
     assert "The self-teacher's gap at step 0" in (tmp_path / "report" / "smoke.md").read_text()
+
+    # records made with other settings are never merged, nor skipped: the run stops and says why
+    assert main(["-c", str(config), "gap=true", "steps=3", f"work_dir={tmp_path / 'other'}"]) == 2
+    with pytest.raises(ExperimentError, match=r"base-s0.json was made with other settings.*steps: 2 -> 3"):
+        load_records(load_config(ExperimentConfig, [config], ["gap=true", "steps=3"]))
 
 
 def _wait_for(path: Path, lines: int, process: subprocess.Popen[bytes], timeout_s: float = 900) -> None:

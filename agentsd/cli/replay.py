@@ -333,13 +333,15 @@ def versions(store: StoreUrl = None, config: ConfigFiles = None, as_json: JsonLi
     import datetime as dt
 
     table = Table()
-    for col in ("version", "lineage", "parent", "weights", "model", "checkpoint", "created"):
+    for col in ("version", "lineage", "parent", "weights", "model", "teacher", "checkpoint", "created"):
         table.add_column(col, overflow="fold")
     for v in rows:
         created = dt.datetime.fromtimestamp(v.created_at).isoformat(timespec="seconds")
         parent = "base" if v.parent is None else str(v.parent)
         digest = v.weights_hash[:12] if v.weights_hash else "-"
-        table.add_row(str(v.version), v.lineage, parent, digest, v.model, v.checkpoint_uri, created)
+        sources = v.meta.get("hindsight_sources")  # what its teacher saw (older versions lack it)
+        teacher = f"{v.meta.get('teacher')}: {' + '.join(sources)}" if sources else "-"
+        table.add_row(str(v.version), v.lineage, parent, digest, v.model, teacher, v.checkpoint_uri, created)
     console.print(table if rows else "no published versions yet")
 
 

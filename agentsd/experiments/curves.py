@@ -19,7 +19,8 @@ from typing import Any
 
 from agentsd.config import ExperimentConfig
 from agentsd.eval.metrics import Estimate, bootstrap
-from agentsd.experiments.arm import BASE_ARM, arm_dir, eval_steps, read_jsonl
+from agentsd.experiments.arm import BASE_ARM, ExperimentError, arm_dir, eval_steps, read_jsonl
+from agentsd.runs import flatten
 
 HELDOUT = ("mean_reward", "valid_tool_calls", "reference_logprob", "kl_to_base")
 COMPARED = HELDOUT[:3]  # the measures of an agent getting better; KL only says how far it moved
@@ -72,6 +73,47 @@ def record_path(exp: ExperimentConfig, arm: str, seed: int) -> Path:
     return records_dir(exp) / f"{arm}-s{seed}.json"
 
 
+def record_settings(exp: ExperimentConfig, arm: str) -> dict[str, Any]:
+    """What an arm x seed's numbers depend on, flattened: the experiment's settings but where its
+    files go, which arms and seeds it has and which extra gaps it measures, plus the arm's own."""
+    shared = exp.model_dump(
+        mode="json",
+        exclude={
+            "arms",
+            "seeds",
+            "work_dir",
+            "report_dir",
+            "records_dir",
+            "compare_with",
+            "gap_sources",
+            "tracking",
+        },
+    )
+    own = next((a for a in exp.arms if a.name == arm), BASE_ARM)
+    return flatten({"experiment": shared, "arm": own.model_dump(mode="json")})
+
+
+def committed_record(exp: ExperimentConfig, arm: str, seed: int) -> ArmRecords | None:
+    """The committed records of an arm x seed, None when there are none; ExperimentError when they
+    were made with other settings (they must not be merged with these)."""
+    path = record_path(exp, arm, seed)
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    made_with, now = data.get("settings", {}), record_settings(exp, arm)
+    changed = [
+        f"{k}: {made_with.get(k)!r} -> {now.get(k)!r}"
+        for k in sorted(set(made_with) | set(now))
+        if made_with.get(k) != now.get(k)
+    ]
+    if changed:
+        raise ExperimentError(
+            f"{path} was made with other settings ({'; '.join(changed[:5])}): give this experiment "
+            "another name, or move that record away to rerun it"
+        )
+    return ArmRecords.unpacked(data)
+
+
 def read_arm_dir(root: Path) -> ArmRecords:
     """What an arm x seed's working directory holds (agentsd.experiments.arm)."""
     rec = ArmRecords(done=(root / "done.json").exists())
@@ -91,7 +133,7 @@ def commit_records(exp: ExperimentConfig, arm: str, seed: int, *, commit: str) -
     path = record_path(exp, arm, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     records = read_arm_dir(arm_dir(exp, arm, seed)).packed()
-    packed = {"arm": arm, "seed": seed, "commit": commit, **records}
+    packed = {"arm": arm, "seed": seed, "commit": commit, "settings": record_settings(exp, arm), **records}
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(packed, indent=1, default=str))
     tmp.replace(path)
@@ -105,9 +147,9 @@ def load_records(exp: ExperimentConfig) -> dict[str, dict[int, ArmRecords]]:
     names = ([BASE_ARM.name] if exp.base else []) + [a.name for a in exp.arms]
     for name in names:
         for seed in exp.seeds:
-            committed, root = record_path(exp, name, seed), arm_dir(exp, name, seed)
-            if committed.exists():
-                out.setdefault(name, {})[seed] = ArmRecords.unpacked(json.loads(committed.read_text()))
+            committed, root = committed_record(exp, name, seed), arm_dir(exp, name, seed)
+            if committed is not None:
+                out.setdefault(name, {})[seed] = committed
             elif root.exists():
                 out.setdefault(name, {})[seed] = read_arm_dir(root)
     return out

@@ -26,7 +26,7 @@ from pathlib import Path
 from agentsd.config import ExperimentConfig, load_config
 from agentsd.errors import AgentsdError
 from agentsd.experiments.arm import BASE_ARM, EXPERIMENT_FILE, ExperimentError, arm_dir, load_experiment
-from agentsd.experiments.curves import commit_records, record_path, records_dir
+from agentsd.experiments.curves import commit_records, committed_record, records_dir
 from agentsd.experiments.report import write_report
 from agentsd.runs import flatten
 from agentsd.tracking import MlflowTracker, NullTracker, Tracker, default_tracking_uri
@@ -127,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         exp = load_config(ExperimentConfig, args.config, args.overrides)
         record_experiment(exp)
+        for arm, seed in jobs(exp):  # committed records made with other settings stop it here
+            committed_record(exp, arm, seed)
     except AgentsdError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -143,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.report_only:
             parent.log_params(exp.model_dump(mode="json"))
             for arm, seed in jobs(exp):
-                if record_path(exp, arm, seed).exists():  # committed: done, on this machine or another
+                if committed_record(exp, arm, seed) is not None:  # done, on this machine or another
                     continue
                 done = (arm_dir(exp, arm, seed) / "done.json").exists()
                 code = 0 if done else run_worker(exp, arm, seed, parent_id)
