@@ -25,7 +25,7 @@ def test_a_run_name_means_one_plan(tmp_path: Path) -> None:
             changed = config(repeats=2, sampling={"temperature": 0.5})
             claim_run(store, "r", "collect", plan_of(changed, tasks[:2]), new=False)
         message = str(refused.value)
-        for change in ("repeats: 1 -> 2", "tasks: 3 -> 2 tasks", "sampling.temperature: 1.0 -> 0.5"):
+        for change in ("repeats: 1 -> 2", "tasks: 3 -> 2 tasks", "sampling.temperature: 0.7 -> 0.5"):
             assert change in message
         edited = [*tasks[:2], tasks[2].model_copy(update={"instruction": "something else"})]
         with pytest.raises(RunPlanError, match="the same ids with different content"):
