@@ -1,13 +1,12 @@
 """The SDPO teacher's hindsight context c and the teacher's view of a context segment.
 
 From a finalized trajectory this module gathers what the agent could not see while acting, from
-the configured sources (`hindsight.sources`), most informative first: `demonstration` and
-`solution`, the task's reference as an agent's tool calls or in plain form (privileged: the teacher
-alone sees it; in production the directive part of a next-state signal, a user's "you should have
-run X"); `feedback`, the verifier's verdict, rubric verdicts, user or environment replies
-(trajectory-level HindsightSignals) and what followed each turn (its `next_state`, turn-level);
-`success`, a successful attempt at the same task when the store has one (never the trajectory
-itself).
+the configured sources (`hindsight.sources`): `feedback`, the verifier's verdict, rubric verdicts,
+user or environment replies (trajectory-level HindsightSignals) and what followed each turn (its
+`next_state`, turn-level); `success`, a successful attempt at the same task when the store has one
+(never the trajectory itself); `solution` and `demonstration`, the task's reference in plain form or
+as an agent's tool calls (privileged: the teacher alone sees them; in production the directive part
+of a next-state signal, a user's "you should have run X"), placed last, next to the task text.
 Everything is rendered with the wording of templates/hindsight.yaml (versioned) and tokenized with
 special tokens split, within a token budget; a text that does not fit loses its middle, never its
 head or tail.

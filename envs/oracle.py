@@ -7,18 +7,18 @@ and in `agentsd tasks verify`.
 from __future__ import annotations
 
 import base64
-import json
 import re
 from typing import Any
 
 from agentsd.envs.apex import gold_blobs
 from agentsd.envs.terminal import TerminalEnv
+from agentsd.hindsight import tool_call_text
 from agentsd.types import Family, Task
 
 
 def tool_call(name: str, **arguments: Any) -> str:
     """An agent reply holding one tool call."""
-    return f"<tool_call>\n{json.dumps({'name': name, 'arguments': arguments})}\n</tool_call>"
+    return tool_call_text(name, arguments)
 
 
 def has_reference(task: Task) -> bool:
