@@ -24,6 +24,7 @@ import asyncio
 import json
 import logging
 import random
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,7 +44,7 @@ from agentsd.eval.probes import first_prompts, reference_logprob
 from agentsd.eval.report import read_results
 from agentsd.eval.runner import finish
 from agentsd.experiments.measure import kl_to_base, run_trajectory_ids, turn_validity
-from agentsd.gap import measure_gap
+from agentsd.gap import GAP_JSON, measure_gap
 from agentsd.jobs import run_collect
 from agentsd.store import ReplayStore
 from agentsd.suites import load_tasks
@@ -224,7 +225,7 @@ class ArmRun:
             cfg, hindsight, "step000", tasks, name=f"gap-{gap_key(sources)}", model=self._base()
         )
         path.parent.mkdir(exist_ok=True)
-        path.write_text(json.dumps({"summary": result.summary, "rows": result.rows}, indent=1))
+        shutil.copyfile(result.directory / GAP_JSON, path)  # the gap's own record, as agentsd gap wrote it
         self.tracker.log_metrics(
             {
                 f"gap/{gap_key(sources)}/{k}": float(result.summary[k]["value"])
