@@ -109,6 +109,16 @@ def plan_changes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     return changes
 
 
+def setting_changes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """Each difference between two flattened settings (a key only one side has included), as
+    `key: old -> new`."""
+    return [
+        f"{k}: {before.get(k)!r} -> {after.get(k)!r}"
+        for k in sorted(set(before) | set(after))
+        if before.get(k) != after.get(k)
+    ]
+
+
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     """Nested mappings -> {"a.b.c": value}, values kept as they are."""
     if not isinstance(data, dict):

@@ -20,7 +20,7 @@ from typing import Any
 from agentsd.config import ExperimentConfig
 from agentsd.eval.metrics import Estimate, bootstrap
 from agentsd.experiments.arm import BASE_ARM, ExperimentError, arm_dir, eval_steps, read_jsonl
-from agentsd.runs import flatten
+from agentsd.runs import flatten, setting_changes
 
 HELDOUT = ("mean_reward", "valid_tool_calls", "reference_logprob", "kl_to_base")
 COMPARED = HELDOUT[:3]  # the measures of an agent getting better; KL only says how far it moved
@@ -100,12 +100,7 @@ def committed_record(exp: ExperimentConfig, arm: str, seed: int) -> ArmRecords |
     if not path.exists():
         return None
     data = json.loads(path.read_text())
-    made_with, now = data.get("settings", {}), record_settings(exp, arm)
-    changed = [
-        f"{k}: {made_with.get(k)!r} -> {now.get(k)!r}"
-        for k in sorted(set(made_with) | set(now))
-        if made_with.get(k) != now.get(k)
-    ]
+    changed = setting_changes(data.get("settings", {}), record_settings(exp, arm))
     if changed:
         raise ExperimentError(
             f"{path} was made with other settings ({'; '.join(changed[:5])}): give this experiment "

@@ -28,7 +28,7 @@ from agentsd.errors import AgentsdError
 from agentsd.experiments.arm import BASE_ARM, EXPERIMENT_FILE, ExperimentError, arm_dir, load_experiment
 from agentsd.experiments.curves import commit_records, committed_record, records_dir
 from agentsd.experiments.report import write_report
-from agentsd.runs import flatten
+from agentsd.runs import flatten, setting_changes
 from agentsd.tracking import MlflowTracker, NullTracker, Tracker, default_tracking_uri
 
 
@@ -48,11 +48,7 @@ def record_experiment(exp: ExperimentConfig) -> None:
     if path.exists():
         before = flatten(load_experiment(exp.work_dir).model_dump(mode="json", exclude={"report_dir"}))
         after = flatten(exp.model_dump(mode="json", exclude={"report_dir"}))
-        changes = [
-            f"{k}: {before.get(k)!r} -> {after.get(k)!r}"
-            for k in sorted(set(before) | set(after))
-            if before.get(k) != after.get(k)
-        ]
+        changes = setting_changes(before, after)
         if changes:
             raise ExperimentError(
                 f"{exp.work_dir} holds an experiment with other settings ({'; '.join(changes[:5])}); "
