@@ -46,6 +46,11 @@ GAP_JSON = "gap.json"
 GAP_MD = "gap.md"
 
 
+def gap_key(sources: Sequence[str]) -> str:
+    """The name a set of hindsight sources goes by in run names and records."""
+    return "_".join(sources)
+
+
 @dataclass(frozen=True)
 class GapResult:
     """A measured gap: where its files are, its summary and its per-task rows."""
@@ -192,7 +197,7 @@ def run_gap(cfg: GapConfig) -> GapResult:
     student_cfg = EvalConfig(**cfg.model_dump(exclude={"hindsight", "name"}), name=f"{base}-student")
     run_eval(student_cfg, resume=f"{base}-student" if _has_run(student_cfg, f"{base}-student") else None)
     tasks = load_tasks(cfg.suite, cfg.tasks_url)[: cfg.max_tasks]
-    teacher = f"{base}-teacher-{'_'.join(cfg.hindsight.sources)}"  # one student pass serves every context
+    teacher = f"{base}-teacher-{gap_key(cfg.hindsight.sources)}"  # one student pass serves every context
     return measure_gap(student_cfg, cfg.hindsight, f"{base}-student", tasks, name=teacher)
 
 

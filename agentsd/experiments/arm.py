@@ -26,7 +26,6 @@ import logging
 import random
 import shutil
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,7 @@ from agentsd.eval.probes import first_prompts, reference_logprob
 from agentsd.eval.report import read_results
 from agentsd.eval.runner import finish
 from agentsd.experiments.measure import kl_to_base, run_trajectory_ids, turn_validity
-from agentsd.gap import GAP_JSON, measure_gap
+from agentsd.gap import GAP_JSON, gap_key, measure_gap
 from agentsd.jobs import run_collect
 from agentsd.store import ReplayStore
 from agentsd.suites import load_tasks
@@ -262,7 +261,7 @@ class ArmRun:
 
     def evaluate(self, step: int, *, version: int) -> None:
         cfg = self._eval_config(step, version=version)
-        name = f"step{step:03d}"
+        name = str(cfg.name)
         run_collect(cfg, kind="eval")
         tasks = load_tasks(cfg.suite, cfg.tasks_url)[: cfg.max_tasks]
         directory, metrics = finish(cfg, name, tasks)
@@ -340,10 +339,6 @@ class ArmRun:
 def arm_sources(exp: ExperimentConfig, arm: ArmConfig) -> list[HindsightSource]:
     """The hindsight sources an arm's teacher is trained with."""
     return list(arm.sources or exp.train.hindsight.sources)
-
-
-def gap_key(sources: Sequence[str]) -> str:
-    return "_".join(sources)
 
 
 def gap_sources(exp: ExperimentConfig) -> list[list[HindsightSource]]:

@@ -20,7 +20,7 @@ from typing import Any
 
 from agentsd.config import ExperimentConfig
 from agentsd.eval.metrics import Estimate, bootstrap
-from agentsd.experiments.arm import BASE_ARM, eval_steps
+from agentsd.experiments.arm import BASE_ARM, arm_sources, eval_steps
 from agentsd.experiments.curves import (
     COMPARED,
     HELDOUT,
@@ -31,6 +31,7 @@ from agentsd.experiments.curves import (
     mean_of,
 )
 from agentsd.experiments.plots import plot
+from agentsd.gap import gap_key
 
 
 def seed_table(exp: ExperimentConfig, records: dict[str, dict[int, ArmRecords]]) -> list[dict[str, Any]]:
@@ -206,7 +207,7 @@ def _gap_markdown(
         "|---|---|---|---|---|",
     ]
     for arm in exp.arms:
-        key = "_".join(arm.sources or exp.train.hindsight.sources)
+        key = gap_key(arm_sources(exp, arm))
         entry, g = final.get(arm.name, {}), gaps.get(key, {})
         lines.append(
             f"| {arm.name} | {_interval(g.get('gap'))} | {_interval(g.get('reference_gap'))} | "
