@@ -37,6 +37,8 @@ SYSTEM_PROMPT = (
     "think briefly, then act with exactly one tool call per reply. Observations of your actions come "
     "back as tool messages. When the task is done, call submit."
 )
+# What a task without tools (a single-turn task: the reply is the answer) is told instead.
+REPLY_PROMPT = "You answer a task in one reply. The reply is the answer itself: write only the answer."
 # One worked example of the tool-call protocol (`collect.demonstration`), shown between the system
 # prompt and the task: a shell command, then submit. Small models follow the format from an example
 # far more often than from the description alone (SmolLM2-135M at temperature 0.7: 20 replies in 24
@@ -52,6 +54,16 @@ DEMONSTRATION = (
     ("observation", "Submitted. Reward: 1"),
 )
 DEMONSTRATION_TOOLS = ("bash", "submit")
+# The same for a task without tools (the single-turn form): one question answered by its answer alone,
+# of a kind no shipped suite asks.
+REPLY_DEMONSTRATION = (
+    (
+        "user",
+        "notes.txt holds:\nred green blue\n\nReply with the second word of notes.txt. "
+        "Reply with nothing else.",
+    ),
+    ("assistant", "green"),
+)
 STOP_STRINGS = ("</tool_call>",)
 COMPACTED_OBSERVATION_CHARS = 600
 KEEP_RECENT_TURNS = 2
@@ -84,9 +96,15 @@ class ChatFormat:
     """How one model's chat template frames the agent's conversation, as token-id pieces."""
 
     def __init__(
-        self, tokenizer: Any, system_prompt: str = SYSTEM_PROMPT, *, demonstration: bool = False
+        self,
+        tokenizer: Any,
+        system_prompt: str = SYSTEM_PROMPT,
+        *,
+        demonstration: bool = False,
+        reply_prompt: str = REPLY_PROMPT,
     ) -> None:
         self.tokenizer = tokenizer
+        self.reply_prompt = reply_prompt
         self.demonstration = demonstration
         # where things sit in the token ids, for the hindsight builder (agentsd.hindsight): the
         # task text's first index in a segment's first prompt, and how many ids end a first prompt
@@ -125,10 +143,17 @@ class ChatFormat:
         return list(self.tokenizer(text, add_special_tokens=False, **kwargs)["input_ids"])
 
     def first_prompt(self, observation: str, tools: Sequence[ToolSpec]) -> list[int]:
-        """System prompt with the tools, then the task's first observation, then the reply header."""
+        """System prompt with the tools, then the task's first observation, then the reply header.
+        Without tools (a single-turn task) the system prompt is `reply_prompt` and the demonstration,
+        when on, is one question answered by its answer (REPLY_DEMONSTRATION): the tool protocol's
+        prompt and example would describe calls such a task cannot make."""
         schemas = [t.schema() for t in tools]
         plain = [{"role": "system", "content": _CONTENT}, {"role": "user", "content": _CONTENT}]
         system, text = self.system_prompt, ""
+        if not tools:
+            messages = [plain[0], *self._demonstration(tools), plain[1]]
+            text = self._render(messages, generation_prompt=True)
+            return self._split_first_prompt(text, self.reply_prompt, observation)
         try:  # native tool support is judged without the demonstration, which names tools itself
             native = all(t.name in self._render(plain, generation_prompt=True, tools=schemas) for t in tools)
         except Exception:  # a template that rejects `tools`: the schemas go into the system prompt
@@ -139,6 +164,9 @@ class ChatFormat:
         else:
             system = f"{system}\n\n{render_tools(tuple(tools))}"
             text = self._render(messages, generation_prompt=True)
+        return self._split_first_prompt(text, system, observation)
+
+    def _split_first_prompt(self, text: str, system: str, observation: str) -> list[int]:
         head, middle, tail = text.split(_CONTENT)
         before_task = self.encode(head) + self.encode(system) + self.encode(middle)
         suffix = self.encode(tail)
@@ -152,6 +180,8 @@ class ChatFormat:
     def _demonstration(self, tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
         if not self.demonstration:
             return []
+        if not tools:
+            return [{"role": r, "content": text} for r, text in REPLY_DEMONSTRATION]
         names = {t.name for t in tools}
         if not set(DEMONSTRATION_TOOLS) <= names:
             raise ValueError(

@@ -30,7 +30,7 @@ from typing import Any
 
 from agentsd.config import EvalConfig, GapConfig, HindsightConfig
 from agentsd.eval.metrics import Estimate, bootstrap
-from agentsd.eval.probes import first_prompts, reference_action, reference_logprob, with_context
+from agentsd.eval.probes import first_prompts, reference_logprob, reference_text, with_context
 from agentsd.eval.report import read_results
 from agentsd.eval.runner import finish
 from agentsd.hindsight import HindsightBuilder
@@ -144,7 +144,7 @@ def measure_gap(
     probe = model if model is not None else HFPolicy(cfg.model)
     rows = []
     for task in tasks:
-        action = reference_action(task.reference)
+        reference = reference_text(task.reference)
         first = firsts.get(task.id)
         row: dict[str, Any] = {
             "task_id": task.id,
@@ -154,10 +154,10 @@ def measure_gap(
         }
         if row["student"] is not None and row["teacher"] is not None:
             row["gap"] = row["teacher"] - row["student"]
-        if action is not None and first is not None:
-            plain = reference_logprob(probe.model, probe.tokenizer, first["prompt"], action)
+        if reference is not None and first is not None:
+            plain = reference_logprob(probe.model, probe.tokenizer, first["prompt"], reference)
             shown = with_context(first["prompt"], contexts.get(task.id, []), first["task_start"])
-            hinted = reference_logprob(probe.model, probe.tokenizer, shown, action)
+            hinted = reference_logprob(probe.model, probe.tokenizer, shown, reference)
             row |= {"reference_student": plain, "reference_teacher": hinted, "reference_gap": hinted - plain}
         rows.append(row)
     summary = {

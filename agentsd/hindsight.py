@@ -67,8 +67,13 @@ def privileged_text(task: Task, source: str) -> str | None:
     `demonstration`: the reference as the agent would write it, its tool calls (tasks whose
     reference is actions, or one entry script run with bash); the submit that ends every task is
     the protocol's, not the task's, and left out. `solution`: the reference in plain form (the
-    commands, the gold patch, the solution script, the gold response)."""
+    commands, the gold patch, the solution script, the gold response). A single-turn task's reference
+    is its reply, which is both."""
     reference = task.reference
+    if isinstance(reference.get("reply"), str):
+        if source not in PRIVILEGED_SOURCES:
+            raise ValueError(f"{source!r} is not a privileged source ({', '.join(PRIVILEGED_SOURCES)})")
+        return str(reference["reply"])
     actions = _reference_actions(task)
     files = reference.get("files")
     files = files if isinstance(files, dict) else {}

@@ -12,6 +12,12 @@ Suites: `learn` (all), `learn-train` and `learn-heldout` (a task is held out whe
 says so: about one in five, the same split for every seed and count). Generation is deterministic:
 the same seed and count give the same tasks, byte for byte.
 
+The single-turn form (`learn-reply`, `learn-reply-train`, `learn-reply-heldout`): the same tasks and
+split, with what a command would have shown (the files' text) in the prompt; the agent has no tools
+and its one reply is the answer, written to the file the task names (envs/terminal.py,
+`environment.reply_file`) and graded by the same script, so the feedback reads the same. The
+reference is the reply itself (`reference["reply"]`).
+
 Not guaranteed: difficulty calibration; the tasks are meant to be easy for a capable agent.
 """
 
@@ -21,6 +27,8 @@ import hashlib
 import random
 import shlex
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
 
 from agentsd.types import GRADING_DIRS, Environment, Family, Task, Verifier, World
 
@@ -42,6 +50,26 @@ _WORD_LIST = (
 )
 WORDS = tuple(_WORD_LIST.split())
 KEYS = ("port", "workers", "timeout", "retries", "level", "cache", "threads", "limit")
+
+
+@dataclass(frozen=True)
+class Draft:
+    """One generated task in both forms. The agent form: `instruction`, the world's `files`, the
+    verifier `script` and the reference `command`. The single-turn form: the files' text and the
+    `question` in the prompt, the reply (which should be `answer`) written to `reply_file` and
+    graded by the same script."""
+
+    instruction: str
+    files: dict[str, str]
+    script: str
+    command: str
+    question: str
+    answer: str
+    reply_file: str = ANSWER
+
+    def single_turn_instruction(self) -> str:
+        shown = "".join(f"{path} holds:\n{text.rstrip()}\n\n" for path, text in sorted(self.files.items()))
+        return f"{shown}{self.question} Reply with nothing else."
 
 
 def _check(expected: str, what: str) -> str:
@@ -69,46 +97,59 @@ def _solution(command: str) -> dict[str, object]:
     }
 
 
-def _write_word(rng: random.Random) -> tuple[str, dict[str, str], str, str]:
+def _write_word(rng: random.Random) -> Draft:
     word = rng.choice(WORDS)
-    return (f"Write the word {word} into {ANSWER}.", {}, _check(word, "exactly"), f"echo {word} > {ANSWER}")
+    return Draft(
+        f"Write the word {word} into {ANSWER}.",
+        {},
+        _check(word, "exactly"),
+        f"echo {word} > {ANSWER}",
+        question=f"Reply with the word {word}.",
+        answer=word,
+    )
 
 
-def _copy_file(rng: random.Random) -> tuple[str, dict[str, str], str, str]:
+def _copy_file(rng: random.Random) -> Draft:
     name, word = rng.choice(WORDS), rng.choice(WORDS)
     path = f"data/{name}.txt"
-    return (
+    return Draft(
         f"Copy the text of {path} into {ANSWER}.",
         {path: word + "\n"},
         _check(word, f"the text of {path}"),
         f"cp {path} {ANSWER}",
+        question=f"Reply with the text of {path}.",
+        answer=word,
     )
 
 
-def _count_lines(rng: random.Random) -> tuple[str, dict[str, str], str, str]:
+def _count_lines(rng: random.Random) -> Draft:
     name, n = rng.choice(WORDS), rng.randint(2, 40)
     path = f"data/{name}.txt"
     lines = "".join(rng.choice(WORDS) + "\n" for _ in range(n))
-    return (
+    return Draft(
         f"Write the number of lines in {path} into {ANSWER}.",
         {path: lines},
         _check(str(n), f"the number of lines in {path}"),
         f"wc -l < {path} > {ANSWER}",
+        question=f"Reply with the number of lines in {path}.",
+        answer=str(n),
     )
 
 
-def _sum_numbers(rng: random.Random) -> tuple[str, dict[str, str], str, str]:
+def _sum_numbers(rng: random.Random) -> Draft:
     numbers = [rng.randint(1, 99) for _ in range(rng.randint(2, 8))]
     path = "data/numbers.txt"
-    return (
+    return Draft(
         f"Write the sum of the numbers in {path} (one per line) into {ANSWER}.",
         {path: "".join(f"{x}\n" for x in numbers)},
         _check(str(sum(numbers)), f"the sum of the numbers in {path}"),
         f"awk '{{s += $1}} END {{print s}}' {path} > {ANSWER}",
+        question=f"Reply with the sum of the numbers in {path}.",
+        answer=str(sum(numbers)),
     )
 
 
-def _find_file(rng: random.Random) -> tuple[str, dict[str, str], str, str]:
+def _find_file(rng: random.Random) -> Draft:
     names = rng.sample(WORDS, 4)
     key = rng.choice([w for w in WORDS if w not in names])
     holder = rng.choice(names)
@@ -117,16 +158,19 @@ def _find_file(rng: random.Random) -> tuple[str, dict[str, str], str, str]:
         f"data/{n}.txt": " ".join([*rng.sample(others, 5), *([key] if n == holder else [])]) + "\n"
         for n in names
     }
-    return (
+    return Draft(
         f"One file in data/ contains the word {key}. Write that file's name (for example {names[0]}.txt) "
         f"into {ANSWER}.",
         files,
         _check(f"{holder}.txt", f"the name of the file in data/ that contains {key}"),
         f"grep -lw {key} data/*.txt | xargs -n1 basename > {ANSWER}",
+        question=f"One file in data/ contains the word {key}. Reply with that file's name (for example "
+        f"{names[0]}.txt).",
+        answer=f"{holder}.txt",
     )
 
 
-def _fix_line(rng: random.Random) -> tuple[str, dict[str, str], str, str]:
+def _fix_line(rng: random.Random) -> Draft:
     keys = rng.sample(KEYS, 4)
     values = {k: str(rng.randint(1, 9000)) for k in keys}
     key, new = rng.choice(keys), str(rng.randint(1, 9000))
@@ -143,26 +187,31 @@ def _fix_line(rng: random.Random) -> tuple[str, dict[str, str], str, str]:
         'echo "it reads:"; cat app.conf 2>/dev/null || echo "(no app.conf)"\n'
         "exit 1\n"
     )
-    return (
+    return Draft(
         f"In app.conf, set {key} to {new}; leave the other lines as they are.",
         {"app.conf": before},
         script,
         f"sed -i 's/^{key}=.*/{key}={new}/' app.conf",
+        question=f"Reply with the text of app.conf after setting {key} to {new}, other lines as they are.",
+        answer=after.rstrip("\n"),
+        reply_file="app.conf",
     )
 
 
-def _uppercase(rng: random.Random) -> tuple[str, dict[str, str], str, str]:
+def _uppercase(rng: random.Random) -> Draft:
     name, words = rng.choice(WORDS), " ".join(rng.sample(WORDS, 3))
     path = f"data/{name}.txt"
-    return (
+    return Draft(
         f"Write the text of {path} in upper case into {ANSWER}.",
         {path: words + "\n"},
         _check(words.upper(), f"the text of {path} in upper case"),
         f"tr a-z A-Z < {path} > {ANSWER}",
+        question=f"Reply with the text of {path} in upper case.",
+        answer=words.upper(),
     )
 
 
-def _make_file(rng: random.Random) -> tuple[str, dict[str, str], str, str]:
+def _make_file(rng: random.Random) -> Draft:
     directory, name, word = rng.choice(WORDS), rng.choice(WORDS), rng.choice(WORDS)
     path = f"{directory}/{name}.txt"
     script = (
@@ -171,15 +220,18 @@ def _make_file(rng: random.Random) -> tuple[str, dict[str, str], str, str]:
         f"echo \"{path} holds '$(cat {path})'; it should hold exactly: {word}\"\n"
         "exit 1\n"
     )
-    return (
+    return Draft(
         f"Create the directory {directory} with a file {name}.txt in it that holds the word {word}.",
         {},
         script,
         f"mkdir -p {directory} && echo {word} > {path}",
+        question=f"The file {path} is to hold the word {word}. Reply with the text it should hold.",
+        answer=word,
+        reply_file=path,
     )
 
 
-KINDS: dict[str, Callable[[random.Random], tuple[str, dict[str, str], str, str]]] = {
+KINDS: dict[str, Callable[[random.Random], Draft]] = {
     "write-word": _write_word,
     "copy-file": _copy_file,
     "count-lines": _count_lines,
@@ -189,43 +241,66 @@ KINDS: dict[str, Callable[[random.Random], tuple[str, dict[str, str], str, str]]
     "uppercase": _uppercase,
     "make-file": _make_file,
 }
+Form = Literal["agent", "reply"]
 
 
 def is_heldout(task_id: str) -> bool:
     return int(hashlib.sha256(task_id.encode()).hexdigest()[:8], 16) % HELDOUT_EVERY == 0
 
 
-def generate(seed: int = DEFAULT_SEED, count: int = DEFAULT_COUNT) -> list[Task]:
-    """`count` tasks, kinds in turn, each drawn from its own generator seeded by (seed, index)."""
+def _agent_task(task_id: str, draft: Draft, meta: dict[str, str]) -> Task:
+    return Task(
+        id=task_id,
+        family=Family.TERMINAL,
+        instruction=draft.instruction + " Then submit.",
+        world=World(files=draft.files),
+        environment=Environment(scratch_dirs=list(GRADING_DIRS)),
+        verifier=Verifier(kind="script", script=draft.script, timeout_s=60.0),
+        reference=_solution(draft.command),
+        meta=meta,
+    )
+
+
+def _reply_task(task_id: str, draft: Draft, meta: dict[str, str]) -> Task:
+    return Task(
+        id=task_id,
+        family=Family.TERMINAL,
+        instruction=draft.single_turn_instruction(),
+        world=World(files=draft.files),
+        environment=Environment(scratch_dirs=list(GRADING_DIRS), reply_file=draft.reply_file),
+        verifier=Verifier(kind="script", script=draft.script, timeout_s=60.0),
+        reference={"reply": draft.answer},
+        meta=meta,
+    )
+
+
+def generate(seed: int = DEFAULT_SEED, count: int = DEFAULT_COUNT, form: Form = "agent") -> list[Task]:
+    """`count` tasks, kinds in turn, each drawn from its own generator seeded by (seed, index). Both
+    forms draw the same tasks and split them the same way (by the agent form's id)."""
     tasks = []
     kinds = list(KINDS.items())
     for index in range(count):
         kind, make = kinds[index % len(kinds)]
-        rng = random.Random(f"{seed}:{index}")
-        instruction, files, script, solution = make(rng)
-        task_id = f"learn-{seed}-{index:04d}-{kind}"
-        tasks.append(
-            Task(
-                id=task_id,
-                family=Family.TERMINAL,
-                instruction=instruction + " Then submit.",
-                world=World(files=files),
-                environment=Environment(scratch_dirs=list(GRADING_DIRS)),
-                verifier=Verifier(kind="script", script=script, timeout_s=60.0),
-                reference=_solution(solution),
-                meta={"suite": "learn", "kind": kind, "split": "heldout" if is_heldout(task_id) else "train"},
-            )
-        )
+        draft = make(random.Random(f"{seed}:{index}"))
+        agent_id = f"learn-{seed}-{index:04d}-{kind}"
+        split = "heldout" if is_heldout(agent_id) else "train"
+        if form == "agent":
+            tasks.append(_agent_task(agent_id, draft, {"suite": "learn", "kind": kind, "split": split}))
+        else:
+            reply_id = f"learn-reply-{seed}-{index:04d}-{kind}"
+            meta = {"suite": "learn-reply", "kind": kind, "split": split}
+            tasks.append(_reply_task(reply_id, draft, meta))
     return tasks
 
 
 def learn_suite(name: str) -> list[Task]:
-    """`learn`, `learn-train` or `learn-heldout`."""
-    tasks = generate()
-    if name == "learn":
-        return tasks
-    split = name.removeprefix("learn-")
-    return [t for t in tasks if t.meta["split"] == split]
+    """One of SUITES: `learn[-reply][-train|-heldout]`."""
+    if name not in SUITES:
+        raise ValueError(f"{name!r} is not a learnable suite ({', '.join(SUITES)})")
+    form: Form = "reply" if name.startswith("learn-reply") else "agent"
+    tasks = generate(form=form)
+    split = name.removeprefix("learn").removeprefix("-reply").removeprefix("-")
+    return [t for t in tasks if t.meta["split"] == split] if split else tasks
 
 
-SUITES = ("learn", "learn-train", "learn-heldout")
+SUITES = ("learn", "learn-train", "learn-heldout", "learn-reply", "learn-reply-train", "learn-reply-heldout")

@@ -24,7 +24,12 @@ def tool_call(name: str, **arguments: Any) -> str:
 def has_reference(task: Task) -> bool:
     if task.family is Family.RUBRIC:
         return bool(task.reference.get("gold_files") or task.reference.get("gold_response"))
-    return bool(task.reference.get("files") or task.reference.get("blobs") or task.reference.get("actions"))
+    return bool(
+        task.reference.get("files")
+        or task.reference.get("blobs")
+        or task.reference.get("actions")
+        or isinstance(task.reference.get("reply"), str)
+    )
 
 
 def _run_gold(env: TerminalEnv, task: Task) -> tuple[float, dict[str, Any]]:
@@ -49,6 +54,10 @@ def run_reference(env: TerminalEnv, task: Task) -> tuple[float, dict[str, Any]]:
         return _run_gold(env, task)
     if task.reference.get("actions"):
         return _run_actions(env, task)
+    if isinstance(task.reference.get("reply"), str):  # a single-turn task: its reply is its answer
+        env.reset(options={"task": task})
+        _, reward, _, _, info = env.step(str(task.reference["reply"]))
+        return reward, info
     if not has_reference(task):
         raise ValueError(f"task {task.id} has no reference solution")
     env.reset(options={"task": task})

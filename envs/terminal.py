@@ -9,6 +9,10 @@ background processes keep running. `info["next_state"]` describes what each step
 `info["feedback"]` carries the verifier's failing tests and assertion messages, `info["termination"]`
 is `done`, or `env_error` when the verifier itself failed.
 
+The single-turn form (`environment.reply_file` set): the agent has no tools; its one reply, whatever
+it says, is written to that file in the workdir (surrounding whitespace dropped, one newline added)
+and the task's verifier grades it at once, as a submit would.
+
 Not kept between commands: shell functions, aliases, unexported variables and `set` options.
 """
 
@@ -24,7 +28,7 @@ import gymnasium as gym
 from agentsd.config import LocalSandboxConfig
 from agentsd.envs.common import FALLBACK_IMAGE
 from agentsd.envs.spaces import fit_text, text_space
-from agentsd.envs.tools import BASH, SUBMIT, ToolCall, ToolParseError, parse_tool_call
+from agentsd.envs.tools import BASH, SUBMIT, ToolCall, ToolParseError, ToolSpec, parse_tool_call
 from agentsd.envs.verifiers import verify
 from agentsd.errors import AgentsdError
 from agentsd.sandboxes.base import Sandbox, writable_dirs
@@ -33,6 +37,7 @@ from agentsd.sandboxes.fleet import SandboxConfig, SandboxFleet, make_sandbox
 from agentsd.types import SYSTEM_DIRS, ExecResult, SandboxSpec, Task, Termination
 
 SHELL_STATE = "/tmp/.agentsd-shell"
+REPLY = "reply"  # the action name a single-turn reply is recorded under
 NEXT_STATE_CHARS = 2000
 SETUP_TIMEOUT_S = 600.0
 # Restores the previous command's directory and exports, runs the command, saves them again (also
@@ -67,7 +72,7 @@ class TerminalEnv(gym.Env[str, str]):
     """One terminal task per episode, in a fresh sandbox."""
 
     metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012 - gymnasium's class attribute
-    tools = (BASH, SUBMIT)
+    tools: tuple[ToolSpec, ...] = (BASH, SUBMIT)
     # Grading must not see anything the agent left running (a daemon rewriting the reward file,
     # a process racing the tests): every agent process is killed first. A family whose grader reads
     # live processes the environment started (the GUI apps) and whose agent has no shell sets False.
@@ -118,6 +123,8 @@ class TerminalEnv(gym.Env[str, str]):
             self._release()
             raise
         self._over = False
+        # instance attribute: the single-turn form's episodes offer no tools (the agent reads it after reset)
+        self.tools = () if task.environment.reply_file is not None else type(self).tools
         info = {
             "task_id": task.id,
             "image": spec.image or "host (local sandbox)",
@@ -129,6 +136,10 @@ class TerminalEnv(gym.Env[str, str]):
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         if self._over or self.sandbox is None or self.task is None:
             raise RuntimeError("the episode is over (or was never started): call reset() first")
+        reply_file = self.task.environment.reply_file
+        if reply_file is not None:
+            self.sandbox.write_file(self.in_workdir(reply_file), (action.strip() + "\n").encode())
+            return self._submit(ToolCall(name=REPLY, arguments={"text": action}))
         call = parse_tool_call(action, self.tools)
         if isinstance(call, ToolParseError):
             observation = call.message

@@ -46,6 +46,7 @@ from agentsd.types import (
     Termination,
     TrajectoryStatus,
     Turn,
+    TurnSource,
     Verifier,
 )
 
@@ -665,6 +666,35 @@ def test_the_demonstration_sits_between_the_tools_and_the_task(tmp_path: Path, t
         )
         first = store.get(trajectory_id("d", 0, 0)).turns[0]
     assert "uname -s > kernel.txt" in tokenizer.decode(first.prompt_ids)
+
+
+def test_a_single_turn_task_is_one_reply_graded_at_once(tmp_path: Path, tokenizer: Any) -> None:
+    """The single-turn form through the collector: no tool schemas and the reply prompt (with its own
+    demonstration when on), one agent turn, the reply graded by the task's script; the stored turn
+    re-assembles the prompt the policy saw."""
+    from agentsd.agent import REPLY_PROMPT
+    from agentsd.envs.learnable import generate
+
+    tasks = generate(count=8, form="reply")[:2]  # write-word, copy-file
+
+    def answer(prompt: str) -> str:
+        found = re.search(r"Reply with the word (\w+)\.", prompt) or re.search(r"holds:\n(\w+)\n", prompt)
+        return f"  {found.group(1)}\n" if found else "no idea"
+
+    cfg = collect_config(tmp_path, demonstration=True, max_turns=1)
+    with ReplayStore(cfg.store.url) as store:
+        asyncio.run(Collector(cfg, ScriptedPolicy(tokenizer, answer), store, tasks, run_name="r").run())
+        done = [store.get(trajectory_id("r", i, 0)) for i in range(2)]
+        for index, trajectory in enumerate(done):
+            prompt = tokenizer.decode(trajectory.turns[0].prompt_ids)
+            assert REPLY_PROMPT in prompt and "Run a shell command" not in prompt and "<tool_call>" not in prompt
+            assert "second word of notes.txt" in prompt  # the single-turn demonstration
+            assert [t.source for t in trajectory.turns] == [TurnSource.AGENT]
+            assert trajectory.reward == 1.0 and trajectory.turns[0].action == {
+                "name": "reply",
+                "arguments": {"text": answer(tasks[index].instruction)},
+            }
+            assert_turns_reassemble(store, trajectory.id, [list(trajectory.turns[0].prompt_ids)])
 
 
 # what a failing trainer does once two episodes run with stored turns (a gate, not a sleep: a loaded

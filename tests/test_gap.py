@@ -257,4 +257,5 @@ def test_each_reference_shape_gives_its_privileged_text() -> None:
     assert demonstration == tool_call("click", id=3) + "\n" + tool_call("type", text="hi")
     assert solution is not None and '"click"' in solution
     assert texts({"gold_response": "42", "gold_response_type": "text"}) == ("42", None)
+    assert texts({"reply": "port=80\nlevel=2"}) == ("port=80\nlevel=2", "port=80\nlevel=2")  # single-turn
     assert texts({}) == (None, None)

@@ -3,6 +3,8 @@ kind solvable by its reference and failed by doing nothing, with feedback that n
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gymnasium as gym
 import pytest
 from sandbox_fixtures import backend_config
@@ -42,5 +44,44 @@ def test_every_kind_is_solved_by_its_reference_and_says_what_was_expected(backen
             assert nothing == 0.0, task.id
             feedback = info["feedback"]
             assert "should" in feedback or "there is no" in feedback, (task.id, feedback)
+    finally:
+        env.close()
+
+
+def test_the_single_turn_form_is_the_same_tasks_and_split_with_the_answer_in_the_reply() -> None:
+    agent, reply = generate(), generate(form="reply")
+    assert [t.meta["split"] for t in agent] == [t.meta["split"] for t in reply]
+    assert [t.meta["kind"] for t in agent] == [t.meta["kind"] for t in reply]
+    assert [t.verifier.script for t in agent] == [t.verifier.script for t in reply]  # the same checks
+    assert {t.id for t in load_suite("learn-reply-heldout")} == {
+        t.id.replace("learn-", "learn-reply-", 1) for t in load_suite("learn-heldout")
+    }
+    assert {"learn-reply", "learn-reply-train", "learn-reply-heldout"} <= set(suite_names())
+    for task in reply:
+        assert task.environment.reply_file and isinstance(task.reference["reply"], str)
+        for path, text in task.world.files.items():  # what a command would have shown is in the prompt
+            assert f"{path} holds:\n{text.rstrip()}" in task.instruction
+
+
+@pytest.mark.parametrize("backend", ["local", pytest.param("docker", marks=pytest.mark.docker)])
+def test_a_single_turn_reply_is_graded_by_the_same_checks_and_never_run(backend: str) -> None:
+    env = gym.make(TERMINAL_ID, sandbox=backend_config(backend)).unwrapped
+    try:
+        assert isinstance(env, TerminalEnv)
+        for task in generate(seed=3, count=len(KINDS), form="reply"):
+            solved, info = run_reference(env, task)
+            assert solved == 1.0 and info["action"]["name"] == "reply", task.id
+            env.reset(options={"task": task})
+            assert env.tools == ()  # the agent is offered no tool
+            # the attack: a reply written as shell, aimed at the grader; it is text in a file, never run
+            attack = f'$(echo {task.reference["reply"]} > answer.txt)"; exit 0; `touch /tmp/pwned-{task.id}`'
+            _, reward, terminated, _, info = env.step(attack)
+            assert terminated and reward == 0.0, task.id
+            assert "should" in info["feedback"], (task.id, info["feedback"])
+            assert env.sandbox is not None
+            assert env.sandbox.exec(["test", "-e", f"/tmp/pwned-{task.id}"]).exit_code == 1
+            assert not Path(f"/tmp/pwned-{task.id}").exists()
+        env.reset(options={"task": generate(count=1)[0]})
+        assert env.tools == TerminalEnv.tools  # an agent task after a single-turn one has its tools back
     finally:
         env.close()

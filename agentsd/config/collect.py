@@ -95,7 +95,8 @@ class CollectConfig(ConfigModel):
     demonstration: bool = Field(
         default=False,
         description="Show one worked example of the tool-call protocol (a bash command, then submit) "
-        "before the task: small models follow the format far more often. Terminal and SWE tools only.",
+        "before the task: small models follow the format far more often. Terminal and SWE tools only; "
+        "a single-turn task (no tools) is shown one question answered by its answer instead.",
     )
     version_pickup: Literal["turn", "episode"] = Field(
         default="episode",

@@ -1,7 +1,8 @@
 """Teacher-forced probes of a causal LM on stored episodes: how likely a task's reference action is.
 
-`reference_logprob` scores a task's reference tool call (`task.reference["action"]`, written as the
-tool-call protocol writes it) after given prompt ids: the mean log-prob per token a model gives the
+`reference_logprob` scores a task's reference reply (`reference_text`: `task.reference["action"]`
+written as the tool-call protocol writes it, or a single-turn task's `task.reference["reply"]`) after
+given prompt ids: the mean log-prob per token a model gives the
 right action, a continuous measure of learning that moves before sampled rewards do. With the
 hindsight block inserted before the task text (`with_context`) the same probe scores the
 self-teacher, so their difference is the gap's per-token proxy, mean[log pi(a*|x, c) - log pi(a*|x)].
@@ -18,10 +19,16 @@ from agentsd.hindsight import tool_call_text
 from agentsd.sequences import TurnTokens
 
 
-def reference_action(task_reference: dict[str, Any]) -> dict[str, Any] | None:
-    """The task's one reference tool call, when it has one (the learnable suite's tasks do)."""
+def reference_text(task_reference: dict[str, Any]) -> str | None:
+    """The text a task's reference reply is, when it has one: a single-turn task's reply, or one
+    reference tool call written as the agent writes calls (the learnable suite's tasks have one)."""
+    reply = task_reference.get("reply")
+    if isinstance(reply, str):
+        return reply
     action = task_reference.get("action")
-    return action if isinstance(action, dict) and "name" in action else None
+    if isinstance(action, dict) and "name" in action:
+        return tool_call_text(str(action["name"]), dict(action.get("arguments") or {}))
+    return None
 
 
 def first_prompts(tokens: dict[str, list[TurnTokens]]) -> dict[str, list[int]]:
@@ -36,11 +43,11 @@ def with_context(prompt_ids: Sequence[int], context_ids: Sequence[int], task_sta
     return [*prompt_ids[:at], *context_ids, *prompt_ids[at:]]
 
 
-def reference_logprob(model: Any, tokenizer: Any, prompt_ids: list[int], action: dict[str, Any]) -> float:
-    """Mean log-prob per token of the reference action's tokens after `prompt_ids` (temperature 1)."""
+def reference_logprob(model: Any, tokenizer: Any, prompt_ids: list[int], text: str) -> float:
+    """Mean log-prob per token of the reference reply's tokens (`reference_text`) after `prompt_ids`
+    (temperature 1)."""
     import torch
 
-    text = tool_call_text(str(action["name"]), dict(action.get("arguments") or {}))
     target = tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
     ids = torch.tensor([[*prompt_ids, *target]], dtype=torch.long)
     with torch.inference_mode():

@@ -39,7 +39,7 @@ from agentsd.config import (
     TrackingConfig,
 )
 from agentsd.errors import AgentsdError
-from agentsd.eval.probes import first_prompts, reference_logprob
+from agentsd.eval.probes import first_prompts, reference_logprob, reference_text
 from agentsd.eval.report import read_results
 from agentsd.eval.runner import finish
 from agentsd.experiments.measure import kl_to_base, run_trajectory_ids, turn_validity
@@ -267,7 +267,7 @@ class ArmRun:
         directory, metrics = finish(cfg, name, tasks)
         records = read_results(directory)
         by_id = {r["trajectory_id"]: r for r in records}
-        actions = {t.id: t.reference.get("action") for t in tasks}
+        references = {t.id: reference_text(t.reference) for t in tasks}
         with ReplayStore(cfg.store.url) as eval_store:
             ids = run_trajectory_ids(eval_store, name)
             validity = turn_validity([eval_store.get(i) for i in ids])
@@ -276,9 +276,9 @@ class ArmRun:
         kl = kl_to_base(student.model, self._base().model, tokens) if version else dict.fromkeys(ids, 0.0)
         prompts = first_prompts(tokens)
         reference = {
-            i: reference_logprob(student.model, student.tokenizer, prompts[i], action)
+            i: reference_logprob(student.model, student.tokenizer, prompts[i], text)
             for i in ids
-            if i in prompts and i in by_id and (action := actions.get(by_id[i]["task_id"]))
+            if i in prompts and i in by_id and (text := references.get(by_id[i]["task_id"]))
         }
         rows = [
             {

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import PurePosixPath
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -68,6 +69,20 @@ class Environment(StrictModel):
     build: EnvironmentBuild | None = Field(
         default=None, description="Build the task's image from these Dockerfile steps before it runs."
     )
+    reply_file: str | None = Field(
+        default=None,
+        description="The single-turn form: the agent has no tools, its one reply is written to this "
+        "file (relative to workdir) and graded at once.",
+    )
+
+    @field_validator("reply_file")
+    @classmethod
+    def _relative_reply_file(cls, value: str | None) -> str | None:
+        if value is not None and (
+            not value or value.startswith("/") or ".." in PurePosixPath(value).parts or "\0" in value
+        ):
+            raise ValueError(f"reply_file {value!r}: expected a path relative to the workdir, without '..'")
+        return value
 
 
 GRADING_DIRS = ["/tests", "/logs", "/solution"]
@@ -218,5 +233,7 @@ class Task(StrictModel):
             del data["verifier"]["blobs"]
         if data["environment"]["build"] is None:
             del data["environment"]["build"]
+        if data["environment"]["reply_file"] is None:
+            del data["environment"]["reply_file"]
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:32]
