@@ -482,6 +482,69 @@ def test_hf_behaviour_logprobs_match_a_fresh_forward_pass() -> None:
             assert bool(torch.isfinite(torch.tensor(completion.logprobs)).all())
 
 
+def test_hf_prefix_reuse_prefills_only_new_tokens_with_unchanged_logprobs() -> None:
+    """Turns that extend an earlier turn token for token take its kept keys and values: a batch mixing
+    such turns with a fresh prompt prefills only the new tokens, and every behaviour log-prob still
+    matches a fresh forward pass over the whole context."""
+    import torch
+
+    from agentsd.policies.hf import HFPolicy
+
+    policy = HFPolicy(ModelConfig(), seed=0)
+    assert policy.prefix_cache is not None
+    tok = policy.tokenizer
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=12)
+    observation = tok("<|im_end|>\n<|im_start|>user\n[exit code 0]<|im_end|>\n<|im_start|>assistant\n")
+    prompts = [chat_ids(tok, "List the files here with bash."), chat_ids(tok, "What is 2+2?")]
+    for turn in range(3):
+        if turn == 2:
+            prompts.append(chat_ids(tok, "Write a haiku about a terminal."))  # a miss beside two hits
+        before, hits = policy.stats.as_dict(), policy.prefix_cache.stats.hits
+        completions = policy.generate(prompts, sampling)
+        after = policy.stats.as_dict()
+        prefilled = after["prefill_tokens"] - before["prefill_tokens"]
+        assert prefilled + after["reused_tokens"] - before["reused_tokens"] == sum(map(len, prompts))
+        if turn:  # every earlier prompt was extended: new are its completion's last token and the observation
+            assert policy.prefix_cache.stats.hits - hits == 2
+            assert prefilled < sum(map(len, prompts)) // 2
+        for prompt, completion in zip(prompts, completions, strict=True):
+            ids = torch.tensor([prompt + completion.token_ids])
+            with torch.no_grad():
+                logp = torch.log_softmax(policy.model(ids).logits[0, len(prompt) - 1 : -1].float(), -1)
+            fresh = logp.gather(1, torch.tensor(completion.token_ids)[:, None]).squeeze(1)
+            assert float((fresh - torch.tensor(completion.logprobs)).abs().max()) < 1e-3, turn
+        delta = list(observation["input_ids"])
+        prompts = [p + c.token_ids + delta for p, c in zip(prompts, completions, strict=True)]
+    compacted = [prompts[0][:5] + prompts[0][-20:]]  # a rewritten context matches nothing: full prefill
+    before = policy.stats.as_dict()
+    policy.generate(compacted, sampling)
+    assert policy.stats.prefill_tokens - before["prefill_tokens"] == len(compacted[0])
+
+
+def test_the_prefix_cache_matches_by_version_and_exact_prefix_within_its_budget() -> None:
+    import torch
+
+    from agentsd.policies.prefix_cache import CachedPrefix, PrefixCache
+
+    def entry(tokens: tuple[int, ...], version: int = 0) -> CachedPrefix:
+        kv = torch.zeros((2, len(tokens), 4))
+        return CachedPrefix(tokens, version, [(kv, kv.clone())])
+
+    cache = PrefixCache(budget_bytes=entry((1, 2, 3)).nbytes * 2)
+    cache.put(entry((1, 2)))
+    cache.put(entry((1, 2, 3), version=1))
+    assert cache.take([1, 2], 0) is None  # a prompt must add at least one token
+    assert cache.take([1, 2, 3, 4], 2) is None  # other versions' keys are other weights' keys
+    assert cache.take([9, 2, 3, 4], 1) is None
+    taken = cache.take([1, 2, 3, 4], 1)
+    assert taken is not None and taken.tokens == (1, 2, 3)  # the longest match, and taken out
+    assert cache.take([1, 2, 3, 4], 1) is None
+    for n in range(3, 7):
+        cache.put(entry(tuple(range(n))))
+    assert cache.stats.nbytes <= cache.budget_bytes and cache.stats.evicted >= 3
+    assert cache.take([0, 1, 2, 3, 4, 5, 6], 0) is not None  # the newest survived
+
+
 @pytest.mark.slow
 def test_hf_policy_loads_a_published_version(tmp_path: Path) -> None:
     import torch
@@ -687,7 +750,9 @@ def test_a_single_turn_task_is_one_reply_graded_at_once(tmp_path: Path, tokenize
         done = [store.get(trajectory_id("r", i, 0)) for i in range(2)]
         for index, trajectory in enumerate(done):
             prompt = tokenizer.decode(trajectory.turns[0].prompt_ids)
-            assert REPLY_PROMPT in prompt and "Run a shell command" not in prompt and "<tool_call>" not in prompt
+            assert (
+                REPLY_PROMPT in prompt and "Run a shell command" not in prompt and "<tool_call>" not in prompt
+            )
             assert "second word of notes.txt" in prompt  # the single-turn demonstration
             assert [t.source for t in trajectory.turns] == [TurnSource.AGENT]
             assert trajectory.reward == 1.0 and trajectory.turns[0].action == {

@@ -118,6 +118,12 @@ class HFPolicyConfig(ConfigModel):
         description="Weights of this many policy versions kept in memory, so episodes sampling with "
         "different versions switch without reading disk (at least collect.max_live_versions).",
     )
+    prefix_cache_mb: float = Field(
+        default=1024.0,
+        ge=0,
+        description="Memory for keeping finished sequences' attention keys and values, so an episode's "
+        "next turn prefills only its new tokens (least recently used evicted); 0 turns reuse off.",
+    )
 
 
 class VLLMPolicyConfig(ConfigModel):

@@ -11,24 +11,47 @@ adapter into a fresh copy of the base weights, and reports the new version from 
 of the last `loaded_versions` versions stay in memory (the base model's included, once the policy
 has moved off it), so switching between the versions of running episodes reads no disk.
 
-Not guaranteed: bit-identical samples across batch compositions (padding changes float rounding by
-~1e-6); prefix reuse across calls (each call prefills its prompts; continuous batching and prefix
-caching are the vllm backend's job).
+Prefix reuse (`prefix_cache_mb`, agentsd/policies/prefix_cache.py): each finished sequence's keys
+and values are kept, and a later prompt that extends one (an episode's next turn) prefills only its
+new tokens; rows with and without a kept prefix batch together, each right-aligned with its own
+padding and positions. An episode's prefill work is then linear in its length instead of quadratic.
+
+Not guaranteed: bit-identical samples across batch compositions or between reused and recomputed
+prefixes (padding and cache layout change float rounding by ~1e-6); continuous batching (the vllm
+backend's job).
 """
 
 from __future__ import annotations
 
 import random
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from agentsd.config import HFPolicyConfig, ModelConfig, SamplingConfig
 from agentsd.modelcache import resolve_model
 from agentsd.policies.base import PolicyError, checkpoint_kind, end_of_turn_ids, is_base, validate_prompts
+from agentsd.policies.prefix_cache import CachedPrefix, PrefixCache
 from agentsd.types import Completion, PolicyVersion
 
-STOP_TAIL_TOKENS = 16  # how many trailing tokens are decoded to look for a stop string
+STOP_TAIL_TOKENS = 16
+
+
+@dataclass
+class GenerationStats:
+    """Where generate's time went since the policy started: prompt tokens run through the model
+    (prefill) and taken from kept prefixes instead (reused), sampled tokens (decode), and seconds."""
+
+    prefill_tokens: int = 0
+    reused_tokens: int = 0
+    decode_tokens: int = 0
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(self.__dict__)  # how many trailing tokens are decoded to look for a stop string
 
 
 class HFPolicy:
@@ -61,6 +84,9 @@ class HFPolicy:
         self.rng.manual_seed(seed if seed is not None else random.getrandbits(63))
         self._version = 0
         self._loaded: OrderedDict[int, dict[str, Any]] = OrderedDict()  # version -> weights, LRU
+        budget = int(self.config.prefix_cache_mb * 2**20)
+        self.prefix_cache = PrefixCache(budget) if budget > 0 else None
+        self.stats = GenerationStats()
 
     @property
     def version(self) -> int:
@@ -72,26 +98,35 @@ class HFPolicy:
         self, prompts: Sequence[Sequence[int]], sampling: SamplingConfig, stop: Sequence[str] = ()
     ) -> list[Completion]:
         import torch
-        from transformers import DynamicCache
 
         if not prompts:
             return []
         validate_prompts(prompts, int(self.model.config.vocab_size), self.max_context)
-        n, width = len(prompts), max(len(p) for p in prompts)
+        n = len(prompts)
+        kept = [self.prefix_cache.take(p, self._version) if self.prefix_cache else None for p in prompts]
+        past = [len(k.tokens) if k is not None else 0 for k in kept]
+        suffixes = [list(p[m:]) for p, m in zip(prompts, past, strict=True)]
+        self.stats.prefill_tokens += sum(map(len, suffixes))
+        self.stats.reused_tokens += sum(past)
+        started = time.perf_counter()
+        # one row per prompt: [left padding | its kept prefix | left padding | its new tokens]; the
+        # masks keep padding out of attention and explicit positions keep each row's own numbering
+        width, kept_width = max(len(x) for x in suffixes), max(past)
         ids = torch.full((n, width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((n, width), dtype=torch.long)
-        for row, prompt in enumerate(prompts):
-            ids[row, width - len(prompt) :] = torch.tensor(list(prompt), dtype=torch.long)
-            mask[row, width - len(prompt) :] = 1
+        mask = torch.zeros((n, kept_width + width), dtype=torch.long)
+        for row, suffix in enumerate(suffixes):
+            ids[row, width - len(suffix) :] = torch.tensor(suffix, dtype=torch.long)
+            mask[row, kept_width - past[row] : kept_width] = 1
+            mask[row, kept_width + width - len(suffix) :] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, kept_width:]
+        cache = self._cache_from(kept, kept_width)
         budget = [min(sampling.max_new_tokens, self.max_context - len(p)) for p in prompts]
         tokens: list[list[int]] = [[] for _ in prompts]
         logprobs: list[list[float]] = [[] for _ in prompts]
         finish: list[str | None] = [None] * n
         end_ids = torch.tensor(self.end_ids, device=self.device)
         active = list(range(n))  # batch row -> prompt index
-        cache = DynamicCache()
         with torch.inference_mode():
             out = self.model(
                 input_ids=ids,
@@ -103,6 +138,8 @@ class HFPolicy:
             )
             logits = out.logits[:, -1, :]
             next_position = positions[:, -1] + 1
+            prefilled = time.perf_counter()
+            self.stats.prefill_s += prefilled - started
             while active:
                 logp = sampling_logprobs(logits, sampling.temperature, sampling.top_p)
                 sampled = torch.multinomial(logp.exp(), 1, generator=self.rng).squeeze(1)
@@ -119,9 +156,12 @@ class HFPolicy:
                         finish[seq] = "length"
                     else:
                         keep.append(row)
+                if len(keep) < len(active):  # finished rows leave the batch and the cache
+                    for row in sorted(set(range(len(active))) - set(keep)):
+                        self._keep(cache, mask, row, [*prompts[active[row]], *tokens[active[row]][:-1]])
                 if not keep:
                     break
-                if len(keep) < len(active):  # finished rows leave the batch and the cache
+                if len(keep) < len(active):
                     index = torch.tensor(keep, device=self.device)
                     cache.batch_select_indices(index)
                     sampled, mask, next_position = sampled[index], mask[index], next_position[index]
@@ -136,6 +176,8 @@ class HFPolicy:
                 )
                 logits = out.logits[:, -1, :]
                 next_position = next_position + 1
+        self.stats.decode_s += time.perf_counter() - prefilled
+        self.stats.decode_tokens += sum(map(len, tokens))
         return [
             Completion(
                 token_ids=tokens[i],
@@ -147,6 +189,43 @@ class HFPolicy:
             )
             for i in range(n)
         ]
+
+    def _cache_from(self, kept: list[CachedPrefix | None], width: int) -> Any:
+        """A DynamicCache holding each row's kept keys and values right-aligned in `width` positions
+        (zeros where the mask says padding); empty when no row has any."""
+        import torch
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        first = next((k for k in kept if k is not None), None)
+        if first is None or width == 0:
+            return cache
+        for layer, (key, value) in enumerate(first.layers):
+            shape = (len(kept), key.shape[0], width, key.shape[2])
+            keys = torch.zeros(shape, dtype=key.dtype, device=self.device)
+            values = torch.zeros(shape, dtype=value.dtype, device=self.device)
+            for row, entry in enumerate(kept):
+                if entry is not None:
+                    n = len(entry.tokens)
+                    keys[row, :, width - n :] = entry.layers[layer][0]
+                    values[row, :, width - n :] = entry.layers[layer][1]
+            cache.update(keys, values, layer)
+        return cache
+
+    def _keep(self, cache: Any, mask: Any, row: int, covered: list[int]) -> None:
+        """Keep a finished row's keys and values (the positions its mask marks) for the turn that
+        extends it; nothing when reuse is off or the cache is not the plain kind a row can be cut from."""
+        if self.prefix_cache is None:
+            return
+        if not all(type(layer).__name__ == "DynamicLayer" for layer in cache.layers):
+            return  # sliding-window or recurrent layers: a row's state is not its positions' keys
+        valid = mask[row].bool()
+        if int(valid.sum()) != len(covered):
+            return
+        layers = [
+            (layer.keys[row][:, valid].clone(), layer.values[row][:, valid].clone()) for layer in cache.layers
+        ]
+        self.prefix_cache.put(CachedPrefix(tuple(covered), self._version, layers))
 
     def _hit_stop(self, tokens: list[int], stop: Sequence[str]) -> bool:
         tail = self.tokenizer.decode(tokens[-STOP_TAIL_TOKENS:], skip_special_tokens=False)
