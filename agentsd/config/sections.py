@@ -133,6 +133,21 @@ class VLLMPolicyConfig(ConfigModel):
     enable_lora: bool = Field(default=False, description="Start the engine able to serve LoRA versions.")
     max_lora_rank: int = Field(default=64, gt=0)
     enforce_eager: bool = Field(default=True, description="No CUDA graphs / compilation: faster start.")
+    enable_prefix_caching: bool = Field(
+        default=True, description="Reuse the KV blocks of a shared prefix: an episode's turns share theirs."
+    )
+    kv_cache_gib: float | None = Field(
+        default=None,
+        gt=0,
+        description="On CPU, the KV cache's memory (GiB). None: what max_num_seqs sequences of "
+        "model.max_context tokens need, capped at kv_cache_max_fraction of the machine's memory.",
+    )
+    kv_cache_max_fraction: float = Field(
+        default=0.25,
+        gt=0,
+        le=0.8,
+        description="The most of the machine's memory a derived CPU KV cache may take.",
+    )
 
 
 class OpenAIPolicyConfig(ConfigModel):

