@@ -521,6 +521,30 @@ def test_hf_prefix_reuse_prefills_only_new_tokens_with_unchanged_logprobs() -> N
     assert policy.stats.prefill_tokens - before["prefill_tokens"] == len(compacted[0])
 
 
+def test_grouped_attention_equals_transformers_sdpa_on_a_padded_batch() -> None:
+    """`policy.attention: grouped` folds the query heads sharing a key/value head instead of copying
+    the cache per head: the same logits as transformers' SDPA path, padding mask and all."""
+    import torch
+
+    from agentsd.config import HFPolicyConfig
+    from agentsd.policies.hf import HFPolicy
+
+    grouped = HFPolicy(ModelConfig(), HFPolicyConfig(attention="grouped"), seed=0)
+    stock = HFPolicy(ModelConfig(), HFPolicyConfig(attention="sdpa"), seed=0)
+    assert grouped.model.config.num_key_value_heads < grouped.model.config.num_attention_heads
+    prompts = [
+        chat_ids(grouped.tokenizer, q) for q in ("What is 2+2?", "Write a haiku about a terminal, please.")
+    ]
+    width = max(map(len, prompts))
+    ids = torch.tensor([[grouped.pad_id] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    with torch.no_grad():
+        a = grouped.model(input_ids=ids, attention_mask=mask).logits
+        b = stock.model(input_ids=ids, attention_mask=mask).logits
+    real = mask.bool()
+    assert float((a[real] - b[real]).abs().max()) < 1e-3
+
+
 def test_the_prefix_cache_matches_by_version_and_exact_prefix_within_its_budget() -> None:
     import torch
 

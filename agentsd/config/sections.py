@@ -118,6 +118,11 @@ class HFPolicyConfig(ConfigModel):
         description="Weights of this many policy versions kept in memory, so episodes sampling with "
         "different versions switch without reading disk (at least collect.max_live_versions).",
     )
+    attention: Literal["grouped", "sdpa"] = Field(
+        default="grouped",
+        description="grouped: grouped-query heads read each key/value head once (agentsd/policies/"
+        "attention.py); sdpa: transformers' own, which copies the cache per query head under a mask.",
+    )
     prefix_cache_mb: float = Field(
         default=1024.0,
         ge=0,

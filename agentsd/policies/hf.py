@@ -32,6 +32,7 @@ from typing import Any
 
 from agentsd.config import HFPolicyConfig, ModelConfig, SamplingConfig
 from agentsd.modelcache import resolve_model
+from agentsd.policies.attention import register as register_grouped_attention
 from agentsd.policies.base import PolicyError, checkpoint_kind, end_of_turn_ids, is_base, validate_prompts
 from agentsd.policies.prefix_cache import CachedPrefix, PrefixCache
 from agentsd.types import Completion, PolicyVersion
@@ -70,7 +71,10 @@ class HFPolicy:
         self.dtype = getattr(torch, model.dtype)
         self.device = torch.device(self.config.device)
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
-        self.model: Any = AutoModelForCausalLM.from_pretrained(self.path, dtype=self.dtype)
+        attention = register_grouped_attention() if self.config.attention == "grouped" else "sdpa"
+        self.model: Any = AutoModelForCausalLM.from_pretrained(
+            self.path, dtype=self.dtype, attn_implementation=attention
+        )
         self.model.to(self.device).eval()
         self.max_context = min(
             model.max_context, int(getattr(self.model.config, "max_position_embeddings", 1 << 30))
