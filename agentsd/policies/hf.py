@@ -15,6 +15,8 @@ Prefix reuse (`prefix_cache_mb`, agentsd/policies/prefix_cache.py): each finishe
 and values are kept, and a later prompt that extends one (an episode's next turn) prefills only its
 new tokens; rows with and without a kept prefix batch together, each right-aligned with its own
 padding and positions. An episode's prefill work is then linear in its length instead of quadratic.
+Attention (`attention: grouped`, agentsd/policies/attention.py) reads each key/value head once where
+transformers' SDPA path copies the cache per query head under a padding mask.
 
 Not guaranteed: bit-identical samples across batch compositions or between reused and recomputed
 prefixes (padding and cache layout change float rounding by ~1e-6); continuous batching (the vllm
@@ -37,7 +39,7 @@ from agentsd.policies.base import PolicyError, checkpoint_kind, end_of_turn_ids,
 from agentsd.policies.prefix_cache import CachedPrefix, PrefixCache
 from agentsd.types import Completion, PolicyVersion
 
-STOP_TAIL_TOKENS = 16
+STOP_TAIL_TOKENS = 16  # how many trailing tokens are decoded to look for a stop string
 
 
 @dataclass
@@ -52,7 +54,7 @@ class GenerationStats:
     decode_s: float = 0.0
 
     def as_dict(self) -> dict[str, float]:
-        return dict(self.__dict__)  # how many trailing tokens are decoded to look for a stop string
+        return dict(self.__dict__)
 
 
 class HFPolicy:
