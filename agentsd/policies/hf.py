@@ -162,12 +162,12 @@ class HFPolicy:
                         finish[seq] = "length"
                     else:
                         keep.append(row)
-                if len(keep) < len(active):  # finished rows leave the batch and the cache
-                    for row in sorted(set(range(len(active))) - set(keep)):
-                        self._keep(cache, mask, row, [*prompts[active[row]], *tokens[active[row]][:-1]])
+                finished = sorted(set(range(len(active))) - set(keep))
+                for row in finished:  # kept for the turn that extends it, before it leaves the cache
+                    self._keep(cache, mask, row, [*prompts[active[row]], *tokens[active[row]][:-1]])
                 if not keep:
                     break
-                if len(keep) < len(active):
+                if finished:  # finished rows leave the batch and the cache
                     index = torch.tensor(keep, device=self.device)
                     cache.batch_select_indices(index)
                     sampled, mask, next_position = sampled[index], mask[index], next_position[index]

@@ -43,9 +43,6 @@ class PrefixStats:
     entries: int = 0
     nbytes: int = 0
 
-    def as_dict(self) -> dict[str, int]:
-        return dict(self.__dict__)
-
 
 @dataclass
 class PrefixCache:
@@ -69,7 +66,7 @@ class PrefixCache:
             return None
         self.stats.hits += 1
         entry = self._entries.pop(best_key)
-        self._account()
+        self._account(-entry.nbytes)
         return entry
 
     def put(self, entry: CachedPrefix) -> None:
@@ -77,17 +74,13 @@ class PrefixCache:
         is larger than the budget)."""
         self._entries[self._next_key] = entry
         self._next_key += 1
-        total = sum(e.nbytes for e in self._entries.values())
-        while self._entries and total > self.budget_bytes:
+        self._account(entry.nbytes)
+        while self._entries and self.stats.nbytes > self.budget_bytes:
             _, evicted = self._entries.popitem(last=False)
-            total -= evicted.nbytes
+            self._account(-evicted.nbytes)
             self.stats.evicted += 1
-        self._account()
 
-    def clear(self) -> None:
-        self._entries.clear()
-        self._account()
-
-    def _account(self) -> None:
+    def _account(self, nbytes: int) -> None:
+        """After an entry came in (nbytes > 0) or went out (nbytes < 0)."""
         self.stats.entries = len(self._entries)
-        self.stats.nbytes = sum(e.nbytes for e in self._entries.values())
+        self.stats.nbytes += nbytes
