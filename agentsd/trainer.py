@@ -327,7 +327,7 @@ class Trainer:
         self.tracker.log_metrics(metrics, step=self.step_count)
         if self.step_count % self.config.histogram_every == 0:
             self.log_histograms()
-        alerts(metrics, self.step_count)
+        alerts(metrics, self.step_count, self.config.sdpo.drift_warning)
 
     def log_histograms(self) -> None:
         """The age and reward distributions so far, as MLflow artifacts of this step."""

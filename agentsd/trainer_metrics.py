@@ -5,7 +5,8 @@ what this rank's shard dropped and what its loss measured (`shard_metrics`), the
 data-parallel ranks, the trajectories still waiting, the teacher's follow-up, the optimizer's
 gradient norm and learning rate, the reward and age of the step's trajectories with their running
 quantiles (agentsd.histograms), and the throughput. `published_metrics` is the part a published
-version records (collectors show it as progress); `alerts` warns about a step that cannot learn.
+version records (collectors show it as progress); `alerts` warns about a step that cannot learn or
+has drifted too far.
 
 Not guaranteed: metrics other than the loss and the token and drop counts describe this rank's
 shard only (rank 0's is the one logged); ages in seconds compare this host's clock with the store's
@@ -122,13 +123,25 @@ def published_metrics(metrics: dict[str, float]) -> dict[str, float]:
     return {f"step_{k.replace('/', '_')}": metrics[k] for k in PUBLISHED_METRICS if k in metrics}
 
 
-def alerts(metrics: dict[str, float], step: int) -> None:
-    """Warnings about a step whose gradient cannot teach much."""
+def alerts(metrics: dict[str, float], step: int, drift_warning: float) -> None:
+    """Warnings about a step whose gradient cannot teach much, or whose student has drifted far from
+    the policies that sampled its data (mean squared log-ratio above `drift_warning`)."""
     if "advantage/mean_abs" in metrics and metrics["advantage/mean_abs"] < 1e-3:
         log.warning("step %d: |mean A| < 1e-3: the gradient is dead", step)
     if metrics.get("fraction/truncated", 0.0) > 0.2:
         log.warning(
             "step %d: %.0f%% of the weights truncated at C", step, 100 * metrics["fraction/truncated"]
+        )
+    drift = metrics.get("drift/log_ratio_m2", 0.0)
+    if drift > drift_warning:
+        log.warning(
+            "step %d: drift: mean (log rho)^2 = %.3f > sdpo.drift_warning %.3f (KL to the behaviour "
+            "policy %.3f): the student is far from the policies that sampled its data; see "
+            "kl_behaviour_by_staleness/* and consider sdpo.correction m2 or decoupled",
+            step,
+            drift,
+            drift_warning,
+            metrics.get("kl_behaviour", 0.0),
         )
 
 

@@ -4,12 +4,15 @@ tensors): values and gradients, plus the invariants of docs/objective.md."""
 from __future__ import annotations
 
 import math
+from typing import get_args
 
 import pytest
 import torch
 
 from agentsd.config import SDPOConfig
+from agentsd.config.train import CorrectionName
 from agentsd.sdpo import AdvantageScale, TokenBatch, sdpo_loss, topk_tail_divergence
+from agentsd.sdpo.corrections import CORRECTIONS
 from agentsd.sdpo.weights import behaviour_ratio, staleness_keep, turn_rejection_mask, turn_weights
 
 V = 12
@@ -413,3 +416,102 @@ def test_each_correction_variant_weights_tokens_exactly_as_defined() -> None:
         )
     with pytest.raises(ValueError, match="defined for form topk"):
         SDPOConfig(form="sampled_token", correction="none")
+    assert set(CORRECTIONS) == set(get_args(CorrectionName))  # every name the config takes has its function
+
+
+def _naive_second_moment_keep(log_ratio: list[float], candidates: list[bool], threshold: float) -> list[bool]:
+    """M2PO's mask written as its definition: drop the largest (log rho)^2 until the mean fits."""
+    kept = [i for i, c in enumerate(candidates) if c]
+    while kept and sum(log_ratio[i] ** 2 for i in kept) / len(kept) > threshold:
+        kept.remove(max(kept, key=lambda i: log_ratio[i] ** 2))
+    return [i in kept for i in range(len(log_ratio))]
+
+
+def _naive_decoupled(
+    student: float, behaviour: float, staleness: int, cap: float, low: float, high: float
+) -> tuple[float, bool]:
+    """AReaL's decoupled weight and trust region for one token, the proximal policy the version
+    before the current one, interpolated in log space along the versions."""
+    share = (staleness - 1) / staleness if staleness >= 1 else 0.0
+    proximal = behaviour + share * (student - behaviour)
+    weight = min(math.exp(proximal - behaviour), cap)
+    return weight, low <= math.exp(student - proximal) <= high
+
+
+def test_the_high_drift_corrections_weight_tokens_exactly_as_defined() -> None:
+    """downweight: w = min(rho, 1) within K_max; m2: w = rho on the tokens M2PO's second-moment mask
+    keeps within K_max; decoupled: w = min((pi_prox / mu), C) and the trust region on pi / pi_prox,
+    pi_prox interpolated to the previous version. Each against a naive per-token reference."""
+    versions = [5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0]  # staleness 0..5 at version 5
+    batch, student, teacher = make_batch(n=12, seed=11, versions=versions)
+    current = torch.log_softmax(student.detach(), -1).gather(-1, batch.tokens[:, None]).squeeze(-1)
+    shifts = torch.tensor(
+        [0.1, -0.3, 3.0, -3.0, 0.5, -0.5, -2.5, -1.2, 0.05, 4.0, -0.2, 0.0], dtype=torch.float64
+    )
+    batch.behaviour_logp = current + shifts
+    rho = torch.exp(-shifts)
+    trainable = batch.mask.bool()
+    fresh = batch.versions >= 5 - 4
+    d = topk_tail_divergence(student, teacher, k=4)
+    m2_keep = torch.tensor(_naive_second_moment_keep((-shifts).tolist(), (trainable & fresh).tolist(), 0.5))
+    assert 0 < int(m2_keep.sum()) < int((trainable & fresh).sum())  # the mask bites, and keeps some
+    decoupled = [
+        _naive_decoupled(float(c), float(b), 5 - int(v), 2.0, 0.1, 10.0)
+        for c, b, v in zip(current, batch.behaviour_logp, batch.versions, strict=True)
+    ]
+    expected = {
+        "downweight": (rho.clamp(max=1.0), trainable & fresh),
+        "m2": (rho, m2_keep & trainable & fresh),
+        "decoupled": (
+            torch.tensor([w for w, _ in decoupled], dtype=torch.float64),
+            torch.tensor([ok for _, ok in decoupled]) & trainable & fresh,
+        ),
+    }
+    for correction, (weight, used) in expected.items():
+        cfg = SDPOConfig(top_k=4, is_cap=2.0, max_staleness=4, m2_threshold=0.5, correction=correction)  # pyright: ignore[reportArgumentType]
+        out = sdpo_loss(batch, student, teacher, cfg, version=5)
+        assert torch.equal(out.used, used), correction
+        torch.testing.assert_close(out.numerator_weight, (weight * used).to(out.numerator_weight.dtype))
+        want = (weight * used * d).sum() / used.sum()
+        torch.testing.assert_close(out.loss, want.to(out.loss.dtype), rtol=1e-9, atol=1e-12)
+    # the trust region of `decoupled` is centred on the previous version: a token 3 versions old
+    # whose ratio to the behaviour policy (rho = e^2.5) is outside [0.1, 10] is still kept, since
+    # only a third of that drift happened after the proximal version; `full` rejects it
+    assert bool(expected["decoupled"][1][6]) and float(rho[6]) > 10.0
+
+
+def test_drift_metrics_follow_their_definitions_and_a_drifted_step_warns(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Per step: the second moment of log rho, rho's variance, KL(student || behaviour) estimated as
+    rho log rho - rho + 1, everything masked, and both KLs per staleness bucket; `alerts` warns past
+    sdpo.drift_warning and stays quiet below it."""
+    import logging
+
+    from agentsd.trainer_metrics import alerts
+
+    versions = [9, 9, 8, 8, 7, 6, 5, 4, 3, 2, 1, 0]  # staleness 0, 0, 1, 1, 2, 3, 4, ..., 9 at version 9
+    batch, student, teacher = make_batch(n=12, seed=5, versions=versions)
+    cfg = SDPOConfig(top_k=4, max_staleness=4)
+    out = sdpo_loss(batch, student, teacher, cfg, version=9)
+    trainable = batch.mask.bool()
+    current = torch.log_softmax(student.detach(), -1).gather(-1, batch.tokens[:, None]).squeeze(-1)
+    log_rho = (current - batch.behaviour_logp)[trainable]
+    rho = log_rho.exp()
+    m = out.metrics
+    assert m["drift/log_ratio_m2"] == pytest.approx(float((log_rho**2).mean()))
+    assert m["rho/var"] == pytest.approx(float(((rho - rho.mean()) ** 2).mean()))
+    assert m["kl_behaviour"] == pytest.approx(float((rho * log_rho - rho + 1).mean()))
+    assert m["fraction/masked"] == pytest.approx(1 - int(out.used.sum()) / int(trainable.sum()))
+    d = topk_tail_divergence(student, teacher, k=4).detach()
+    staleness = 9 - batch.versions
+    for name, low, high in (("0", 0, 0), ("1", 1, 1), ("2-3", 2, 3), ("4-7", 4, 7), ("8_or_more", 8, 99)):
+        bucket = trainable & (staleness >= low) & (staleness <= high)
+        assert m[f"kl_by_staleness/{name}"] == pytest.approx(float(d[bucket].mean())), name
+        r = (current - batch.behaviour_logp)[bucket].exp()
+        assert m[f"kl_behaviour_by_staleness/{name}"] == pytest.approx(float((r * r.log() - r + 1).mean()))
+    with caplog.at_level(logging.WARNING, logger="agentsd.trainer"):
+        alerts(m, 3, drift_warning=m["drift/log_ratio_m2"] * 2)
+        assert not caplog.records
+        alerts(m, 3, drift_warning=m["drift/log_ratio_m2"] / 2)
+        assert len(caplog.records) == 1 and "drift" in caplog.records[0].getMessage()

@@ -5,14 +5,20 @@ and CONFIG_KINDS, the command name -> config model map `agentsd config` validate
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field, model_validator
 
 from agentsd.config.base import ConfigModel
 from agentsd.config.collect import CollectConfig, EvalConfig
 from agentsd.config.sections import ModelConfig, TrackingConfig
-from agentsd.config.train import HindsightConfig, HindsightSource, TeacherConfig, TrainConfig
+from agentsd.config.train import (
+    UNBOUNDED_CORRECTIONS,
+    CorrectionName,
+    HindsightConfig,
+    HindsightSource,
+    TeacherConfig,
+    TrainConfig,
+)
 
 
 class RunConfig(ConfigModel):
@@ -54,9 +60,7 @@ class ArmConfig(ConfigModel):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="Directory and MLflow run name.")
     version_lag: int = Field(default=0, ge=0, description="collect.version_lag of this arm (K).")
-    correction: Literal["full", "is_untruncated", "none"] = Field(
-        default="full", description="sdpo.correction of this arm."
-    )
+    correction: CorrectionName = Field(default="full", description="sdpo.correction of this arm.")
     sources: list[HindsightSource] | None = Field(
         default=None,
         min_length=1,
@@ -133,10 +137,12 @@ class ExperimentConfig(ConfigModel):
         if self.compare_with is not None and self.compare_with not in names:
             raise ValueError(f"compare_with: {self.compare_with!r} is not one of the arms {names}")
         for arm in self.arms:
-            if arm.correction == "full" and arm.version_lag > self.train.sdpo.max_staleness:
+            bounded = arm.correction not in UNBOUNDED_CORRECTIONS
+            if bounded and arm.version_lag > self.train.sdpo.max_staleness:
                 raise ValueError(
                     f"arms.{arm.name}: version_lag {arm.version_lag} > train.sdpo.max_staleness "
-                    f"{self.train.sdpo.max_staleness}: `full` would drop every trajectory as stale"
+                    f"{self.train.sdpo.max_staleness}: `{arm.correction}` would drop every trajectory "
+                    "as stale"
                 )
             keep = self.train.keep_versions
             if keep is not None and keep <= arm.version_lag:

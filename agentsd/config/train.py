@@ -39,6 +39,10 @@ class TeacherConfig(ConfigModel):
     )
 
 
+CorrectionName = Literal["full", "is_untruncated", "none", "downweight", "m2", "decoupled"]
+UNBOUNDED_CORRECTIONS = frozenset({"is_untruncated", "none"})  # they train on tokens of any age
+
+
 class SDPOConfig(ConfigModel):
     form: Literal["topk", "sampled_token"] = Field(
         default="topk", description="Logit-level top-k KL or sampled-token form."
@@ -63,12 +67,25 @@ class SDPOConfig(ConfigModel):
     )
     turn_weights: bool = Field(default=False, description="Optional per-turn weight g (position bias).")
     turn_weight_delta: float = Field(default=0.2, ge=0)
-    correction: Literal["full", "is_untruncated", "none"] = Field(
+    correction: CorrectionName = Field(
         default="full",
         description="Off-policy correction of the topk form. full: w = min(rho, C), the rejection mask "
         "and K_max; is_untruncated: w = rho, no mask, no K_max (importance weighting unprotected); "
-        "none: w = 1, no mask, no K_max (staleness ignored). The last two exist to measure what the "
-        "protection buys.",
+        "none: w = 1, no mask, no K_max (staleness ignored); downweight: w = min(rho, 1) and K_max; "
+        "m2: w = rho under a batch mask keeping the mean squared log-ratio <= m2_threshold, and K_max; "
+        "decoupled: the trust region centred on the previous version (interpolated), the "
+        "behaviour-to-proximal weight capped at C, and K_max.",
+    )
+    m2_threshold: float = Field(
+        default=0.04,
+        gt=0,
+        description="correction m2: the bound on the kept tokens' mean squared log-ratio (M2PO's 0.04).",
+    )
+    drift_warning: float = Field(
+        default=0.5,
+        gt=0,
+        description="The trainer warns when a step's mean squared log-ratio of student to behaviour "
+        "policy (drift/log_ratio_m2) passes this: the student has moved far from what sampled its data.",
     )
 
     @model_validator(mode="after")
@@ -85,7 +102,7 @@ class SDPOConfig(ConfigModel):
     @property
     def staleness_bound(self) -> int | None:
         """K_max, or None when the correction variant ignores staleness."""
-        return self.max_staleness if self.correction == "full" else None
+        return None if self.correction in UNBOUNDED_CORRECTIONS else self.max_staleness
 
 
 HindsightSource = Literal["feedback", "success", "solution", "demonstration"]

@@ -40,9 +40,10 @@ def plot(
         fig.savefig(paths[-1])
     finally:
         plt.close(fig)
-    fig, axes = plt.subplots(1, 4, figsize=(18, 4), dpi=100)
+    fig, axes = plt.subplots(1, 5, figsize=(22, 4), dpi=100)
     try:
-        for ax, metric in zip(axes, ("rho/p99", "fraction/truncated", "fraction/rejected"), strict=False):
+        per_step = ("rho/p99", "drift/log_ratio_m2", "fraction/truncated", "fraction/rejected")
+        for ax, metric in zip(axes, per_step, strict=False):
             for arm in arms:
                 points = [
                     (s["step"], s[metric])
@@ -53,9 +54,9 @@ def plot(
                 plot_seed_mean(ax, arm, points)
             ax.set_xlabel("optimizer step")
             ax.set_title(f"{metric} (mean over seeds)")
-            if metric.startswith("rho"):
+            if metric.startswith(("rho", "drift")):
                 ax.set_yscale("log")
-        ax = axes[3]
+        ax = axes[4]
         for arm in arms:
             points = [
                 (r["round"], r["valid_turns"] / r["turns"])

@@ -57,6 +57,12 @@ def seed_table(exp: ExperimentConfig, records: dict[str, dict[int, ArmRecords]])
                     "rejected": mean_of([s.get("fraction/rejected", float("nan")) for s in steps])
                     if steps
                     else None,
+                    "masked": mean_of([s.get("fraction/masked", float("nan")) for s in steps])
+                    if steps
+                    else None,
+                    "drift_max": max(
+                        (s.get("drift/log_ratio_m2", float("nan")) for s in steps), default=None
+                    ),
                     "staleness": mean_of([s.get("staleness/mean", float("nan")) for s in steps])
                     if steps
                     else None,
@@ -308,20 +314,22 @@ def _markdown(
         "",
         "## By arm and seed",
         "",
-        "Final held-out numbers; rho p99 and max are the largest over the arm's steps; truncated "
-        "(tokens with rho > C, truncated under `full` only), rejected (tokens the mask rejected; only "
-        "`full` has the mask) and staleness are means over its steps; rollout validity is over "
-        "its training rollouts.",
+        "Final held-out numbers; rho p99 and max and the drift (mean (log rho)^2 of a step) are the "
+        "largest over the arm's steps; truncated (tokens with rho > C, truncated under `full` only), "
+        "rejected (tokens the correction's trust region rejected), masked (by every rule, K_max "
+        "included) and staleness are means over its steps; rollout validity is over its training "
+        "rollouts.",
         "",
         "| arm | seed | steps | eval step | mean reward | pass@1 | valid tool calls | reference log-prob | "
-        "KL to base | rho p99 | rho max | truncated | rejected | staleness | rollout validity |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "KL to base | rho p99 | rho max | drift | truncated | rejected | masked | staleness | "
+        "rollout validity |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in table:
         cells = [r["arm"], str(r["seed"]), str(r["steps"]), _fmt(r["eval_step"])]
         cells += [_fmt(r[k]) for k in ("mean_reward", "pass@1", "valid_tool_calls", "reference_logprob")]
         cells += [_fmt(r["kl_to_base"], 4), _fmt(r["rho_p99_max"], 2), _fmt(r["rho_max"], 2)]
-        cells += [_fmt(r[k]) for k in ("truncated", "rejected")] + [
+        cells += [_fmt(r[k]) for k in ("drift_max", "truncated", "rejected", "masked")] + [
             _fmt(r["staleness"], 2),
             _fmt(r["rollout_valid"]),
         ]

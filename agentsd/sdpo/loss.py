@@ -7,8 +7,8 @@ applied a second time there. `denominator` lets gradient accumulation divide eve
 the global batch's Σ m·M·K (then 1 x 8 and 8 x 1 accumulate the same gradient). Data-parallel ranks
 learn the global count only after each has its own: they divide the returned numerator by it
 (SDPOLoss.divided_by: the all-reduced count / world size).
-`SDPOConfig.correction` selects the protection: `full` as above, `is_untruncated` (w = ρ, M = K = 1)
-and `none` (w = 1, M = K = 1), the unprotected baselines the staleness experiment compares against.
+`SDPOConfig.correction` selects w, M and K (agentsd/sdpo/corrections.py): `full` as above, the
+unprotected baselines `is_untruncated` and `none`, and `downweight`, `m2` and `decoupled` for high drift.
 
 Inputs are flattened over the batch: [N] per-token tensors and [N, V] logits at the positions that
 predict each token (the logits row t scores y_t). Positions with m_t = 0 may be present; they add
@@ -24,28 +24,10 @@ import torch
 from torch import Tensor
 
 from agentsd.config import SDPOConfig
+from agentsd.sdpo.batch import TokenBatch
+from agentsd.sdpo.corrections import CORRECTIONS
 from agentsd.sdpo.divergence import AdvantageScale, sampled_token_objective, topk_tail_divergence, upcast
-from agentsd.sdpo.weights import (
-    behaviour_ratio,
-    rejection_mask,
-    staleness_keep,
-    staleness_weight,
-    truncated_weight,
-    turn_rejection_mask,
-    turn_weights,
-)
-
-
-@dataclass
-class TokenBatch:
-    """The per-token fields of the tokens a loss is computed on, all [N]."""
-
-    tokens: Tensor  # y_t, int64
-    behaviour_logp: Tensor  # ℓμ_t, float
-    mask: Tensor  # m_t, bool: agent-sampled and trainable
-    versions: Tensor  # b_t, int64
-    turn_index: Tensor  # the turn of each token within its trajectory
-    trajectory_index: Tensor  # which trajectory of the batch
+from agentsd.sdpo.weights import behaviour_ratio, staleness_weight, turn_weights
 
 
 @dataclass
@@ -123,17 +105,8 @@ def sdpo_loss_from_terms(
     log s_t(y_t) with gradient, log q_t(y_t) without."""
     mask = batch.mask.bool()
     rho = behaviour_ratio(student_logp, batch.behaviour_logp)
-    if config.correction == "full":
-        weight = truncated_weight(rho, config.is_cap)
-        accepted = rejection_mask(rho, config.rho_low, config.rho_high)
-        if config.turn_level_mask:
-            turn_key = batch.trajectory_index * (1 << 32) + batch.turn_index
-            accepted = accepted & turn_rejection_mask(rho, turn_key, mask, config.rho_low, config.rho_high)
-        trajectory = batch.trajectory_index if config.staleness_drop == "trajectory" else None
-        fresh = staleness_keep(batch.versions, version, config.max_staleness, trajectory, mask)
-    else:  # the unprotected variants: every trainable token counts, at any ratio and any age
-        weight = rho if config.correction == "is_untruncated" else rho.new_ones(rho.shape)
-        accepted = fresh = mask.new_ones(mask.shape)
+    terms = CORRECTIONS[config.correction](rho, batch, config, version)  # form sampled_token: full
+    weight, accepted, fresh = terms.weight, terms.accepted, terms.fresh
     used = mask & accepted & fresh
     decay = staleness_weight(batch.versions, version, config.staleness_decay, dtype=rho.dtype)
 
@@ -182,6 +155,10 @@ def sdpo_loss_from_terms(
     )
 
 
+# staleness buckets (versions behind) of the per-bucket drift metrics: name, lowest, highest
+STALENESS_BUCKETS = (("0", 0, 0), ("1", 1, 1), ("2-3", 2, 3), ("4-7", 4, 7), ("8_or_more", 8, math.inf))
+
+
 def _metrics(
     batch: TokenBatch,
     rho: Tensor,
@@ -198,17 +175,35 @@ def _metrics(
     if n == 0:
         return {"tokens/trainable": 0.0, "tokens/used": 0.0}
     r = rho[mask].double()
+    log_r = r.log()
     staleness = (version - batch.versions[mask]).double()
-    return {
+    metrics = {
         "tokens/trainable": float(n),
         "tokens/used": float(used.sum()),
         "kl": float(kl.detach()[used].mean()) if bool(used.any()) else 0.0,
         "rho/mean": float(r.mean()),
+        "rho/var": float(r.var(correction=0)),
         "rho/p99": float(r.quantile(0.99)) if n > 1 else float(r.max()),
         "rho/max": float(r.max()),
+        "drift/log_ratio_m2": float(log_r.square().mean()),  # what the m2 correction bounds
+        "kl_behaviour": float(behaviour_kl(r).mean()),
         "fraction/truncated": float((rho[mask] > cap).double().mean()),  # truncated at C under `full`
         "fraction/rejected": float((~accepted[mask]).double().mean()),
         "fraction/stale_dropped": float((~fresh[mask]).double().mean()),
+        "fraction/masked": float((~used[mask]).double().mean()),  # by every rule together
         "staleness/mean": float(staleness.mean()),
         "staleness/max": float(staleness.max()),
     }
+    divergence = kl.detach()[mask].double()
+    for name, low, high in STALENESS_BUCKETS:
+        bucket = (staleness >= low) & (staleness <= high) & divergence.isfinite()
+        if bool(bucket.any()):
+            metrics[f"kl_by_staleness/{name}"] = float(divergence[bucket].mean())
+            metrics[f"kl_behaviour_by_staleness/{name}"] = float(behaviour_kl(r[bucket]).mean())
+    return metrics
+
+
+def behaviour_kl(rho: Tensor) -> Tensor:
+    """Per token sampled from the behaviour policy μ: ρ·log ρ - ρ + 1, an unbiased and non-negative
+    estimate of KL(student ‖ μ) (E_μ[ρ - 1] = 0, and x·log x - x + 1 ≥ 0)."""
+    return rho * rho.log() - rho + 1
