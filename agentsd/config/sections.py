@@ -129,6 +129,12 @@ class HFPolicyConfig(ConfigModel):
         description="Memory for keeping finished sequences' attention keys and values, so an episode's "
         "next turn prefills only its new tokens (least recently used evicted); 0 turns reuse off.",
     )
+    decode_cache: Literal["reserved", "dynamic"] = Field(
+        default="reserved",
+        description="reserved: each generate call allocates its keys and values once at its longest "
+        "sequence and decode steps write in place (agentsd/policies/kv_buffer.py); dynamic: "
+        "transformers' DynamicCache, which copies every layer's cache at every step.",
+    )
 
 
 class VLLMPolicyConfig(ConfigModel):

@@ -16,7 +16,9 @@ and values are kept, and a later prompt that extends one (an episode's next turn
 new tokens; rows with and without a kept prefix batch together, each right-aligned with its own
 padding and positions. An episode's prefill work is then linear in its length instead of quadratic.
 Attention (`attention: grouped`, agentsd/policies/attention.py) reads each key/value head once where
-transformers' SDPA path copies the cache per query head under a padding mask.
+transformers' SDPA path copies the cache per query head under a padding mask, and decode steps
+write into a cache reserved at the call's longest sequence (agentsd/policies/kv_buffer.py) where
+transformers' DynamicCache copies every layer's cache at every step.
 
 Not guaranteed: bit-identical samples across batch compositions or between reused and recomputed
 prefixes (padding and cache layout change float rounding by ~1e-6); continuous batching (the vllm
@@ -126,8 +128,9 @@ class HFPolicy:
             mask[row, kept_width + width - len(suffix) :] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, kept_width:]
-        cache = self._cache_from(kept, kept_width)
         budget = [min(sampling.max_new_tokens, self.max_context - len(p)) for p in prompts]
+        # the last sampled token is never fed back, so no row ever holds more than this
+        cache = self._cache_from(kept, kept_width, kept_width + width + max(budget) - 1)
         tokens: list[list[int]] = [[] for _ in prompts]
         logprobs: list[list[float]] = [[] for _ in prompts]
         finish: list[str | None] = [None] * n
@@ -196,13 +199,17 @@ class HFPolicy:
             for i in range(n)
         ]
 
-    def _cache_from(self, kept: list[CachedPrefix | None], width: int) -> Any:
-        """A DynamicCache holding each row's kept keys and values right-aligned in `width` positions
-        (zeros where the mask says padding); empty when no row has any."""
+    def _cache_from(self, kept: list[CachedPrefix | None], width: int, capacity: int) -> Any:
+        """A cache with room for `capacity` positions per row (decode steps write in place), holding
+        each row's kept keys and values right-aligned in the first `width` positions (zeros where the
+        mask says padding); empty when no row has any."""
         import torch
         from transformers import DynamicCache
 
-        cache = DynamicCache()
+        from agentsd.policies.kv_buffer import reserved_cache  # imports transformers
+
+        layers = self.model.config.get_text_config().num_hidden_layers
+        cache = reserved_cache(layers, capacity) if self.config.decode_cache == "reserved" else DynamicCache()
         first = next((k for k in kept if k is not None), None)
         if first is None or width == 0:
             return cache
@@ -220,17 +227,14 @@ class HFPolicy:
 
     def _keep(self, cache: Any, mask: Any, row: int, covered: list[int]) -> None:
         """Keep a finished row's keys and values (the positions its mask marks) for the turn that
-        extends it; nothing when reuse is off or the cache is not the plain kind a row can be cut from."""
+        extends it; nothing when reuse is off."""
         if self.prefix_cache is None:
             return
-        if not all(type(layer).__name__ == "DynamicLayer" for layer in cache.layers):
-            return  # sliding-window or recurrent layers: a row's state is not its positions' keys
         valid = mask[row].bool()
         if int(valid.sum()) != len(covered):
             return
-        layers = [
-            (layer.keys[row][:, valid].clone(), layer.values[row][:, valid].clone()) for layer in cache.layers
-        ]
+        # boolean indexing copies: the entry owns its tensors, not views of the batch's cache
+        layers = [(layer.keys[row][:, valid], layer.values[row][:, valid]) for layer in cache.layers]
         self.prefix_cache.put(CachedPrefix(tuple(covered), self._version, layers))
 
     def _hit_stop(self, tokens: list[int], stop: Sequence[str]) -> bool:
