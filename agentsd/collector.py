@@ -86,6 +86,11 @@ class CollectStats:
     backlog: int = 0  # untrained trajectories of this run (finished or running), at the last look
     pacing_waits: int = 0  # episodes that waited for the trainer before starting
     pacing_wait_s: float = 0.0
+    batch_sizes: list[int] = field(default_factory=list)  # requests per generate call, as served
+
+    @property
+    def mean_batch(self) -> float:
+        return sum(self.batch_sizes) / len(self.batch_sizes) if self.batch_sizes else 0.0
 
     @property
     def mean_reward(self) -> float:
@@ -215,7 +220,9 @@ class Collector:
             max_batch=getattr(self.config.policy, "max_batch", self.config.concurrency),
             before_batch=self.versions.pickup_between_turns if self.config.version_pickup == "turn" else None,
             generate_as=self.versions.generate_as,
+            expected=lambda: self._running,
         )
+        queue.batches = self.stats.batch_sizes  # filled as rounds are served
         starting = asyncio.Lock()
         # env steps, resets and closes run in threads: one per episode, plus the policy's calls
         # (the default executor has only cpu_count + 4 threads)

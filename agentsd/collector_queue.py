@@ -2,10 +2,16 @@
 round and policy version.
 
 Every episode of a collector awaits `GenerationQueue.generate(prompt, version)`; one worker task
-takes what is queued at that moment (after a short linger, up to `max_batch`), groups it by the
-version each request samples with, and serves each group in a thread, so the event loop never
-blocks on the model. A failed call fails every request of its group (or of its round, when the
-hook before a round fails) and the queue serves the next round.
+takes what is queued (up to `max_batch`), groups it by the version each request samples with, and
+serves each group in a thread, so the event loop never blocks on the model. A failed call fails
+every request of its group (or of its round, when the hook before a round fails) and the queue
+serves the next round.
+
+How long a round waits for more requests: the backends batch statically (a round's requests start
+and end together), so an episode that misses a round waits a whole round (a full decode) for the
+next one. Episodes step their environments between turns for tens to hundreds of milliseconds, so
+when the collector says how many requests to expect (`expected`: its running episodes), a round
+waits for them, up to BATCH_WAIT_S; without it, a short linger (BATCH_LINGER_S).
 
 Not guaranteed: fairness beyond FIFO within a round; that a version asked for lazily (a function)
 is the one the episode started with (it is asked when the round is served, after `before_batch`).
@@ -23,7 +29,8 @@ from agentsd.config import SamplingConfig
 from agentsd.policies.base import Policy
 from agentsd.types import Completion
 
-BATCH_LINGER_S = 0.02  # how long the queue waits for more episodes to join a batch
+BATCH_LINGER_S = 0.02  # without `expected`: how long the queue waits for more episodes to join a round
+BATCH_WAIT_S = 0.25  # with it: the longest a round waits for running episodes still stepping their envs
 VersionOf = int | Callable[[], int] | None  # a request's policy version, or how to find it when served
 
 
@@ -43,12 +50,14 @@ class GenerationQueue:
         max_batch: int,
         before_batch: Callable[[], None] | None = None,
         generate_as: Callable[[int, list[list[int]]], list[Completion]] | None = None,
+        expected: Callable[[], int] | None = None,
     ) -> None:
         self.policy = policy
         self.sampling = sampling
         self.max_batch = max_batch
         self.before_batch = before_batch
         self.generate_as = generate_as
+        self.expected = expected
         self._queue: asyncio.Queue[tuple[list[int], VersionOf, asyncio.Future[Completion]]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self.batches: list[int] = []  # sizes of generate calls, for tests and the benchmark
@@ -63,9 +72,7 @@ class GenerationQueue:
     async def _serve(self) -> None:
         while True:
             batch = [await self._queue.get()]
-            await asyncio.sleep(BATCH_LINGER_S)
-            while len(batch) < self.max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            await self._gather(batch)
             try:
                 if self.before_batch is not None:
                     await asyncio.to_thread(self.before_batch)
@@ -78,6 +85,26 @@ class GenerationQueue:
                 groups.setdefault(version, []).append(request)
             for version, group in groups.items():
                 await self._serve_group(version, group)
+
+    async def _gather(self, batch: list[tuple[list[int], VersionOf, asyncio.Future[Completion]]]) -> None:
+        """Add to `batch` the requests that join this round: those `expected` (as they arrive, up to
+        BATCH_WAIT_S), or without it those queued after BATCH_LINGER_S; then whatever else is queued,
+        up to `max_batch`."""
+        if self.expected is None:
+            await asyncio.sleep(BATCH_LINGER_S)
+        else:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + BATCH_WAIT_S
+            while len(batch) < min(self.max_batch, self.expected()):
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except TimeoutError:
+                    break
+        while len(batch) < self.max_batch and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
 
     async def _serve_group(
         self, version: int | None, group: list[tuple[list[int], VersionOf, asyncio.Future[Completion]]]

@@ -146,7 +146,7 @@ def collect_figures(collector: Collector, store: ReplayStore, planned: int) -> d
         "episodes": f"{st.episodes} done, {collector.running} running, {planned} planned"
         + (f" ({st.skipped} done before)" if st.skipped else ""),
         "turns": f"{st.turns} ({st.turns / elapsed:.2f}/s), {st.completion_tokens} tokens "
-        f"({st.tokens_per_s:.1f}/s)",
+        f"({st.tokens_per_s:.1f}/s), {st.mean_batch:.1f} episodes per generate call",
         "mean reward": f"{st.mean_reward:.3f} over {len(st.rewards)} graded"
         + (f"; {dict(st.terminations)}" if st.terminations else ""),
         "policy version": f"{collector.current} for new episodes; sampling {', '.join(map(str, live))}",

@@ -170,6 +170,7 @@ def run_suite(
         "agent_tokens": stats.completion_tokens,
         "tok_s": stats.completion_tokens / wall,
         "turns": stats.turns,
+        "mean_batch": stats.mean_batch,
         "prefill_per_context": spent["prefill_tokens"] / max(context, 1),
         "prefill_s": spent["prefill_s"],
         "decode_s": spent["decode_s"],
@@ -226,9 +227,10 @@ def row(name: str, m: dict[str, float], raw: float) -> str:
         for key in ("prefill_s", "decode_s", "reset_s", "step_s")
         if key in m
     )
+    batch = f"  batch {m['mean_batch']:3.1f}" if "mean_batch" in m else ""
     return (
         f"  {name:<28} {m['tok_s']:6.1f} tok/s  raw/agent {raw / m['tok_s']:5.2f}x  "
-        f"prefilled/context {m['prefill_per_context']:5.2f}  wall {wall:6.1f} s  | {shares}"
+        f"prefilled/context {m['prefill_per_context']:5.2f}{batch}  wall {wall:6.1f} s  | {shares}"
     )
 
 

@@ -271,6 +271,37 @@ def test_generation_queue_batches_concurrent_episodes(tokenizer: Any) -> None:
     assert sum(batches) == 10 and max(batches) == 4
 
 
+def test_a_round_waits_for_the_running_episodes_stepping_their_environments(tokenizer: Any) -> None:
+    """Episodes come back from their environments tens of milliseconds apart: told how many episodes
+    run, every round holds all of them (one generate call per turn for the three); with only the
+    short linger, stragglers miss the round and each waits a whole round alone."""
+    policy = ScriptedPolicy(tokenizer, lambda _: "ok")
+
+    async def main(expect: bool) -> list[int]:
+        running = 3
+        queue = GenerationQueue(
+            policy,
+            SamplingConfig(max_new_tokens=8),
+            max_batch=4,
+            expected=(lambda: running) if expect else None,
+        )
+
+        async def episode(i: int) -> None:
+            nonlocal running
+            for turn in range(4):
+                await queue.generate([1, 2, 3 + i, turn])
+                await asyncio.sleep(0.03 + 0.05 * i)  # its environment step
+            running -= 1
+
+        await asyncio.gather(*(episode(i) for i in range(3)))
+        await queue.close()
+        return queue.batches
+
+    assert asyncio.run(main(expect=True)) == [3, 3, 3, 3]
+    fragmented = asyncio.run(main(expect=False))
+    assert sum(fragmented) == 12 and len(fragmented) > 4
+
+
 @pytest.mark.parametrize("pickup", ["turn", "episode"])
 def test_published_versions_are_picked_up_and_recorded(
     tmp_path: Path, tokenizer: Any, pickup: str, monkeypatch: pytest.MonkeyPatch
@@ -453,54 +484,26 @@ def test_a_killed_collector_resumes_without_loss_or_duplicates(tmp_path: Path) -
     assert episodes == 6 - skipped
 
 
-@pytest.mark.slow
-def test_hf_behaviour_logprobs_match_a_fresh_forward_pass() -> None:
+def test_hf_behaviour_logprobs_match_a_fresh_forward_pass_with_prefix_reuse() -> None:
+    """Every behaviour log-prob the hf backend records equals a fresh forward pass over the whole
+    context under the turn's sampling (temperature, top-p nucleus), while turns that extend an earlier
+    turn token for token take its kept keys and values: a batch mixing such turns with a fresh prompt
+    prefills only the new tokens."""
     import torch
 
-    from agentsd.policies.hf import HFPolicy
-
-    policy = HFPolicy(ModelConfig(), seed=0)
-    tok = policy.tokenizer
-    questions = ["List the files here with bash.", "What is 2+2?", "Write a haiku about a terminal."]
-    prompts = [chat_ids(tok, q) for q in questions]
-    for temperature, top_p in ((1.0, 1.0), (0.7, 1.0), (1.0, 0.9)):
-        sampling = SamplingConfig(temperature=temperature, top_p=top_p, max_new_tokens=24)
-        completions = policy.generate(prompts, sampling, stop=["</tool_call>"])
-        for prompt, completion in zip(prompts, completions, strict=True):
-            assert completion.finish_reason in ("stop", "length") and completion.policy_version == 0
-            ids = torch.tensor([prompt + completion.token_ids])
-            with torch.no_grad():
-                logits = policy.model(ids).logits[0, len(prompt) - 1 : -1].float() / temperature
-            logp = torch.log_softmax(logits, -1)
-            if top_p < 1.0:
-                from agentsd.policies.hf import sampling_logprobs
-
-                logp = sampling_logprobs(logits * temperature, temperature, top_p)
-            fresh = logp.gather(1, torch.tensor(completion.token_ids)[:, None]).squeeze(1)
-            diff = (fresh - torch.tensor(completion.logprobs)).abs()
-            assert float(diff.mean()) < 1e-3, (temperature, top_p, diff)
-            assert bool(torch.isfinite(torch.tensor(completion.logprobs)).all())
-
-
-def test_hf_prefix_reuse_prefills_only_new_tokens_with_unchanged_logprobs() -> None:
-    """Turns that extend an earlier turn token for token take its kept keys and values: a batch mixing
-    such turns with a fresh prompt prefills only the new tokens, and every behaviour log-prob still
-    matches a fresh forward pass over the whole context."""
-    import torch
-
-    from agentsd.policies.hf import HFPolicy
+    from agentsd.policies.hf import HFPolicy, sampling_logprobs
 
     policy = HFPolicy(ModelConfig(), seed=0)
     assert policy.prefix_cache is not None
     tok = policy.tokenizer
-    sampling = SamplingConfig(temperature=1.0, max_new_tokens=12)
     observation = tok("<|im_end|>\n<|im_start|>user\n[exit code 0]<|im_end|>\n<|im_start|>assistant\n")
     prompts = [chat_ids(tok, "List the files here with bash."), chat_ids(tok, "What is 2+2?")]
-    for turn in range(3):
+    for turn, (temperature, top_p) in enumerate(((1.0, 1.0), (0.7, 1.0), (1.0, 0.9))):
         if turn == 2:
             prompts.append(chat_ids(tok, "Write a haiku about a terminal."))  # a miss beside two hits
+        sampling = SamplingConfig(temperature=temperature, top_p=top_p, max_new_tokens=12)
         before, hits = policy.stats.as_dict(), policy.prefix_cache.stats.hits
-        completions = policy.generate(prompts, sampling)
+        completions = policy.generate(prompts, sampling, stop=["</tool_call>"])
         after = policy.stats.as_dict()
         prefilled = after["prefill_tokens"] - before["prefill_tokens"]
         assert prefilled + after["reused_tokens"] - before["reused_tokens"] == sum(map(len, prompts))
@@ -508,16 +511,24 @@ def test_hf_prefix_reuse_prefills_only_new_tokens_with_unchanged_logprobs() -> N
             assert policy.prefix_cache.stats.hits - hits == 2
             assert prefilled < sum(map(len, prompts)) // 2
         for prompt, completion in zip(prompts, completions, strict=True):
+            assert completion.finish_reason in ("stop", "length") and completion.policy_version == 0
             ids = torch.tensor([prompt + completion.token_ids])
             with torch.no_grad():
-                logp = torch.log_softmax(policy.model(ids).logits[0, len(prompt) - 1 : -1].float(), -1)
-            fresh = logp.gather(1, torch.tensor(completion.token_ids)[:, None]).squeeze(1)
-            assert float((fresh - torch.tensor(completion.logprobs)).abs().max()) < 1e-3, turn
+                logits = policy.model(ids).logits[0, len(prompt) - 1 : -1]
+            fresh = sampling_logprobs(logits, temperature, top_p).gather(
+                1, torch.tensor(completion.token_ids)[:, None]
+            )
+            recorded = torch.tensor(completion.logprobs)
+            assert bool(torch.isfinite(recorded).all())
+            diff = (fresh.squeeze(1) - recorded).abs()
+            # under a nucleus a token at its edge may fall either side of top_p by rounding: the mean
+            worst = float(diff.max()) if top_p == 1.0 else float(diff.mean())
+            assert worst < 1e-3, (turn, temperature, top_p, diff)
         delta = list(observation["input_ids"])
         prompts = [p + c.token_ids + delta for p, c in zip(prompts, completions, strict=True)]
     compacted = [prompts[0][:5] + prompts[0][-20:]]  # a rewritten context matches nothing: full prefill
     before = policy.stats.as_dict()
-    policy.generate(compacted, sampling)
+    policy.generate(compacted, SamplingConfig(temperature=1.0, max_new_tokens=12))
     assert policy.stats.prefill_tokens - before["prefill_tokens"] == len(compacted[0])
 
 

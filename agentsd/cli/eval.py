@@ -69,6 +69,7 @@ def _compare(runs: tuple[Path, Path], out: Path | None) -> None:
         f"{names[1]}: mean score {result.b.mean_score}, pass@1 {result.b.pass_at[1]}", highlight=False
     )
     console.print(
-        f"difference over {result.common_tasks} common tasks: {result.delta}; report {written[0]}",
+        f"difference over {result.common_tasks} common task{'' if result.common_tasks == 1 else 's'}: "
+        f"{result.delta}; report {written[0]}",
         highlight=False,
     )
