@@ -20,7 +20,7 @@ from sandbox_fixtures import backend_config
 from test_collector import make_task
 
 from agentsd.collector import Collector
-from agentsd.config import CollectConfig, ModelConfig
+from agentsd.config import CollectConfig, ModelConfig, TrainConfig, deepspeed_config_path
 from agentsd.policies.hf import HFPolicy
 from agentsd.store import ReplayStore
 from agentsd.types import Termination, TrajectoryStatus
@@ -31,8 +31,29 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def collected(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """Six trajectories sampled by the default model (behaviour log-probs from the hf backend)."""
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A small Llama with the default model's tokenizer, layout and grouped heads (2 layers, width 64,
+    seeded random weights): the trainer's machinery (publishing, resuming, lineage, ranks, ZeRO
+    stages, LoRA) runs on it in a fraction of the default model's time and checkpoint bytes; `agentsd
+    run` here, and the experiment runner's tests, train the default model."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from agentsd.modelcache import resolve_model
+
+    source, target = resolve_model("default"), tmp_path_factory.mktemp("tiny-model")
+    config = AutoConfig.from_pretrained(source)
+    config.update({"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128})
+    config.update({"num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16})
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(target)
+    AutoTokenizer.from_pretrained(source).save_pretrained(target)
+    return str(target)
+
+
+@pytest.fixture(scope="module")
+def collected(tmp_path_factory: pytest.TempPathFactory, tiny: str) -> str:
+    """Six trajectories sampled by the tiny model (behaviour log-probs from the hf backend)."""
     backend_config("local")
     root = tmp_path_factory.mktemp("collected")
     cfg = CollectConfig.model_validate(
@@ -43,16 +64,17 @@ def collected(tmp_path_factory: pytest.TempPathFactory) -> str:
             "concurrency": 3,
             "sampling": {"max_new_tokens": 24},
             "tracking": {"enabled": False},
+            "model": {"name": tiny},
         }
     )
-    policy = HFPolicy(ModelConfig(), seed=0)
+    policy = HFPolicy(ModelConfig(name=tiny), seed=0)
     with ReplayStore(cfg.store.url) as store:
         asyncio.run(Collector(cfg, policy, store, [make_task(i) for i in range(6)], run_name="c").run())
         assert store.count() == 6
     return cfg.store.url
 
 
-def train_cmd(store: str, run_dir: Path, *extra: str) -> list[str]:
+def train_cmd(store: str, run_dir: Path, model: str, *extra: str) -> list[str]:
     config = str(REPO / "configs/train/sdpo.yaml")
     return [
         sys.executable,
@@ -69,45 +91,12 @@ def train_cmd(store: str, run_dir: Path, *extra: str) -> list[str]:
         "deepspeed=zero2",
         "keep_versions=2",
         "keep_checkpoints=1",
+        f"model.name={model}",
         *extra,
     ]
 
 
-def test_train_runs_from_any_directory_on_its_shipped_deepspeed_preset(
-    collected: str, tmp_path: Path
-) -> None:
-    # the default deepspeed config was a path relative to the checkout: `train` failed elsewhere
-    import shutil
-
-    shutil.copy(Path(collected.removeprefix("sqlite:///")), tmp_path / "r.db")
-    cmd = [
-        sys.executable,
-        "-m",
-        "agentsd.cli.main",
-        "train",
-        f"store.url=sqlite:///{tmp_path}/r.db",
-        f"run_dir={tmp_path}/train",
-        "max_steps=1",
-        "batch_trajectories=2",
-        "chunk_tokens=64",
-        "tracking.enabled=false",
-        "--heartbeat",
-        str(tmp_path / "beats"),
-    ]
-    done = subprocess.run(
-        cmd,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "trained to version 1 (1 steps)" in done.stdout
-    assert (tmp_path / "beats").exists()  # what `agentsd run` watches for a hang
-
-
-def test_train_publishes_versions_and_resumes_after_a_kill(collected: str, tmp_path: Path) -> None:
+def test_train_publishes_versions_and_resumes_after_a_kill(collected: str, tiny: str, tmp_path: Path) -> None:
     import shutil
 
     store_path = Path(collected.removeprefix("sqlite:///"))
@@ -123,7 +112,7 @@ def test_train_publishes_versions_and_resumes_after_a_kill(collected: str, tmp_p
     run_dir = tmp_path / "train"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.Popen(
-        train_cmd(store, run_dir),
+        train_cmd(store, run_dir, tiny),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -139,8 +128,21 @@ def test_train_publishes_versions_and_resumes_after_a_kill(collected: str, tmp_p
         time.sleep(0.2)
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
-    second = subprocess.run(train_cmd(store, run_dir), env=env, capture_output=True, text=True, timeout=900)
+    # resumed from another directory: the default DeepSpeed config was once a path relative to the
+    # checkout (the preset zero2 is the default); and with the heartbeat file `agentsd run` watches
+    assert deepspeed_config_path(TrainConfig.model_fields["deepspeed"].default).is_absolute()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    second = subprocess.run(
+        [*train_cmd(store, run_dir, tiny), "--heartbeat", str(tmp_path / "beats")],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert second.returncode == 0, second.stderr[-4000:]
+    assert (tmp_path / "beats").exists()
     with ReplayStore(store) as replay:
         [lineage] = {v.lineage for v in replay.versions()}  # the resumed trainer kept its lineage
         consumed = replay.consumed_by(replay.versions()[0].meta["run_id"])
@@ -156,14 +158,15 @@ def test_train_publishes_versions_and_resumes_after_a_kill(collected: str, tmp_p
         assert on_disk == [False, True, True]
     assert [p.name for p in sorted((run_dir / "checkpoints").glob("step*"))] == ["step000003"]
     assert "trained to version 3 (3 steps)" in second.stdout
-    again = subprocess.run(train_cmd(store, run_dir), env=env, capture_output=True, text=True, timeout=900)
+    again = subprocess.run(
+        train_cmd(store, run_dir, tiny), env=env, capture_output=True, text=True, timeout=900
+    )
     assert again.returncode == 0 and "trained to version 3 (3 steps)" in again.stdout  # nothing left
 
 
-def test_a_published_version_loads_into_the_hf_policy(collected: str, tmp_path: Path) -> None:
+def test_a_published_version_loads_into_the_hf_policy(collected: str, tiny: str, tmp_path: Path) -> None:
     import shutil
 
-    from agentsd.config import TrainConfig
     from agentsd.tracking import MemoryTracker
     from agentsd.trainer import Trainer
 
@@ -172,6 +175,7 @@ def test_a_published_version_loads_into_the_hf_policy(collected: str, tmp_path: 
         {
             "run_dir": str(tmp_path / "t"),
             "store": {"url": f"sqlite:///{tmp_path}/r.db"},
+            "model": {"name": tiny},
             "batch_trajectories": 6,
             "lr": 1e-4,
             "deepspeed": "zero1",
@@ -203,7 +207,7 @@ def test_a_published_version_loads_into_the_hf_policy(collected: str, tmp_path: 
     counts = json.loads((tmp_path / "t/histograms/step_000001/reward.json").read_text())
     assert counts["count"] == 6 and sum(counts["counts"]) == 6
     assert version is not None
-    policy = HFPolicy(ModelConfig(), seed=0)
+    policy = HFPolicy(ModelConfig(name=tiny), seed=0)
     before = {k: v.clone() for k, v in policy.model.state_dict().items()}
     policy.load_version(version)
     assert policy.version == 1
@@ -212,7 +216,7 @@ def test_a_published_version_loads_into_the_hf_policy(collected: str, tmp_path: 
 
 
 def test_a_number_names_one_set_of_weights_and_one_lineage_publishes_at_a_time(
-    collected: str, tmp_path: Path
+    collected: str, tiny: str, tmp_path: Path
 ) -> None:
     """Killed between checkpoint and publish, a trainer republishes the checkpoint's weights under the
     same number; a fresh trainer on a store with versions refuses to fork it unless told; a forked
@@ -225,7 +229,7 @@ def test_a_number_names_one_set_of_weights_and_one_lineage_publishes_at_a_time(
     shutil.copy(Path(collected.removeprefix("sqlite:///")), tmp_path / "r.db")
     script = (
         f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import test_trainer; "
-        f"test_trainer.lineage_scenario({str(tmp_path)!r})"
+        f"test_trainer.lineage_scenario({str(tmp_path)!r}, {tiny!r})"
     )
     done = subprocess.run(
         [sys.executable, "-c", script],
@@ -238,9 +242,8 @@ def test_a_number_names_one_set_of_weights_and_one_lineage_publishes_at_a_time(
     assert "LINEAGE SCENARIO OK" in done.stdout
 
 
-def lineage_scenario(tmp: str) -> None:
+def lineage_scenario(tmp: str, model: str) -> None:
     """The body of the test above, in a process of its own."""
-    from agentsd.config import TrainConfig
     from agentsd.errors import LineageError
     from agentsd.trainer import Trainer
 
@@ -251,6 +254,7 @@ def lineage_scenario(tmp: str) -> None:
             {
                 "run_dir": str(tmp_path / run_dir),
                 "store": {"url": f"sqlite:///{tmp_path}/r.db"},
+                "model": {"name": model},
                 "batch_trajectories": 2,
                 "chunk_tokens": 64,
                 "tracking": {"enabled": False},
@@ -409,7 +413,7 @@ def _grad_norms(output: str) -> list[float]:
 
 
 def test_two_ranks_under_the_deepspeed_launcher_train_the_global_batch(
-    collected: str, tmp_path: Path
+    collected: str, tiny: str, tmp_path: Path
 ) -> None:
     """`deepspeed --num_gpus 2` (CPU ranks over gloo): each rank trains half of every step's
     trajectories, and the first step's gradient equals the one-process gradient of the same batch."""
@@ -422,7 +426,7 @@ def test_two_ranks_under_the_deepspeed_launcher_train_the_global_batch(
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
     one = subprocess.run(
-        train_cmd(f"sqlite:///{tmp_path}/one.db", tmp_path / "one", "max_steps=1"),
+        train_cmd(f"sqlite:///{tmp_path}/one.db", tmp_path / "one", tiny, "max_steps=1"),
         env=env,
         capture_output=True,
         text=True,
@@ -443,7 +447,7 @@ def test_two_ranks_under_the_deepspeed_launcher_train_the_global_batch(
     ]
     run_dir = tmp_path / "two"
     two = subprocess.run(
-        launcher + train_cmd(f"sqlite:///{tmp_path}/two.db", run_dir)[3:],
+        launcher + train_cmd(f"sqlite:///{tmp_path}/two.db", run_dir, tiny)[3:],
         env={**env, "LOCAL_SIZE": "2"},  # the CPU accelerator's device count: two ranks on this host
         capture_output=True,
         text=True,
@@ -463,10 +467,9 @@ def test_two_ranks_under_the_deepspeed_launcher_train_the_global_batch(
     assert len(partitions) == 2 and "zero_pp_rank_1" in partitions[1]  # each rank saved its share
 
 
-def test_lora_trains_an_adapter_that_the_policy_merges(collected: str, tmp_path: Path) -> None:
+def test_lora_trains_an_adapter_that_the_policy_merges(collected: str, tiny: str, tmp_path: Path) -> None:
     import shutil
 
-    from agentsd.config import TrainConfig
     from agentsd.trainer import Trainer
 
     shutil.copy(Path(collected.removeprefix("sqlite:///")), tmp_path / "r.db")
@@ -474,6 +477,7 @@ def test_lora_trains_an_adapter_that_the_policy_merges(collected: str, tmp_path:
         {
             "run_dir": str(tmp_path / "t"),
             "store": {"url": f"sqlite:///{tmp_path}/r.db"},
+            "model": {"name": tiny},
             "batch_trajectories": 6,
             "lr": 1e-3,
             "deepspeed": "zero2",
@@ -502,7 +506,7 @@ def test_lora_trains_an_adapter_that_the_policy_merges(collected: str, tmp_path:
     )
     published = Path(version.checkpoint_uri)
     assert (published / "adapter_config.json").is_file() and not (published / "model.safetensors").exists()
-    policy = HFPolicy(ModelConfig(), seed=0)
+    policy = HFPolicy(ModelConfig(name=tiny), seed=0)
     before = {k: v.clone() for k, v in policy.model.state_dict().items()}
     policy.load_version(version)
     changed = {k for k, v in policy.model.state_dict().items() if not torch_equal(v, before[k])}
@@ -517,11 +521,10 @@ def torch_equal(a: object, b: object) -> bool:
 
 
 def test_zero3_trains_with_the_live_teacher_and_publishes_whole_weights(
-    collected: str, tmp_path: Path
+    collected: str, tiny: str, tmp_path: Path
 ) -> None:
     import shutil
 
-    from agentsd.config import TrainConfig
     from agentsd.errors import ConfigError
     from agentsd.trainer import Trainer
 
@@ -529,6 +532,7 @@ def test_zero3_trains_with_the_live_teacher_and_publishes_whole_weights(
     settings = {
         "run_dir": str(tmp_path / "t"),
         "store": {"url": f"sqlite:///{tmp_path}/r.db"},
+        "model": {"name": tiny},
         "batch_trajectories": 6,
         "lr": 1e-4,
         "deepspeed": "zero3",
@@ -544,7 +548,7 @@ def test_zero3_trains_with_the_live_teacher_and_publishes_whole_weights(
         assert result.metrics["rho/mean"] == pytest.approx(1.0, abs=0.05)  # the gathered head is the policy's
         version = replay.latest_version()
     assert version is not None
-    policy = HFPolicy(ModelConfig(), seed=0)
+    policy = HFPolicy(ModelConfig(name=tiny), seed=0)
     before = {k: v.clone() for k, v in policy.model.state_dict().items()}
     policy.load_version(version)  # whole tensors: a partitioned save would not fit the model
     changed = [k for k, v in policy.model.state_dict().items() if not torch_equal(v, before[k])]
