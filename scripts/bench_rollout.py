@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from agentsd.config import CollectConfig, HFPolicyConfig, ModelConfig, SamplingConfig
 from agentsd.policies.hf import HFPolicy
@@ -126,17 +126,22 @@ def generation_stats(policy: Any) -> dict[str, float]:
     return stats.as_dict() if stats is not None else dict.fromkeys(keys, 0.0)
 
 
-def run_suite(
-    policy: Any,
-    suite: str,
-    *,
-    episodes: int,
-    turns: int,
-    tokens: int,
-    concurrency: int,
-    demonstration: bool,
-    label: str,
-) -> dict[str, float]:
+class SuiteRun(NamedTuple):
+    """A multi-turn suite as measured: its name, turns, tokens per turn, episodes at once, and whether
+    the protocol demonstration precedes the task."""
+
+    suite: str
+    turns: int
+    tokens: int
+    concurrency: int
+    demonstration: bool
+
+
+ROUND = SuiteRun("learn-train", turns=2, tokens=48, concurrency=4, demonstration=True)
+
+
+def run_suite(policy: Any, spec: SuiteRun, *, episodes: int, label: str) -> dict[str, float]:
+    suite, turns, tokens, concurrency, demonstration = spec
     from agentsd.collector import Collector
     from agentsd.envs.task_formats import load_suite
     from agentsd.store import ReplayStore
@@ -234,11 +239,11 @@ def row(name: str, m: dict[str, float], raw: float) -> str:
     )
 
 
-def suites(args: argparse.Namespace) -> list[tuple[str, int, int, int, bool]]:
-    """The multi-turn suites measured: name, turns, tokens per turn, concurrency, demonstration."""
-    chosen = [("learn-train", args.learn_turns, 48, 8, True)]
+def suites(args: argparse.Namespace) -> list[SuiteRun]:
+    """The multi-turn suites measured."""
+    chosen = [SuiteRun("learn-train", args.learn_turns, tokens=48, concurrency=8, demonstration=True)]
     if not args.skip_apex:
-        chosen.append(("apex-mini", 4, 128, 4, False))
+        chosen.append(SuiteRun("apex-mini", turns=4, tokens=128, concurrency=4, demonstration=False))
     return chosen
 
 
@@ -273,22 +278,13 @@ def main() -> None:
             if mode in args.synthetic_modes.split(","):
                 print(row(mode, synthetic(policy, args.turns), raw))
 
-    for suite, turns, tokens, concurrency, demonstration in suites(args):
+    for spec in suites(args):
         print(
-            f"\n{suite}: {args.episodes} episodes, {turns} turns, {tokens} tokens per turn, "
-            f"concurrency {concurrency}"
+            f"\n{spec.suite}: {args.episodes} episodes, {spec.turns} turns, {spec.tokens} tokens per "
+            f"turn, concurrency {spec.concurrency}"
         )
         for mode, policy in policies.items():
-            m = run_suite(
-                policy,
-                suite,
-                episodes=args.episodes,
-                turns=turns,
-                tokens=tokens,
-                concurrency=concurrency,
-                demonstration=demonstration,
-                label=f"{suite}-{mode}",
-            )
+            m = run_suite(policy, spec, episodes=args.episodes, label=f"{spec.suite}-{mode}")
             print(row(mode, m, raw))
 
     print(
@@ -298,16 +294,7 @@ def main() -> None:
     walls: dict[str, list[float]] = {mode: [] for mode in policies}
     for repeat in range(args.round_repeats):
         for mode, policy in policies.items():
-            m = run_suite(
-                policy,
-                "learn-train",
-                episodes=4,
-                turns=2,
-                tokens=48,
-                concurrency=4,
-                demonstration=True,
-                label=f"round-{mode}-{repeat}",
-            )
+            m = run_suite(policy, ROUND, episodes=4, label=f"round-{mode}-{repeat}")
             walls[mode].append(m["wall_s"])
     for mode, times in walls.items():
         listed = ", ".join(f"{t:.1f}" for t in times)
@@ -330,19 +317,10 @@ def bench_vllm(args: argparse.Namespace, raw: float) -> None:
     engine = VLLMPolicy(ModelConfig(), VLLMPolicyConfig())
     print(f"\nvllm-cpu: engine up in {time.perf_counter() - start:.1f} s")
     try:
-        for suite, turns, tokens, concurrency, demonstration in suites(args):
-            m = run_suite(
-                engine,
-                suite,
-                episodes=args.episodes,
-                turns=turns,
-                tokens=tokens,
-                concurrency=concurrency,
-                demonstration=demonstration,
-                label=f"{suite}-vllm",
-            )
+        for spec in suites(args):
+            m = run_suite(engine, spec, episodes=args.episodes, label=f"{spec.suite}-vllm")
             print(
-                f"  {suite:<28} {m['tok_s']:6.1f} tok/s  raw(hf)/agent {raw / m['tok_s']:5.2f}x  "
+                f"  {spec.suite:<28} {m['tok_s']:6.1f} tok/s  raw(hf)/agent {raw / m['tok_s']:5.2f}x  "
                 f"wall {m['wall_s']:6.1f} s"
             )
     finally:
