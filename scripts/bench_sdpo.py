@@ -6,8 +6,8 @@ default model with gradient checkpointing, at several sequence lengths:
 - agentsd: hidden states only, projected to the vocabulary chunk by chunk with recomputation in
   backward (agentsd.sdpo.chunked_head), top-k + tail reverse KL, the staleness-corrected token mean;
 - trl: TRL's SDPO top-k loss path (trl.experimental.sdpo): full logits from the model's forward for
-  student and teacher, then `compute_topk_self_distillation_loss`; runs in the benchmark venv
-  (scripts/setup_bench.sh) with the same torch and transformers;
+  student and teacher, then `compute_topk_self_distillation_loss`; TRL from the bench extra
+  (scripts/setup_bench.sh), on the same torch and transformers;
 - naive: full logits and the exact full-vocabulary reverse KL (the reference the tests pin to);
 - agentsd_rows: agentsd with one temperature per row, as the trainer runs it (per-turn sampling).
 
@@ -26,6 +26,7 @@ usage: python scripts/bench_sdpo.py [--tokens 1024 4096 8192 16384] [--paths age
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import resource
@@ -116,9 +117,10 @@ def _step_naive(model: Any, student: Any, teacher: Any, trained: Any) -> None:
 
 def _step_trl(model: Any, student: Any, teacher: Any, trained: Any) -> None:
     import torch
-    from trl.experimental.sdpo.loss_utils import (  # pyright: ignore[reportMissingImports]
-        compute_topk_self_distillation_loss,
-    )
+
+    # the bench extra, imported by name: typed as Any whether or not it is installed where pyright runs
+    loss_utils: Any = importlib.import_module("trl.experimental.sdpo.loss_utils")
+    compute_topk_self_distillation_loss = loss_utils.compute_topk_self_distillation_loss
 
     with torch.no_grad():
         teacher_logits = model(input_ids=teacher).logits[:, trained - 1 + HINDSIGHT_TOKENS]
@@ -223,7 +225,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, nargs="+", default=[1024, 4096, 8192, 16384])
     parser.add_argument("--paths", nargs="+", default=["agentsd", "trl", "naive"], choices=sorted(STEPS))
     parser.add_argument("--iters", type=int, default=2, help="Timed steps per run (the fastest counts).")
-    parser.add_argument("--trl-python", default=str(REPO / ".venv-bench/bin/python"))
+    parser.add_argument("--trl-python", default=sys.executable, help="A Python with TRL (the bench extra).")
     parser.add_argument("--rss-limit-gib", type=float, default=21.0)
     parser.add_argument("--mmap-threshold", type=int, default=1 << 20, help="bytes; 0 = glibc's default")
     parser.add_argument("--worker", choices=[*sorted(STEPS), "peak"], help=argparse.SUPPRESS)
@@ -241,8 +243,11 @@ def main() -> None:
     from agentsd.modelcache import resolve_model
 
     model_path = str(resolve_model("default"))
-    if "trl" in args.paths and not Path(args.trl_python).exists():
-        sys.exit(f"--trl-python {args.trl_python} does not exist: run scripts/setup_bench.sh first")
+    if (
+        "trl" in args.paths
+        and subprocess.run([args.trl_python, "-c", "import trl"], capture_output=True).returncode
+    ):
+        sys.exit(f"--trl-python {args.trl_python} cannot import trl: run scripts/setup_bench.sh first")
     peak = run_child(sys.executable, ["--worker", "peak"], args.rss_limit_gib)["peak_flops"]
     print(
         f"fp32 matmul peak ({THREADS} threads): {peak / 1e9:.1f} GFLOP/s; "

@@ -181,8 +181,11 @@ def test_the_runner_runs_arms_survives_a_kill_and_writes_the_report(tmp_path: Pa
         assert (arm_dir(exp, arm, 0) / "done.json").exists(), arm
     for arm, lag in (("k0-full", 0), ("k1-none", 1)):
         root = arm_dir(exp, arm, 0)
-        steps = [json.loads(line)["step"] for line in (root / "steps.jsonl").read_text().splitlines()]
+        records = [json.loads(line) for line in (root / "steps.jsonl").read_text().splitlines()]
+        steps = [r["step"] for r in records]
         assert steps == [1, 2], (arm, steps)  # every step once, none lost to the kill
+        # what a step cost: the round's two one-turn episodes and the optimizer step, in CPU seconds
+        assert all(r["completions"] == 2 and r["cpu_seconds"] > 0 for r in records), (arm, records)
         assert sorted(p.name for p in (root / "evals").glob("*.json")) == [
             f"step{s:03d}.json" for s in eval_steps(exp)
         ]
@@ -211,6 +214,7 @@ def test_the_runner_runs_arms_survives_a_kill_and_writes_the_report(tmp_path: Pa
         ("k1-none", 0),
     }
     assert results["commit"] and results["command"].startswith("python scripts/experiments/staleness.py")
+    assert {(r["arm"], r["completions"]) for r in results["budget"]} == {("k0-full", 4), ("k1-none", 4)}
     markdown = (report / "smoke.md").read_text()
     assert "k1-none" in markdown and "## By arm and seed" in markdown
     for plot in ("smoke_heldout.png", "smoke_steps.png"):

@@ -31,27 +31,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A small Llama with the default model's tokenizer, layout and grouped heads (2 layers, width 64,
-    seeded random weights): the trainer's machinery (publishing, resuming, lineage, ranks, ZeRO
-    stages, LoRA) runs on it in a fraction of the default model's time and checkpoint bytes; `agentsd
-    run` here, and the experiment runner's tests, train the default model."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    from agentsd.modelcache import resolve_model
-
-    source, target = resolve_model("default"), tmp_path_factory.mktemp("tiny-model")
-    config = AutoConfig.from_pretrained(source)
-    config.update({"num_hidden_layers": 2, "hidden_size": 64, "intermediate_size": 128})
-    config.update({"num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16})
-    torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config).save_pretrained(target)
-    AutoTokenizer.from_pretrained(source).save_pretrained(target)
-    return str(target)
-
-
-@pytest.fixture(scope="module")
 def collected(tmp_path_factory: pytest.TempPathFactory, tiny: str) -> str:
     """Six trajectories sampled by the tiny model (behaviour log-probs from the hf backend)."""
     backend_config("local")

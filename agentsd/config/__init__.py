@@ -17,7 +17,15 @@ from __future__ import annotations
 from agentsd.config.base import DEFAULT_MODEL, DEFAULT_STORE_URL, ConfigModel
 from agentsd.config.collect import TRAINED_TERMINATIONS, CollectConfig, EvalConfig, PacingConfig
 from agentsd.config.loading import load_config, read_yaml_mapping
-from agentsd.config.run import CONFIG_KINDS, ArmConfig, ExperimentConfig, GapConfig, RunConfig
+from agentsd.config.run import (
+    CONFIG_KINDS,
+    ArmConfig,
+    ExperimentConfig,
+    GapConfig,
+    PeerConfig,
+    PeerTrainer,
+    RunConfig,
+)
 from agentsd.config.sections import (
     DockerSandboxConfig,
     HFPolicyConfig,
@@ -65,6 +73,8 @@ __all__ = [
     "ModelConfig",
     "OpenAIPolicyConfig",
     "PacingConfig",
+    "PeerConfig",
+    "PeerTrainer",
     "PolicyConfig",
     "RunConfig",
     "SDPOConfig",

@@ -5,6 +5,7 @@ and CONFIG_KINDS, the command name -> config model map `agentsd config` validate
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -55,8 +56,30 @@ class RunConfig(ConfigModel):
         return self
 
 
+PeerTrainer = Literal["trl-sdpo", "trl-grpo", "trl-sft"]
+
+
+class PeerConfig(ConfigModel):
+    """An arm trained by another library on the same tasks, model and budget (issue: side by side
+    with TRL; agentsd.experiments.peers): TRL's SDPOTrainer or GRPOTrainer on the single-turn form
+    of the training suite with groups of `num_generations`, or its SFTTrainer on the tasks' reference
+    replies. The budget is the experiment's: steps x train.batch_trajectories completions (or, for
+    SFT, reference replies). Its LoRA and learning rate are the peer's own, stated per arm."""
+
+    trainer: PeerTrainer
+    lr: float = Field(gt=0, description="The peer's learning rate.")
+    lora_rank: int = Field(gt=0)
+    lora_alpha: int = Field(gt=0)
+    lora_targets: list[str] = Field(
+        min_length=1, description="Module names, or ['all-linear'] (peft's every linear layer but the head)."
+    )
+    num_generations: int = Field(default=8, ge=2, description="Group size (SDPO and GRPO).")
+    batch_size: int = Field(default=4, gt=0, description="Examples per optimizer step (SFT).")
+
+
 class ArmConfig(ConfigModel):
-    """One arm of a staleness experiment: how late its rollouts arrive and how the loss corrects."""
+    """One arm of a staleness experiment: how late its rollouts arrive and how the loss corrects,
+    or (`peer`) another library's trainer on the same tasks."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_-]+$", description="Directory and MLflow run name.")
     version_lag: int = Field(default=0, ge=0, description="collect.version_lag of this arm (K).")
@@ -68,6 +91,9 @@ class ArmConfig(ConfigModel):
     )
     teacher: TeacherConfig | None = Field(default=None, description="train.teacher of this arm.")
     lr: float | None = Field(default=None, gt=0, description="train.lr of this arm.")
+    peer: PeerConfig | None = Field(
+        default=None, description="Train this arm with another library instead of agentsd's trainer."
+    )
 
 
 class GapConfig(EvalConfig):

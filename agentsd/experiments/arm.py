@@ -35,6 +35,7 @@ from agentsd.config import (
     EvalConfig,
     ExperimentConfig,
     HindsightSource,
+    PeerConfig,
     StoreConfig,
     TrackingConfig,
 )
@@ -42,12 +43,14 @@ from agentsd.errors import AgentsdError
 from agentsd.eval.probes import first_prompts, reference_logprob, reference_text
 from agentsd.eval.report import read_results
 from agentsd.eval.runner import finish
-from agentsd.experiments.measure import kl_to_base, run_trajectory_ids, turn_validity
+from agentsd.experiments.measure import cpu_seconds, kl_to_base, run_trajectory_ids, turn_validity
+from agentsd.experiments.peers import train_peer
 from agentsd.gap import GAP_JSON, gap_key, measure_gap
 from agentsd.jobs import run_collect
 from agentsd.store import ReplayStore
 from agentsd.suites import load_tasks
 from agentsd.tracking import MlflowTracker, NullTracker, Tracker, default_tracking_uri
+from agentsd.weights import weights_hash
 
 EXPERIMENT_FILE = "experiment.json"
 BASE_ARM = ArmConfig(name="base")
@@ -127,6 +130,8 @@ class ArmRun:
             if self.exp.gap and self.seed == self.exp.seeds[0]:
                 for sources in gap_sources(self.exp):
                     self.measure_gap(sources)
+        elif self.arm.peer is not None:
+            self.train_peer_and_evaluate(self.arm.peer)
         else:
             self.train_and_evaluate()
         (self.root / "done.json").write_text(json.dumps({"arm": self.arm.name, "seed": self.seed}))
@@ -150,10 +155,12 @@ class ArmRun:
                     tasks = (self.train_tasks * 2)[start : start + batch]
                     newest = trainer.version
                     name = f"r{round_:03d}"
+                    spent = cpu_seconds()
                     collector = Collector(self.collect, policy, store, tasks, run_name=name)
                     asyncio.run(collector.run())
-                    self._record_round(store, round_, name, newest)
+                    completions = self._record_round(store, round_, name, newest)["turns"]
                     result = trainer.step()
+                    spent = cpu_seconds() - spent  # the round's rollouts, grading and optimizer step
                     if result is None:
                         raise ExperimentError(
                             f"{self.root}: round {round_} left nothing to train on (every episode "
@@ -165,13 +172,49 @@ class ArmRun:
                             "step": result.step,
                             "version": result.version,
                             "trajectories": result.trajectories,
+                            "completions": completions,  # agent turns sampled in the round
+                            "cpu_seconds": spent,
                             **result.metrics,
                         },
                     )
                     self._evaluate_due(trainer.step_count, store)
         policy.close()
 
-    def _record_round(self, store: ReplayStore, round_: int, run_name: str, newest: int) -> None:
+    def train_peer_and_evaluate(self, peer: PeerConfig) -> None:
+        """Train with the peer library (agentsd.experiments.peers) within the same budget, publish its
+        adapter as version 1 of this arm's store and evaluate it after the last step, as every arm is.
+        A restart retrains unless the adapter was published."""
+        with ReplayStore(self.store_url) as store:
+            published = store.get_version(1)
+            if published is None:
+                result = train_peer(self.exp, peer, self.train_tasks, self.seed, self.root)
+                published = store.register_version(
+                    1,
+                    model=self.exp.model.name,
+                    checkpoint_uri=str(Path(result.adapter).absolute()),
+                    lineage=self.arm.name,
+                    parent=None,
+                    weights_hash=weights_hash(result.adapter),
+                    meta={"peer": peer.trainer},
+                )
+                _append(
+                    self.root / "steps.jsonl",
+                    {
+                        "step": self.exp.steps,
+                        "version": 1,
+                        "peer": peer.trainer,
+                        "optimizer_steps": result.optimizer_steps,
+                        "completions": result.completions,
+                        "examples": result.examples,
+                        "cpu_seconds": result.cpu_seconds,
+                        "wall_seconds": result.wall_seconds,
+                        "libraries": result.libraries,
+                    },
+                )
+        if not self._eval_path(self.exp.steps).exists():
+            self.evaluate(self.exp.steps, version=published.version)
+
+    def _record_round(self, store: ReplayStore, round_: int, run_name: str, newest: int) -> dict[str, Any]:
         ids = run_trajectory_ids(store, run_name)
         trajectories = [store.get(i) for i in ids]
         validity = turn_validity(trajectories)
@@ -195,6 +238,7 @@ class ArmRun:
             },
             step=round_,
         )
+        return record
 
     # ------------------------------------------------------------------ held-out evaluation
 

@@ -100,7 +100,11 @@ def committed_record(exp: ExperimentConfig, arm: str, seed: int) -> ArmRecords |
     if not path.exists():
         return None
     data = json.loads(path.read_text())
-    changed = setting_changes(data.get("settings", {}), record_settings(exp, arm))
+    recorded = data.get("settings", {})
+    # A setting the record does not name was added to agentsd after it was made, and a new
+    # setting's default keeps what older code did: only the settings the record names can differ.
+    current = {k: v for k, v in record_settings(exp, arm).items() if k in recorded}
+    changed = setting_changes(recorded, current)
     if changed:
         raise ExperimentError(
             f"{path} was made with other settings ({'; '.join(changed[:5])}): give this experiment "

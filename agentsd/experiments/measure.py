@@ -14,6 +14,7 @@ KL on the student's own held-out rollouts, so it is an on-policy estimate there,
 
 from __future__ import annotations
 
+import resource
 from typing import Any
 
 from agentsd.sequences import TurnTokens, segments
@@ -64,3 +65,10 @@ def kl_to_base(student: Any, base: Any, tokens: dict[str, list[TurnTokens]]) -> 
             if count:
                 out[trajectory_id] = total / count
     return out
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process's threads and of its children that have ended
+    (sandboxes, verifiers): what a step cost on the machine, which wall time under load does not say."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime

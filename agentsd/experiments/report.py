@@ -18,7 +18,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from agentsd.config import ExperimentConfig
+from agentsd.config import ArmConfig, ExperimentConfig
 from agentsd.eval.metrics import Estimate, bootstrap
 from agentsd.experiments.arm import BASE_ARM, arm_sources, eval_steps
 from agentsd.experiments.curves import (
@@ -72,6 +72,78 @@ def seed_table(exp: ExperimentConfig, records: dict[str, dict[int, ArmRecords]])
     return rows
 
 
+def budget_table(records: dict[str, dict[int, ArmRecords]]) -> list[dict[str, Any]]:
+    """Arm x seed, for arms whose steps recorded their cost: completions sampled and CPU seconds
+    spent training, the final held-out reward and reference log-prob beside the base model's of the
+    same seed, and each gain per CPU-hour (None where a number is missing)."""
+    base = {seed: rec.evals.get(0) for seed, rec in records.get(BASE_ARM.name, {}).items()}
+    rows = []
+    for arm, seeds in records.items():
+        for seed, rec in sorted(seeds.items()):
+            costed = [s for s in rec.steps if "cpu_seconds" in s]
+            if arm == BASE_ARM.name or not costed or not rec.evals:
+                continue
+            cpu_s = sum(float(s["cpu_seconds"]) for s in costed)
+            final, before = rec.evals[max(rec.evals)], base.get(seed)
+            row: dict[str, Any] = {
+                "arm": arm,
+                "seed": seed,
+                "completions": sum(int(s.get("completions", 0)) for s in costed),
+                "examples": sum(int(s.get("examples", 0)) for s in costed) or None,
+                "cpu_seconds": cpu_s,
+            }
+            for metric in ("mean_reward", "reference_logprob"):
+                after = final.get(metric)
+                start = before.get(metric) if before else None
+                row[f"{metric}_before"], row[f"{metric}_after"] = start, after
+                gain = after - start if after is not None and start is not None else None
+                row[f"{metric}_gain_per_cpu_hour"] = (
+                    gain / (cpu_s / 3600) if gain is not None and cpu_s else None
+                )
+            rows.append(row)
+    return rows
+
+
+def _budget_markdown(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    lines = [
+        "",
+        "## Budget",
+        "",
+        "What each arm x seed spent training (CPU seconds of its process and finished children: "
+        "rollouts, grading sandboxes, optimizer steps; model loading and evaluation excluded) and "
+        "what it gained on the held-out tasks over the base model of the same seed. Completions: "
+        "replies sampled while training (SFT samples none; it trains on `examples` reference replies).",
+        "",
+        "| arm | seed | completions | examples | CPU s | reward before | reward after | reward gain / CPU-h "
+        "| log-prob before | log-prob after | log-prob gain / CPU-h |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        cells = [
+            r["arm"],
+            str(r["seed"]),
+            str(r["completions"]),
+            _fmt(r["examples"]),
+            _fmt(r["cpu_seconds"], 0),
+        ]
+        cells += [
+            _fmt(r[k]) for k in ("mean_reward_before", "mean_reward_after", "mean_reward_gain_per_cpu_hour")
+        ]
+        cells += [
+            _fmt(r[k])
+            for k in (
+                "reference_logprob_before",
+                "reference_logprob_after",
+                "reference_logprob_gain_per_cpu_hour",
+            )
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    return "\n".join(lines)
+
+
 def _rollout_validity(rounds: list[dict[str, Any]]) -> float | None:
     turns = sum(r["turns"] for r in rounds)
     return sum(r["valid_turns"] for r in rounds) / turns if turns else None
@@ -121,7 +193,9 @@ def write_report(exp: ExperimentConfig, *, command: str, commit: str, wall_s: fl
         final[arm] = entry
     table = seed_table(exp, records)
     gaps = gap_table(records)
+    budget = budget_table(records)
     results = {
+        "budget": budget,
         "gaps": gaps,
         "experiment": exp.model_dump(mode="json"),
         "command": command,
@@ -143,6 +217,7 @@ def write_report(exp: ExperimentConfig, *, command: str, commit: str, wall_s: fl
     md_path = out / f"{exp.name}.md"
     md_path.write_text(
         _markdown(exp, curves, final, table, reference, plots, command, commit, wall_s)
+        + _budget_markdown(budget)
         + _gap_markdown(exp, gaps, final)
     )
     return [md_path, json_path, *plots]
@@ -224,6 +299,20 @@ def _gap_markdown(
     return "\n".join(lines)
 
 
+def _arm_summary(exp: ExperimentConfig, arm: ArmConfig) -> str:
+    t, peer = exp.train, arm.peer
+    if peer is not None:
+        group = "" if peer.trainer == "trl-sft" else f", groups of {peer.num_generations}"
+        return (
+            f"`{arm.name}` ({peer.trainer}{group}, LoRA rank {peer.lora_rank} alpha {peer.lora_alpha} on "
+            f"{', '.join(peer.lora_targets)}, lr {peer.lr:g})"
+        )
+    return (
+        f"`{arm.name}` (K={arm.version_lag}, {arm.correction}, teacher `{(arm.teacher or t.teacher).mode}`, "
+        f"context {' + '.join(arm.sources or t.hindsight.sources)}, lr {arm.lr or t.effective_lr:g})"
+    )
+
+
 def _verdict(d: dict[str, float] | None) -> str:
     if d is None:
         return "not measured"
@@ -265,12 +354,7 @@ def _markdown(
         f"- held-out: `{exp.heldout_suite}`, first {exp.eval_tasks} tasks, after steps "
         f"{', '.join(map(str, eval_steps(exp)))}; seeds {', '.join(map(str, exp.seeds))}"
         + _missing_seeds(exp, table),
-        "- arms: "
-        + "; ".join(
-            f"`{a.name}` (K={a.version_lag}, {a.correction}, teacher `{(a.teacher or t.teacher).mode}`, "
-            f"context {' + '.join(a.sources or t.hindsight.sources)}, lr {a.lr or t.effective_lr:g})"
-            for a in exp.arms
-        ),
+        "- arms: " + "; ".join(_arm_summary(exp, a) for a in exp.arms),
         "",
         "Intervals: 95% bootstrap over held-out tasks (each task averaged over seeds); differences are "
         "paired by task.",
