@@ -150,8 +150,11 @@ def collect_figures(collector: Collector, store: ReplayStore, planned: int) -> d
         "mean reward": f"{st.mean_reward:.3f} over {len(st.rewards)} graded"
         + (f"; {dict(st.terminations)}" if st.terminations else ""),
         "policy version": f"{collector.current} for new episodes; sampling {', '.join(map(str, live))}",
-        "staleness": f"{behind} version{'' if behind == 1 else 's'} behind the newest ({newest_number})",
     }
+    if newest is not None:  # an eval of a published version reads it from another store: no newest here
+        figures["staleness"] = (
+            f"{behind} version{'' if behind == 1 else 's'} behind the newest ({newest_number})"
+        )
     pacing = collector.config.pacing
     if pacing.enabled:
         figures["pacing"] = (

@@ -99,6 +99,8 @@ def test_the_collect_figures_show_episodes_versions_staleness_and_the_trainer(tm
         collector.stats.episodes, collector.stats.turns = 1, 5
         collector.versions.start("fig.0.0")  # one episode running, on version 0
         figures = collect_figures(collector, store, planned=4)
+    with ReplayStore(f"sqlite:///{tmp_path}/eval.db") as elsewhere:  # an eval of version 3: none here
+        assert "staleness" not in collect_figures(collector, elsewhere, planned=4)
     assert figures["episodes"] == "1 done, 0 running, 4 planned"
     assert figures["policy version"] == "0 for new episodes; sampling 0"
     assert figures["staleness"] == "3 versions behind the newest (3)"
