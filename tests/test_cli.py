@@ -153,6 +153,9 @@ def test_user_errors_exit_2_with_one_message_and_no_traceback(tmp_path: Path) ->
     ReplayStore(tmp_path / "x.db").close()
     unknown = agentsd("replay", "show", "nope", "--store", str(tmp_path / "x.db"), check=False)
     assert unknown.returncode == 2 and "trajectory nope does not exist" in unknown.stderr
+    # what an error quotes is never markup: `[/x]` used to crash the error printer itself
+    tagged = agentsd("replay", "show", "[/x] [red]y[/]", "--store", str(tmp_path / "x.db"), check=False)
+    assert tagged.returncode == 2 and "trajectory [/x] [red]y[/] does not exist" in tagged.stderr
 
 
 def test_config_show_prints_the_validated_config_with_defaults(tmp_path: Path) -> None:

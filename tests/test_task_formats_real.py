@@ -246,8 +246,16 @@ def test_tasks_ls_and_verify_take_one_task_directory_and_go_on_past_bad_ones(tmp
     assert "5 tasks verified" not in out and "4 tasks verified: 2 ok, 2 failed, 1 skipped" in out, out
     assert "failed broken:" in out and "failed setup-fails:" in out and "Dockerfile:3 failed" in out
     assert "skipped no-solution: no reference solution" in out and "reference None" not in out
+    assert "FAIL setup-fails:" in out and "[red]" not in out  # markup rendered, not printed
     single = tasks_cli("verify", str(suite / "good"))
     assert single.returncode == 0 and "1 tasks verified: 1 ok, 0 failed, 0 skipped" in single.stdout
+
+
+def test_task_text_that_looks_like_markup_is_listed_as_written(tmp_path: Path) -> None:
+    write(tmp_path / "tagged", {**HARBOR, "instruction.md": "Close [/x] and open [red]y[/] as text.\n"})
+    listed = tasks_cli("ls", str(tmp_path / "tagged"))  # `[/x]` used to crash the table
+    assert listed.returncode == 0, listed.stderr
+    assert "Close [/x] and open [red]y[/] as text." in listed.stdout
 
 
 def test_imported_tasks_are_listed_and_collected_from_the_store(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import os
 import sys
 
 import typer
+from rich.markup import escape
 
 from agentsd import __version__
 from agentsd.cli import collect, config_cmd, gap, model, replay, run, sandbox, tasks, train
@@ -61,7 +62,8 @@ def main() -> None:
     try:
         app()
     except AgentsdError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        # the message quotes what the user or a task gave (paths, ids, output): never markup
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, markup=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted")

@@ -50,8 +50,8 @@ def _summary_table(rows: list[TrajectorySummary]) -> Table:
         table.add_column(col, overflow="fold")
     for r in rows:
         table.add_row(
-            r.id,
-            r.task_id,
+            escape(r.id),
+            escape(r.task_id),
             r.status.value,
             r.termination.value if r.termination else "-",
             _fmt_reward(r.reward),
@@ -119,13 +119,13 @@ def show(
         sys.stdout.write(traj.model_dump_json(indent=2) + "\n")
         return
     head = Table.grid(padding=(0, 2))
-    head.add_row("id", traj.id)
-    head.add_row("task", f"{traj.task_id} ({traj.task_hash or 'no task record'})")
+    head.add_row("id", escape(traj.id))
+    head.add_row("task", escape(f"{traj.task_id} ({traj.task_hash or 'no task record'})"))
     head.add_row("model", f"{traj.policy_model}, versions {traj.version_start}..{traj.version_end}")
     head.add_row(
         "status", f"{traj.status.value}, termination {traj.termination.value if traj.termination else '-'}"
     )
-    head.add_row("reward", f"{_fmt_reward(traj.reward)} {traj.reward_components or ''}")
+    head.add_row("reward", escape(f"{_fmt_reward(traj.reward)} {traj.reward_components or ''}"))
     head.add_row("tokens", f"{traj.n_tokens} in {len(traj.turns)} turns")
     console.print(head)
     if task is not None:

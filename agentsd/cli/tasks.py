@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from agentsd.cli.common import (
@@ -40,9 +41,9 @@ def _summary(what: str, ok: int, failed: list[str], skipped: list[str] | None = 
     )
     console.print(f"{what}: {', '.join(parts)}", highlight=False)
     for line in failed:
-        console.print(f"  [red]failed[/] {line}", highlight=False)
+        console.print(f"  [red]failed[/] {escape(line)}", highlight=False)
     for line in skipped or []:
-        console.print(f"  [yellow]skipped[/] {line}", highlight=False)
+        console.print(f"  [yellow]skipped[/] {escape(line)}", highlight=False)
 
 
 def _table(tasks: list[Task], hashes: list[str] | None = None) -> Table:
@@ -53,7 +54,8 @@ def _table(tasks: list[Task], hashes: list[str] | None = None) -> Table:
     for i, t in enumerate(tasks):
         meta = [str(t.meta.get(k, "")) for k in ("difficulty", "category")]
         row = [t.id, t.family.value, t.verifier.kind, t.environment.workdir, *meta]
-        table.add_row(*row, t.instruction.splitlines()[0][:60], *([hashes[i]] if hashes is not None else []))
+        row += [t.instruction.splitlines()[0][:60], *([hashes[i]] if hashes is not None else [])]
+        table.add_row(*map(escape, row))  # task files are anyone's text: `[/x]` is not markup here
     return table
 
 
@@ -104,14 +106,16 @@ def ls(
             print_json_lines(_listed(task, digest) for digest, task in chosen)
             return
         console.print(_table([task for _, task in chosen], [digest for digest, _ in chosen]))
-        console.print(f"{len(chosen)} tasks in {url} (collect or evaluate them with suite=store:GLOB)")
+        console.print(
+            f"{len(chosen)} tasks in {escape(url)} (collect or evaluate them with suite=store:GLOB)"
+        )
         return
     suite = suite or "terminal"
     tasks, problems = read_suite(suite)
     if as_json:
         print_json_lines(_listed(task, task.content_hash()) for task in tasks)
         for problem in problems:
-            err_console.print(f"[red]failed[/] {problem}", highlight=False)
+            err_console.print(f"[red]failed[/] {escape(problem)}", highlight=False)
         raise typer.Exit(1 if problems else 0)
     console.print(_table(tasks))
     _summary(f"{len(tasks) + len(problems)} tasks", len(tasks), problems)
@@ -161,7 +165,7 @@ def import_tasks(
         hashes = [st.put_task(t) for t in tasks]
     console.print(_table(tasks, hashes))
     for task, digest in zip(tasks, hashes, strict=True):
-        console.print(f"stored {task.id} as {digest}", highlight=False)
+        console.print(f"stored {escape(task.id)} as {digest}", highlight=False)
     _summary("import", len(tasks), [], problems)
     if problems and not tasks:
         raise typer.Exit(1)
@@ -224,10 +228,12 @@ def verify(
             ok += note is None
             if note is not None:
                 skipped.append(f"{task.id}: {note}")
-            console.print(f"[green]ok[/] {task.id}" + (f" ({note})" if note else ""), highlight=False)
+            console.print(
+                f"[green]ok[/] {escape(task.id)}" + (f" ({escape(note)})" if note else ""), highlight=False
+            )
         else:
             failed.append(f"{task.id}: {problem}")
-            console.print(f"[red]FAIL[/] {task.id}: {problem[:500]}", highlight=False, markup=False)
+            console.print(f"[red]FAIL[/] {escape(task.id)}: {escape(problem[:500])}", highlight=False)
     fleet.close()
     _summary(f"{len(tasks)} tasks verified", ok, failed, skipped)
     if failed:
