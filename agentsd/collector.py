@@ -44,6 +44,7 @@ from agentsd.collector_pacing import expected_staleness
 from agentsd.collector_plan import EpisodeLeases, plan
 from agentsd.collector_queue import GenerationQueue
 from agentsd.collector_versions import EpisodeVersions
+from agentsd.collector_writes import EpisodeWrites
 from agentsd.config import CollectConfig
 from agentsd.envs import env_class
 from agentsd.envs.rubric import RubricEnv
@@ -296,7 +297,9 @@ class Collector:
         labels = {"run_id": self.run_name, "episode_id": tid}
         version = self.versions.start(tid)
         context = list(self.prompt_context(task)) if self.prompt_context is not None else []
-        self.store.begin(
+        writes = EpisodeWrites()  # this episode's store writes, in order, off the event loop
+        await writes.call(
+            self.store.begin,
             task=task,
             policy_model=self.policy.model_name,
             version=version,
@@ -314,18 +317,19 @@ class Collector:
         )
         started = time.monotonic()
         try:
-            result = await self._play(queue, task, tid, labels, context)
+            result = await self._play(queue, task, tid, labels, context, writes)
         except asyncio.CancelledError:  # stopped (Collector.stop, Ctrl-C) or the lease was lost
             if not self.leases.was_lost(episode):  # the turns so far stay; the episode goes back to the plan
                 with contextlib.suppress(TrajectoryStateError):
-                    self.store.interrupt(tid, self.stats.stopped or "collector stopped")
-                self.leases.settle(episode, attempt, LeaseState.WAITING)
+                    await writes.call(self.store.interrupt, tid, self.stats.stopped or "collector stopped")
+                await asyncio.to_thread(self.leases.settle, episode, attempt, LeaseState.WAITING)
             raise
         finally:
             self.versions.finish(tid)
         duration = time.monotonic() - started
         try:
-            self.store.finalize(
+            await writes.call(
+                self.store.finalize,
                 tid,
                 termination=result.termination,
                 reward=result.reward,
@@ -344,11 +348,17 @@ class Collector:
                 episode,
             )
             return
-        self.leases.settle(episode, attempt, LeaseState.DONE)
+        await asyncio.to_thread(self.leases.settle, episode, attempt, LeaseState.DONE)
         self._record(result, duration)
 
     async def _play(
-        self, queue: GenerationQueue, task: Task, tid: str, labels: dict[str, str], context: list[int]
+        self,
+        queue: GenerationQueue,
+        task: Task,
+        tid: str,
+        labels: dict[str, str],
+        context: list[int],
+        writes: EpisodeWrites,
     ) -> EpisodeResult:
         """One episode in its environment, every policy call with the episode's own version (and
         `context`, when given, inserted before the task text of every prompt)."""
@@ -361,7 +371,7 @@ class Collector:
             return await queue.generate(prompt, lambda: self.versions.version_of(tid))
 
         async def on_turn(turn: Turn) -> None:
-            self.store.append_turn(tid, turn)
+            await writes.submit(self.store.append_turn, tid, turn)  # the episode goes on meanwhile
             self.stats.turns += 1
             self.stats.completion_tokens += len(turn.completion_ids)
 

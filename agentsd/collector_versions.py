@@ -89,7 +89,7 @@ class EpisodeVersions:
         """episode mode: a newer version becomes `current` before the episode starts; running episodes
         keep theirs."""
         async with self._pickup_lock:
-            newer = self._newer_version()
+            newer = await asyncio.to_thread(self._newer_version)  # store reads stay off the event loop
             if newer is not None:
                 await asyncio.to_thread(self._load, newer)
 

@@ -171,6 +171,41 @@ def test_scripted_episodes_are_token_exact_in_the_store(tmp_path: Path, tokenize
     assert tracker.params["suite"] == "terminal" and tracker.params["run_name"] == "t"
 
 
+FIRST, SECOND = trajectory_id("g", 0, 0), trajectory_id("g", 1, 0)
+
+
+class GatedStore(ReplayStore):
+    """Episode 0's turn writes block until episode 1 has finalized: on the event loop they would
+    stall episode 1 with them (and the wait would time out)."""
+
+    released = threading.Event()
+
+    def append_turn(self, trajectory_id: str, turn: Turn) -> None:
+        if trajectory_id == FIRST:
+            assert self.released.wait(20), "episode 1 never finished while episode 0's write was blocked"
+        super().append_turn(trajectory_id, turn)
+
+    def finalize(self, trajectory_id: str, **kwargs: Any) -> None:
+        super().finalize(trajectory_id, **kwargs)
+        if trajectory_id == SECOND:
+            self.released.set()
+
+
+def test_a_blocked_store_write_stalls_only_its_own_episode(tmp_path: Path, tokenizer: Any) -> None:
+    backend_config("local")
+    cfg = collect_config(tmp_path)
+    with GatedStore(cfg.store.url) as store:
+        stats = asyncio.run(
+            Collector(
+                cfg, ScriptedPolicy(tokenizer, solver), store, [make_task(0), make_task(1)], run_name="g"
+            ).run()
+        )
+        assert stats.episodes == 2 and stats.rewards == [1.0, 1.0]  # episode 1 first: it never waited
+        for episode in range(2):  # and nothing written out of order or lost
+            traj = store.get(trajectory_id("g", episode, 0))
+            assert traj.status is TrajectoryStatus.FINALIZED and [t.index for t in traj.turns] == [0, 1, 2]
+
+
 def test_compaction_keeps_the_context_exact_and_marks_the_reset(tmp_path: Path, tokenizer: Any) -> None:
     backend_config("local")
 
