@@ -32,27 +32,25 @@ from agentsd.policies.scripted import ScriptedPolicy
 from agentsd.store import ReplayStore
 from agentsd.types import Family, Task, Verifier
 
+WRITES = ("begin", "append_turn", "finalize", "interrupt")  # what the collector writes
+
+
+def _slowed(name: str) -> Any:
+    def write(self: SlowStore, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(self.delay_s)
+        return getattr(ReplayStore, name)(self, *args, **kwargs)
+
+    return write
+
 
 class SlowStore(ReplayStore):
     """The replay store with `delay_s` added before every write the collector makes."""
 
     delay_s = 0.0
 
-    def begin(self, *args: Any, **kwargs: Any) -> Any:
-        time.sleep(self.delay_s)
-        return super().begin(*args, **kwargs)
 
-    def append_turn(self, *args: Any, **kwargs: Any) -> Any:
-        time.sleep(self.delay_s)
-        return super().append_turn(*args, **kwargs)
-
-    def finalize(self, *args: Any, **kwargs: Any) -> Any:
-        time.sleep(self.delay_s)
-        return super().finalize(*args, **kwargs)
-
-    def interrupt(self, *args: Any, **kwargs: Any) -> Any:
-        time.sleep(self.delay_s)
-        return super().interrupt(*args, **kwargs)
+for _name in WRITES:
+    setattr(SlowStore, _name, _slowed(_name))
 
 
 def run(root: Path, args: argparse.Namespace, delay_s: float) -> tuple[float, int]:
