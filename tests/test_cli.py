@@ -192,7 +192,8 @@ def test_the_deepspeed_launchers_local_rank_argument_becomes_the_environment(
 ) -> None:
     from agentsd.cli.main import _launcher_local_rank
 
-    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.setenv("LOCAL_RANK", "")  # recorded as it was, so teardown puts it back (TRL reads it)
+    monkeypatch.delenv("LOCAL_RANK")
     assert _launcher_local_rank(["--local_rank=1", "train", "-c", "x.yaml"]) == ["train", "-c", "x.yaml"]
     assert os.environ["LOCAL_RANK"] == "1"
     monkeypatch.delenv("LOCAL_RANK")

@@ -109,11 +109,15 @@ def test_the_budget_table_puts_cost_beside_gain() -> None:
 
 
 @pytest.mark.slow
-def test_trl_peer_arms_train_publish_and_are_evaluated_like_every_arm(tmp_path: Path, tiny: str) -> None:
+def test_trl_peer_arms_train_publish_and_are_evaluated_like_every_arm(
+    tmp_path: Path, tiny: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     if importlib.util.find_spec("trl") is None:  # .ci/run installs it and requires this test to run
         if os.environ.get("AGENTSD_REQUIRE_BENCH") == "1":
             pytest.fail("TRL is required here but missing (the bench extra)")
         pytest.skip("TRL is not installed: bash scripts/setup_bench.sh (the bench extra)")
+    for launcher_variable in ("LOCAL_RANK", "RANK", "WORLD_SIZE"):  # a peer trains in one process
+        monkeypatch.delenv(launcher_variable, raising=False)
     exp = load_config(
         ExperimentConfig,
         [ROOT / "configs" / "experiments" / "peers.yaml"],
