@@ -327,20 +327,25 @@ class Collector:
         finally:
             self.versions.finish(tid)
         duration = time.monotonic() - started
-        try:
-            await writes.call(
-                self.store.finalize,
+        meta = {
+            **{k: v for k, v in result.meta.items() if v is not None},
+            "duration_s": duration,
+            **({"error": result.feedback} if result.reward is None and result.feedback else {}),
+        }
+
+        def finish() -> None:  # one thread hop: the plan hears of the outcome right after the store
+            self.store.finalize(
                 tid,
                 termination=result.termination,
                 reward=result.reward,
                 reward_components=result.reward_components,
                 hindsight=result.hindsight,
-                meta={
-                    **{k: v for k, v in result.meta.items() if v is not None},
-                    "duration_s": duration,
-                    **({"error": result.feedback} if result.reward is None and result.feedback else {}),
-                },
+                meta=meta,
             )
+            self.leases.settle(episode, attempt, LeaseState.DONE)
+
+        try:
+            await writes.call(finish)
         except TrajectoryStateError:  # closed by a collector that took the episode over
             log.warning(
                 "%s: episode %d was taken over before it finished; its result is dropped",
@@ -348,7 +353,6 @@ class Collector:
                 episode,
             )
             return
-        await asyncio.to_thread(self.leases.settle, episode, attempt, LeaseState.DONE)
         self._record(result, duration)
 
     async def _play(

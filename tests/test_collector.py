@@ -515,8 +515,10 @@ def test_a_killed_collector_resumes_without_loss_or_duplicates(tmp_path: Path) -
     assert len(killed) == interrupted >= 1
     for s in killed:  # the interrupted trajectory kept the turns it had, unchanged
         assert s.n_turns == before[s.id].n_turns
-    assert skipped == sum(1 for s in before.values() if s.status is TrajectoryStatus.FINALIZED)
-    assert episodes == 6 - skipped
+    # nothing finished is run again: an episode finalized just before the kill but not yet settled in
+    # the plan is found finished when its lease is taken over, and recorded done there
+    finished = sum(1 for s in before.values() if s.status is TrajectoryStatus.FINALIZED)
+    assert skipped <= finished and episodes == 6 - finished
 
 
 def test_hf_behaviour_logprobs_match_a_fresh_forward_pass_with_prefix_reuse() -> None:
