@@ -29,9 +29,8 @@ equal numbers across TRL versions (its defaults move).
 from __future__ import annotations
 
 import importlib
-import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,6 @@ from agentsd.modelcache import resolve_model
 from agentsd.types import Task
 
 ADAPTER_DIR = "adapter"
-PEER_JSON = "peer.json"
 
 
 class PeerError(AgentsdError):
@@ -63,9 +61,6 @@ class PeerResult:
     examples: int
     optimizer_steps: int
     libraries: dict[str, str] = field(default_factory=dict)
-
-    def write(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=1))
 
 
 def reply_tasks(tasks: list[Task], suite: str) -> list[Task]:
@@ -133,7 +128,7 @@ def train_peer(
     exp: ExperimentConfig, peer: PeerConfig, tasks: list[Task], seed: int, out: Path
 ) -> PeerResult:
     """Train `peer` on the first tasks of `tasks` (the seed's order) within the experiment's budget;
-    the adapter goes to out/adapter and the result to out/peer.json."""
+    the adapter goes to out/adapter; the caller records the result (the arm's steps.jsonl)."""
     import peft
     import torch
     import transformers
@@ -241,5 +236,4 @@ def train_peer(
             "torch": torch.__version__,
         },
     )
-    result.write(out / PEER_JSON)
     return result
