@@ -12,6 +12,11 @@ Suites: `learn` (all), `learn-train` and `learn-heldout` (a task is held out whe
 says so: about one in five, the same split for every seed and count). Generation is deterministic:
 the same seed and count give the same tasks, byte for byte.
 
+Any of them with `:KIND,KIND` (e.g. `learn-reply-heldout:write-word,make-file`) holds only those
+kinds, drawn from a generation extended (same first tasks, more of them) so that it holds about as
+many tasks as the whole suite; its held-out part leaves out every task whose text is also a train
+task's (write-word has only as many texts as words), so held out means never seen in training.
+
 The single-turn form (`learn-reply`, `learn-reply-train`, `learn-reply-heldout`): the same tasks and
 split, with what a command would have shown (the files' text) in the prompt; the agent has no tools
 and its one reply is the answer, written to the file the task names (envs/terminal.py,
@@ -30,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from agentsd.envs.common import TaskFormatError
 from agentsd.types import GRADING_DIRS, Environment, Family, Task, Verifier, World
 
 DEFAULT_SEED = 0
@@ -242,6 +248,7 @@ KINDS: dict[str, Callable[[random.Random], Draft]] = {
     "make-file": _make_file,
 }
 Form = Literal["agent", "reply"]
+KIND_SEPARATOR = ":"
 
 
 def is_heldout(task_id: str) -> bool:
@@ -294,13 +301,37 @@ def generate(seed: int = DEFAULT_SEED, count: int = DEFAULT_COUNT, form: Form = 
 
 
 def learn_suite(name: str) -> list[Task]:
-    """One of SUITES: `learn[-reply][-train|-heldout]`."""
-    if name not in SUITES:
-        raise ValueError(f"{name!r} is not a learnable suite ({', '.join(SUITES)})")
-    form: Form = "reply" if name.startswith("learn-reply") else "agent"
-    tasks = generate(form=form)
-    split = name.removeprefix("learn").removeprefix("-reply").removeprefix("-")
-    return [t for t in tasks if t.meta["split"] == split] if split else tasks
+    """One of SUITES, `learn[-reply][-train|-heldout]`, optionally narrowed to kinds: `NAME:KIND,KIND`."""
+    base, narrowed, kinds_text = name.partition(KIND_SEPARATOR)
+    if base not in SUITES:
+        raise TaskFormatError(f"suite {name!r}: {base!r} is not a learnable suite ({', '.join(SUITES)})")
+    kinds = _kinds(name, kinds_text) if narrowed else set()
+    form: Form = "reply" if base.startswith("learn-reply") else "agent"
+    count = DEFAULT_COUNT * len(KINDS) // len(kinds) if kinds else DEFAULT_COUNT
+    tasks = [t for t in generate(count=count, form=form) if not kinds or t.meta["kind"] in kinds]
+    split = base.removeprefix("learn").removeprefix("-reply").removeprefix("-")
+    if not split:
+        return tasks
+    chosen = [t for t in tasks if t.meta["split"] == split]
+    if kinds and split == "heldout":
+        seen = {t.instruction for t in tasks if t.meta["split"] == "train"}
+        chosen = [t for t in chosen if t.instruction not in seen]
+    return chosen
+
+
+def is_learn_suite(name: str) -> bool:
+    """Whether `name` names a learnable suite (kinds not checked: learn_suite says what is wrong)."""
+    return name.partition(KIND_SEPARATOR)[0] in SUITES
+
+
+def _kinds(name: str, text: str) -> set[str]:
+    kinds = {k.strip() for k in text.split(",")}
+    unknown = sorted(kinds - set(KINDS)) if all(kinds) else ["(empty)"]
+    if unknown:
+        raise TaskFormatError(
+            f"suite {name!r}: unknown task kind {', '.join(unknown)}; the kinds are {', '.join(KINDS)}"
+        )
+    return kinds
 
 
 SUITES = ("learn", "learn-train", "learn-heldout", "learn-reply", "learn-reply-train", "learn-reply-heldout")

@@ -23,7 +23,7 @@ from agentsd.envs.common import SUITES_DIR, TaskFormatError
 from agentsd.envs.gui_tasks import load_gui_suite
 from agentsd.envs.harbor import load_task_dirs
 from agentsd.envs.learnable import SUITES as LEARN_SUITES
-from agentsd.envs.learnable import learn_suite
+from agentsd.envs.learnable import is_learn_suite, learn_suite
 from agentsd.envs.miniwob import load_miniwob
 from agentsd.envs.swebench import load_swebench
 from agentsd.types import Task
@@ -53,11 +53,12 @@ def read_suite(name_or_path: str | Path) -> tuple[list[Task], list[str]]:
     them, SWE-bench instances, an APEX release or a GUI suite.
 
     `miniwob` is the MiniWoB++ suite of the installed `miniwob` package (envs/miniwob.py); `learn`,
-    `learn-train` and `learn-heldout` are generated (envs/learnable.py).
+    `learn-train` and `learn-heldout` are generated (envs/learnable.py), each also narrowed to task
+    kinds as `NAME:KIND,KIND`.
     """
     if str(name_or_path) == "miniwob":
         return load_miniwob(), []
-    if str(name_or_path) in LEARN_SUITES:  # generated from a seed (envs/learnable.py)
+    if is_learn_suite(str(name_or_path)):  # generated from a seed (envs/learnable.py)
         return learn_suite(str(name_or_path)), []
     root = SUITES_DIR / str(name_or_path)
     if not root.is_dir():

@@ -10,6 +10,7 @@ import pytest
 from sandbox_fixtures import backend_config
 
 from agentsd.envs import TERMINAL_ID
+from agentsd.envs.common import TaskFormatError
 from agentsd.envs.learnable import KINDS, generate
 from agentsd.envs.oracle import run_nothing, run_reference
 from agentsd.envs.task_formats import load_suite, suite_names
@@ -30,6 +31,27 @@ def test_the_suite_is_generated_the_same_every_time_and_split_in_two() -> None:
     other = generate(seed=1, count=16)
     assert not {t.content_hash() for t in other} & {t.content_hash() for t in tasks}
     assert {"learn", "learn-train", "learn-heldout"} <= set(suite_names())
+
+
+def test_a_suite_narrowed_to_kinds_holds_only_them_and_its_held_out_texts_were_never_trained_on() -> None:
+    whole = load_suite("learn-reply")
+    train = load_suite("learn-reply-train:write-word,make-file")
+    heldout = load_suite("learn-reply-heldout:write-word,make-file")
+    assert {t.meta["kind"] for t in train} == {t.meta["kind"] for t in heldout} == {"write-word", "make-file"}
+    assert len(train) + len(heldout) > len(whole) * 0.8  # an extended generation: about as many tasks
+    first = {t.id: t.content_hash() for t in whole}  # extending keeps the first tasks as they were
+    assert all(first[t.id] == t.content_hash() for t in train + heldout if t.id in first)
+    assert not {t.instruction for t in train} & {t.instruction for t in heldout}
+    assert not {t.id for t in train} & {t.id for t in heldout}
+    plain_heldout = load_suite("learn-heldout:make-file")
+    assert plain_heldout and all(t.meta["split"] == "heldout" for t in plain_heldout)
+    assert load_suite("learn-heldout:make-file,make-file") == plain_heldout
+
+
+@pytest.mark.parametrize("name", ["learn-heldout:nope", "learn-heldout:", "learn-heldout:make-file,"])
+def test_a_bad_kind_selector_names_the_suite_and_what_is_expected(name: str) -> None:
+    with pytest.raises(TaskFormatError, match=r"suite 'learn-heldout:.*unknown task kind .*; the kinds are"):
+        load_suite(name)
 
 
 @pytest.mark.parametrize("backend", ["local", pytest.param("docker", marks=pytest.mark.docker)])
