@@ -153,28 +153,45 @@ class ChatFormat:
         if not tools:
             messages = [plain[0], *self._demonstration(tools), plain[1]]
             text = self._render(messages, generation_prompt=True)
-            return self._split_first_prompt(text, self.reply_prompt, observation)
+            return self._split_first_prompt(text, self.reply_prompt, observation, messages[:-1])
         try:  # native tool support is judged without the demonstration, which names tools itself
             native = all(t.name in self._render(plain, generation_prompt=True, tools=schemas) for t in tools)
         except Exception:  # a template that rejects `tools`: the schemas go into the system prompt
             native = False
         messages = [plain[0], *self._demonstration(tools), plain[1]]
-        if native:
-            text = self._render(messages, generation_prompt=True, tools=schemas)
-        else:
+        extra = {"tools": schemas} if native else {}
+        if not native:
             system = f"{system}\n\n{render_tools(tuple(tools))}"
-            text = self._render(messages, generation_prompt=True)
-        return self._split_first_prompt(text, system, observation)
+        text = self._render(messages, generation_prompt=True, **extra)
+        return self._split_first_prompt(text, system, observation, messages[:-1], **extra)
 
-    def _split_first_prompt(self, text: str, system: str, observation: str) -> list[int]:
+    def _split_first_prompt(
+        self, text: str, system: str, observation: str, earlier: list[dict[str, Any]], **extra: Any
+    ) -> list[int]:
+        """The first prompt's ids and its layout: where the task's message starts (`message_start`,
+        where the teacher's worked example goes) and its text (`task_start`), and how many ids end a
+        first prompt and an observation delta."""
         head, middle, tail = text.split(_CONTENT)
-        before_task = self.encode(head) + self.encode(system) + self.encode(middle)
+        # the task's message starts where the messages before it end; the ids are cut there only
+        # when that cut tokenizes the same as the whole (templates that end messages with special
+        # tokens do): the student's prompt never changes for the layout's sake
+        before = self._render(earlier, generation_prompt=False, **extra)
+        cut = len(before) - len(head) - len(_CONTENT)
+        pieces = [middle]
+        if before.startswith(head + _CONTENT) and 0 < cut < len(middle):
+            split = [middle[:cut], middle[cut:]]
+            if self.encode(split[0]) + self.encode(split[1]) == self.encode(middle):
+                pieces = split
+        lead = self.encode(head) + self.encode(system)
+        before_task = lead + [i for piece in pieces for i in self.encode(piece)]
         suffix = self.encode(tail)
         self.layout = {
             "task_start": len(before_task),
             "first_suffix": len(suffix),
             "observation_suffix": len(self.encode(self.obs_after)),
         }
+        if len(pieces) == 2:
+            self.layout["message_start"] = len(lead) + len(self.encode(pieces[0]))
         return before_task + self.encode(observation, literal=True) + suffix
 
     def _demonstration(self, tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:

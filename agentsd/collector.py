@@ -50,6 +50,7 @@ from agentsd.envs import env_class
 from agentsd.envs.rubric import RubricEnv
 from agentsd.envs.rubric_grading import RubricJudge
 from agentsd.errors import TrajectoryStateError
+from agentsd.hindsight import PromptContext, insert_context
 from agentsd.policies.base import Policy
 from agentsd.sandboxes.fleet import SandboxFleet
 from agentsd.store import ReplayStore
@@ -117,7 +118,7 @@ class Collector:
         make_env: Callable[[Task, dict[str, str]], Any] | None = None,
         on_episode: Callable[[CollectStats], None] | None = None,
         judge: RubricJudge | None = None,
-        prompt_context: Callable[[Task], Sequence[int]] | None = None,
+        prompt_context: Callable[[Task], PromptContext] | None = None,
     ) -> None:
         if not tasks:
             raise ValueError("collect: the suite has no tasks")
@@ -132,8 +133,9 @@ class Collector:
         self.make_env = make_env or self._default_env
         self.on_episode = on_episode
         self.judge = judge  # agentsd.eval.judge.Judge for rubric tasks' judge criteria, or None
-        # token ids the policy sees right before each task's text (agentsd gap's teacher pass): the
-        # stored prompts stay the student's, so such trajectories are marked and never trained on
+        # token ids the policy sees in each task's prompt, by layout position (agentsd gap's teacher
+        # pass): the stored prompts stay the student's, so such trajectories are marked and never
+        # trained on
         self.prompt_context = prompt_context
         self.fmt = ChatFormat(policy.tokenizer, demonstration=config.demonstration)
         max_context = min(
@@ -296,7 +298,8 @@ class Collector:
         tid = trajectory_id(self.run_name, episode, attempt)
         labels = {"run_id": self.run_name, "episode_id": tid}
         version = self.versions.start(tid)
-        context = list(self.prompt_context(task)) if self.prompt_context is not None else []
+        context = dict(self.prompt_context(task)) if self.prompt_context is not None else {}
+        context_tokens = sum(len(ids) for ids in context.values())
         writes = EpisodeWrites()  # this episode's store writes, in order, off the event loop
         await writes.call(
             self.store.begin,
@@ -312,7 +315,7 @@ class Collector:
                 "attempt": attempt,
                 "family": task.family.value,
                 "collector": self.holder,
-                **({PROMPT_CONTEXT_META: len(context)} if context else {}),
+                **({PROMPT_CONTEXT_META: context_tokens} if context_tokens else {}),
             },
         )
         started = time.monotonic()
@@ -361,17 +364,16 @@ class Collector:
         task: Task,
         tid: str,
         labels: dict[str, str],
-        context: list[int],
+        context: PromptContext,
         writes: EpisodeWrites,
     ) -> EpisodeResult:
         """One episode in its environment, every policy call with the episode's own version (and
-        `context`, when given, inserted before the task text of every prompt)."""
+        `context`, when given, inserted into every prompt at its layout positions)."""
         env = self.make_env(task, labels)
 
         async def generate(prompt: list[int]) -> Completion:
             if context:  # every prompt, compacted ones too, starts with the first prompt's layout
-                at = self.fmt.layout["task_start"]
-                prompt = [*prompt[:at], *context, *prompt[at:]]
+                prompt = insert_context(prompt, context, self.fmt.layout)
             return await queue.generate(prompt, lambda: self.versions.version_of(tid))
 
         async def on_turn(turn: Turn) -> None:

@@ -4,9 +4,10 @@ SDPO learns only as far as the teacher (the same model, shown hindsight) does be
 student; the step-0 gap between the two predicts the gain. Two passes of the eval path measure it:
 
 1. the student pass: an eval run (its rewards, pass@1: what `agentsd eval` reports);
-2. the teacher pass: the same tasks, the same model and sampling, each prompt holding, right before
-   the task text, the trajectory-level hindsight the trainer's teacher would get for that task (the
-   student's attempt's feedback and the configured privileged sources; agentsd.hindsight), graded by
+2. the teacher pass: the same tasks, the same model and sampling, each prompt holding, where the
+   trainer's teacher view puts it, the trajectory-level hindsight the trainer's teacher would get for
+   that task (the student's attempt's feedback and the configured privileged sources, a worked
+   example before the task's message; agentsd.hindsight), graded by
    the same verifiers in the same sandboxes. Its trajectories are marked (PROMPT_CONTEXT_META) and
    never trained on.
 
@@ -30,10 +31,10 @@ from typing import Any
 
 from agentsd.config import EvalConfig, GapConfig, HindsightConfig
 from agentsd.eval.metrics import Estimate, bootstrap
-from agentsd.eval.probes import first_prompts, reference_logprob, reference_text, with_context
+from agentsd.eval.probes import first_prompts, reference_logprob, reference_text
 from agentsd.eval.report import read_results
 from agentsd.eval.runner import finish
-from agentsd.hindsight import HindsightBuilder
+from agentsd.hindsight import HindsightBuilder, insert_context, prompt_context
 from agentsd.jobs import run_collect, run_eval
 from agentsd.modelcache import resolve_model
 from agentsd.policies.hf import HFPolicy
@@ -62,26 +63,26 @@ class GapResult:
 
 def teacher_contexts(
     store: ReplayStore, student_run: str, tasks: Sequence[Task], builder: HindsightBuilder
-) -> tuple[dict[str, list[int]], dict[str, dict[str, Any]]]:
-    """Per task id: the trajectory-level hindsight ids built from the student's first graded attempt
-    (with another solved attempt as `success`, when the run has one), and that attempt's first
-    prompt with its layout (for the reference proxy)."""
+) -> tuple[dict[str, dict[str, list[int]]], dict[str, dict[str, Any]]]:
+    """Per task id: the trajectory-level hindsight built from the student's first graded attempt
+    (with another solved attempt as `success`, when the run has one) as a prompt context (a layout
+    key -> ids), and that attempt's first prompt with its layout (for the reference proxy)."""
     by_id = {t.id: t for t in tasks}
     attempts: dict[str, list[Trajectory]] = {}
     for summary in store.list(id_prefix=f"{student_run}.", limit=None, newest_first=False):
         trajectory = store.get(summary.id, with_turns=False)
         if trajectory.reward is not None and trajectory.task_id in by_id:
             attempts.setdefault(trajectory.task_id, []).append(trajectory)
-    contexts: dict[str, list[int]] = {}
+    contexts: dict[str, dict[str, list[int]]] = {}
     firsts: dict[str, dict[str, Any]] = {}
     for task_id, tried in attempts.items():
         first = tried[0]
         success = next((t for t in tried[1:] if (t.reward or 0.0) >= 1.0), None)
-        contexts[task_id] = builder.build(first, success, by_id[task_id]).trajectory_ids
+        contexts[task_id] = prompt_context(builder.build(first, success, by_id[task_id]))
         prompts = first_prompts(store.load_tokens([first.id]))
         layout = first.meta.get("layout") or {}
         if first.id in prompts:
-            firsts[task_id] = {"prompt": prompts[first.id], "task_start": int(layout.get("task_start", 0))}
+            firsts[task_id] = {"prompt": prompts[first.id], "layout": {"task_start": 0, **layout}}
     return contexts, firsts
 
 
@@ -137,7 +138,7 @@ def measure_gap(
     with ReplayStore(cfg.store.url) as store:
         contexts, firsts = teacher_contexts(store, student_run, tasks, builder)
     teacher_cfg = cfg.model_copy(update={"name": name})
-    run_collect(teacher_cfg, kind="eval", prompt_context=lambda task: contexts.get(task.id, []))
+    run_collect(teacher_cfg, kind="eval", prompt_context=lambda task: contexts.get(task.id, {}))
     finish(teacher_cfg, name, list(tasks))
     student = per_task_scores(read_results(cfg.run_dir / student_run))
     teacher = per_task_scores(read_results(cfg.run_dir / name))
@@ -150,13 +151,13 @@ def measure_gap(
             "task_id": task.id,
             "student": student.get(task.id),
             "teacher": teacher.get(task.id),
-            "context_tokens": len(contexts.get(task.id, [])),
+            "context_tokens": sum(len(ids) for ids in contexts.get(task.id, {}).values()),
         }
         if row["student"] is not None and row["teacher"] is not None:
             row["gap"] = row["teacher"] - row["student"]
         if reference is not None and first is not None:
             plain = reference_logprob(probe.model, probe.tokenizer, first["prompt"], reference)
-            shown = with_context(first["prompt"], contexts.get(task.id, []), first["task_start"])
+            shown = insert_context(first["prompt"], contexts.get(task.id, {}), first["layout"])
             hinted = reference_logprob(probe.model, probe.tokenizer, shown, reference)
             row |= {"reference_student": plain, "reference_teacher": hinted, "reference_gap": hinted - plain}
         rows.append(row)

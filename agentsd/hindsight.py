@@ -6,14 +6,18 @@ user or environment replies (trajectory-level HindsightSignals) and what followe
 `next_state`, turn-level); `success`, a successful attempt at the same task when the store has one
 (never the trajectory itself); `solution` and `demonstration`, the task's reference in plain form or
 as an agent's tool calls (privileged: the teacher alone sees them; in production the directive part
-of a next-state signal, a user's "you should have run X"), placed last, next to the task text.
+of a next-state signal, a user's "you should have run X"), placed last, next to the task text;
+`example` (privileged too), the task asked and answered by its reference as an earlier exchange of
+the conversation, in the chat template's own turns: a worked example in context, the form a small
+model copies from best (an answer it can end, where a block of text invites it to go on echoing).
 Everything is rendered with the wording of templates/hindsight.yaml (versioned) and tokenized with
 special tokens split, within a token budget; a text that does not fit loses its middle, never its
 head or tail.
 
-The teacher's view of a segment is the student's token ids with blocks inserted: the trajectory
-block right before the task text (at `layout.task_start`, which the agent loop records in the
-trajectory's meta; at the segment's start when a trajectory has no layout), and each turn's block at
+The teacher's view of a segment is the student's token ids with blocks inserted: the worked example
+right before the task's message (at `layout.message_start`; left out when the layout has none), the
+trajectory block right before the task text (at `layout.task_start`, which the agent loop records in
+the trajectory's meta; at the segment's start when a trajectory has no layout), and each turn's block at
 the end of the message that turn answers (before the message close and reply header). Agent tokens
 are never re-tokenized: `position[p]` is where student position p sits in the teacher's ids, so
 teacher and student score identical tokens.
@@ -27,8 +31,8 @@ trainer's teacher view and the gap's teacher pass use what this module builds.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
@@ -39,8 +43,9 @@ from agentsd.elision import elide_middle
 from agentsd.sequences import NOT_SAMPLED, Segment
 from agentsd.types import Task, Trajectory, TurnSource
 
-SOURCES = ("feedback", "success", "solution", "demonstration")
-PRIVILEGED_SOURCES = ("solution", "demonstration")  # from the task's reference: never the agent's
+SOURCES = ("feedback", "success", "solution", "demonstration", "example")
+PRIVILEGED_SOURCES = ("solution", "demonstration", "example")  # from the task's reference: never the agent's
+TEXT_SOURCES = ("solution", "demonstration")  # privileged sources written into the hindsight block
 # privileged sources last: right before the task text, where a small model copies from (a
 # probe on the default model: the reference command in 7 of 16 first replies when the
 # demonstration came last, 5 of 16 when a submit followed it); elision keeps the tail
@@ -68,12 +73,15 @@ def privileged_text(task: Task, source: str) -> str | None:
     reference is actions, or one entry script run with bash); the submit that ends every task is
     the protocol's, not the task's, and left out. `solution`: the reference in plain form (the
     commands, the gold patch, the solution script, the gold response). A single-turn task's reference
-    is its reply, which is both."""
+    is its reply, which is both. `example`: the answer of the worked example, the reply or else the
+    demonstration."""
     reference = task.reference
+    if source not in PRIVILEGED_SOURCES:
+        raise ValueError(f"{source!r} is not a privileged source ({', '.join(PRIVILEGED_SOURCES)})")
     if isinstance(reference.get("reply"), str):
-        if source not in PRIVILEGED_SOURCES:
-            raise ValueError(f"{source!r} is not a privileged source ({', '.join(PRIVILEGED_SOURCES)})")
         return str(reference["reply"])
+    if source == "example":
+        return privileged_text(task, "demonstration")
     actions = _reference_actions(task)
     files = reference.get("files")
     files = files if isinstance(files, dict) else {}
@@ -83,8 +91,6 @@ def privileged_text(task: Task, source: str) -> str | None:
             actions = [{"name": "bash", "arguments": {"command": entry.strip()}}]
         calls = [tool_call_text(str(a.get("name")), dict(a.get("arguments") or {})) for a in actions]
         return "\n".join(calls) if calls else None
-    if source != "solution":
-        raise ValueError(f"{source!r} is not a privileged source ({', '.join(PRIVILEGED_SOURCES)})")
     if actions:
         return "\n".join(
             str(a["arguments"]["command"])
@@ -109,17 +115,40 @@ def load_templates() -> dict[str, Any]:
     return templates
 
 
+def exchange_ids(tokenizer: Any, question: str, answer: str) -> list[int]:
+    """One earlier exchange of a conversation as the tokenizer's chat template frames messages after
+    a system prompt: `question` as the user's message, `answer` as the assistant's reply, in the
+    template's own tokens (the texts themselves with special tokens split, as every task text is)."""
+    marks = ("\u2063AGENTSD-QUESTION\u2063", "\u2063AGENTSD-ANSWER\u2063")
+    system = [{"role": "system", "content": "s"}]
+    asked = [*system, {"role": "user", "content": marks[0]}, {"role": "assistant", "content": marks[1]}]
+    head = str(tokenizer.apply_chat_template(system, tokenize=False))
+    text = str(tokenizer.apply_chat_template(asked, tokenize=False))
+    if not text.startswith(head) or text.count(marks[0]) != 1 or text.count(marks[1]) != 1:
+        raise ValueError("the chat template does not frame a user message and a reply after a system prompt")
+    before, rest = text[len(head) :].split(marks[0])
+    between, after = rest.split(marks[1])
+
+    def encode(piece: str, literal: bool = False) -> list[int]:
+        kwargs = {"split_special_tokens": True} if literal else {}
+        return list(tokenizer(piece, add_special_tokens=False, **kwargs)["input_ids"])
+
+    return encode(before) + encode(question, True) + encode(between) + encode(answer, True) + encode(after)
+
+
 @dataclass(frozen=True)
 class Hindsight:
-    """One trajectory's hindsight as token ids: a trajectory-level block and per-turn blocks."""
+    """One trajectory's hindsight as token ids: a trajectory-level block, per-turn blocks and the
+    worked example (an earlier exchange, placed before the task's message)."""
 
     trajectory_ids: list[int]
     turn_ids: dict[int, list[int]]
     template_version: int
+    example_ids: list[int] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
-        return not self.trajectory_ids and not self.turn_ids
+        return not self.trajectory_ids and not self.turn_ids and not self.example_ids
 
 
 @dataclass(frozen=True)
@@ -168,6 +197,13 @@ class HindsightBuilder:
             raise ValueError(f"task {task.id} is not trajectory {trajectory.id}'s ({trajectory.task_id})")
         signal_texts = self._signal_texts(trajectory, success, task)
         remaining = self.budget
+        example_ids: list[int] = []
+        answer = privileged_text(task, "example") if task is not None and "example" in self.sources else None
+        if task is not None and answer:  # whole or not at all: half an example teaches a wrong answer
+            example_ids = exchange_ids(self.tokenizer, task.instruction, answer)
+            if len(example_ids) > remaining:
+                example_ids = []
+            remaining -= len(example_ids)
         trajectory_ids: list[int] = []
         if signal_texts:
             frame = self.templates["trajectory"]
@@ -189,7 +225,7 @@ class HindsightBuilder:
                 break
             turn_ids[turn.index] = self.encode(before) + body + self.encode(after)
             remaining -= len(turn_ids[turn.index])
-        return Hindsight(trajectory_ids, turn_ids, self.version)
+        return Hindsight(trajectory_ids, turn_ids, self.version, example_ids)
 
     def _signal_texts(
         self, trajectory: Trajectory, success: Trajectory | None, task: Task | None
@@ -197,7 +233,7 @@ class HindsightBuilder:
         forms = self.templates["signal"]
         found: list[tuple[int, str]] = []
         reward = "unknown" if trajectory.reward is None else f"{trajectory.reward:g}"
-        for source in PRIVILEGED_SOURCES:
+        for source in TEXT_SOURCES:
             text = privileged_text(task, source) if task is not None and source in self.sources else None
             if text:
                 found.append((SIGNAL_ORDER.index(source), forms[source].format(text=text, reward=reward)))
@@ -232,10 +268,32 @@ class HindsightBuilder:
         return [text for _, text in sorted(found, key=lambda pair: pair[0])]
 
 
+PromptContext = Mapping[str, Sequence[int]]  # a layout key ("message_start", "task_start") -> ids put there
+
+
+def prompt_context(hindsight: Hindsight) -> dict[str, list[int]]:
+    """The trajectory-level parts of `hindsight` as a prompt's context: the worked example before the
+    task's message, the block before the task text (what a teacher sampling on its own sees)."""
+    parts = {"message_start": hindsight.example_ids, "task_start": hindsight.trajectory_ids}
+    return {key: ids for key, ids in parts.items() if ids}
+
+
+def insert_context(prompt_ids: Sequence[int], context: PromptContext, layout: Mapping[str, int]) -> list[int]:
+    """The prompt with each context block inserted where the trainer's teacher view puts it, at its
+    layout position (a block whose position the layout lacks is left out, as in the teacher view)."""
+    out = list(prompt_ids)
+    placed = [(min(max(int(layout[k]), 0), len(out)), list(ids)) for k, ids in context.items() if k in layout]
+    for at, ids in sorted(placed, key=lambda pair: pair[0], reverse=True):  # later first: earlier stay put
+        out[at:at] = ids
+    return out
+
+
 def teacher_view(segment: Segment, hindsight: Hindsight, layout: dict[str, int] | None) -> TeacherView | None:
     """The segment with the hindsight blocks inserted; None when nothing would be inserted."""
     insertions: list[tuple[int, list[int]]] = []
     n = len(segment)
+    if hindsight.example_ids and layout and "message_start" in layout:
+        insertions.append((min(int(layout["message_start"]), n), hindsight.example_ids))
     if hindsight.trajectory_ids:
         at = min(int((layout or {}).get("task_start", 0)), n)
         insertions.append((at, hindsight.trajectory_ids))

@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +32,7 @@ from agentsd.errors import AgentsdError, ConfigError
 from agentsd.eval.judge import make_judge
 from agentsd.eval.metrics import SuiteMetrics
 from agentsd.eval.runner import finish
+from agentsd.hindsight import PromptContext
 from agentsd.policies import Policy, make_policy
 from agentsd.policies.base import load_checked
 from agentsd.progress import LiveStatus
@@ -67,12 +68,12 @@ def run_collect(
     kind: RunKind = "collect",
     new: bool = False,
     on_collector: Callable[[Collector], None] | None = None,
-    prompt_context: Callable[[Task], Sequence[int]] | None = None,
+    prompt_context: Callable[[Task], PromptContext] | None = None,
 ) -> CollectResult:
     """The collect run of `cfg`, with a live display, to the end of its plan (or until something
     calls `stop` on the collector `on_collector` is given). The run's plan is recorded on its first
     start and must match on every later one; `new`: the run name must not exist yet;
-    `prompt_context`: ids the policy sees before each task's text (Collector)."""
+    `prompt_context`: ids the policy sees in each task's prompt, by layout position (Collector)."""
     tasks = load_tasks(cfg.suite, cfg.tasks_url)[: cfg.max_tasks]
     run_name = cfg.name or re.sub(r"[^A-Za-z0-9_-]", "-", cfg.run_dir.name) or "collect"
     status.print(f"{kind} run [bold]{run_name}[/]: {len(tasks)} tasks x {cfg.repeats} from {cfg.suite}")

@@ -62,6 +62,22 @@ def copies_a_shown_answer(prompt: str) -> str:
     return shown.group(1) if shown else tool_call("submit")
 
 
+EARLIER_REPLY = re.compile(
+    r"<\|im_start\|>user\n(?P<question>.*?)<\|im_end\|>\n<\|im_start\|>assistant\n(?P<answer>.*?)<\|im_end\|>\n"
+    r"<\|im_start\|>user\n(?P=question)<\|im_end\|>\n<\|im_start\|>assistant\n$",
+    re.S,
+)
+
+
+def answers_as_in_an_earlier_exchange(prompt: str) -> str:
+    """Solves a task only when the conversation already asked this same question and shows the
+    reply given (the worked example, as real chat turns right before the task's message)."""
+    earlier = EARLIER_REPLY.search(prompt)
+    if earlier and "<tool_call>" in earlier["answer"]:
+        return earlier["answer"]
+    return tool_call("submit")
+
+
 def gap_config(tmp_path: Path, sources: list[str], tasks: int = 2, tokens: int = 64) -> GapConfig:
     return GapConfig(
         suite="learn-heldout",
@@ -94,6 +110,15 @@ def test_a_teacher_context_that_shows_the_answer_gives_gap_one(
     assert (
         "| teacher - student reward | +1.000 [+1.000, +1.000] |" in (result.directory / "gap.md").read_text()
     )
+
+
+def test_a_worked_example_is_an_earlier_exchange_in_the_templates_own_turns(
+    tmp_path: Path, tokenizer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scripted(monkeypatch, tokenizer, answers_as_in_an_earlier_exchange)  # and submits after any command
+    result = run_gap(gap_config(tmp_path, ["example"], tokens=160))
+    assert [(r["student"], r["teacher"], r["gap"]) for r in result.rows] == [(0.0, 1.0, 1.0)] * 2
+    assert all(r["reference_teacher"] > r["reference_student"] for r in result.rows)
 
 
 def test_a_context_the_policy_does_not_use_gives_gap_zero(
@@ -130,10 +155,11 @@ def test_a_planted_solution_reaches_the_teacher_and_nothing_the_student_sees(
     task = canary_task()
     assert CANARY in (privileged_text(task, "solution") or "")
     assert CANARY in (privileged_text(task, "demonstration") or "")
+    assert CANARY in (privileged_text(task, "example") or "")
     monkeypatch.setattr(jobs, "load_tasks", lambda *_a, **_k: [task])
     monkeypatch.setattr("agentsd.gap.load_tasks", lambda *_a, **_k: [task])
     scripted(monkeypatch, tokenizer, hunts_for_the_canary)
-    cfg = gap_config(tmp_path, ["feedback", "solution", "demonstration"], tasks=1, tokens=160)
+    cfg = gap_config(tmp_path, ["feedback", "solution", "demonstration", "example"], tasks=1, tokens=160)
     result = run_gap(cfg)
     assert result.rows[0]["context_tokens"] > 0
 
@@ -152,7 +178,7 @@ def test_a_planted_solution_reaches_the_teacher_and_nothing_the_student_sees(
 
     # the trainer: the teacher's view holds the canary, the student's segment does not; and a
     # teacher pass is refused as training data (its log-probs are not the student's)
-    builder = HindsightBuilder(tokenizer, 1024, ["feedback", "solution", "demonstration"])
+    builder = HindsightBuilder(tokenizer, 1024, ["feedback", "solution", "demonstration", "example"])
     student = next(t for t in trajectories if t.id.startswith("g-student"))
     batch = prepare(
         [student, teacher],
@@ -258,4 +284,9 @@ def test_each_reference_shape_gives_its_privileged_text() -> None:
     assert solution is not None and '"click"' in solution
     assert texts({"gold_response": "42", "gold_response_type": "text"}) == ("42", None)
     assert texts({"reply": "port=80\nlevel=2"}) == ("port=80\nlevel=2", "port=80\nlevel=2")  # single-turn
+    for reference in ({"actions": clicks}, {"reply": "42"}, {"patch": patch}):  # example: reply or calls
+        task = base.model_copy(update={"reference": reference})
+        assert privileged_text(task, "example") == (
+            "42" if "reply" in reference else privileged_text(task, "demonstration")
+        )
     assert texts({}) == (None, None)

@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from agentsd.agent import ChatFormat
+from agentsd.agent import REPLY_DEMONSTRATION, ChatFormat
 from agentsd.config import SDPOConfig, TeacherConfig
-from agentsd.hindsight import Hindsight, HindsightBuilder
+from agentsd.envs.learnable import learn_suite
+from agentsd.hindsight import Hindsight, HindsightBuilder, insert_context, prompt_context, teacher_view
 from agentsd.modelcache import resolve_model
 from agentsd.sdpo.teacher import Teacher
 from agentsd.sdpo_step import batch_loss, decoder_and_head, prepare, reproducible_sampling
-from agentsd.sequences import TurnTokens
+from agentsd.sequences import TurnTokens, segments
 from agentsd.types import HindsightSignal, Task, Trajectory, Turn
 
 pytestmark = pytest.mark.slow
@@ -246,6 +247,82 @@ def test_sampling_the_loss_cannot_reproduce_is_refused_with_the_reason(
     assert not isinstance(resolved, str) and (resolved[0].temperature, resolved[0].top_p) == (0.7, 1.0)
     garbage = trajectory.model_copy(update={"meta": {"temperature": "hot", "top_p": 1.0}})
     assert "no sampling temperature recorded" in str(reproducible_sampling(garbage, legacy))
+
+
+def test_the_worked_example_goes_before_the_tasks_message_and_the_student_tokens_map_exactly(
+    model_and_tokenizer: tuple[Any, Any],
+) -> None:
+    _, tokenizer = model_and_tokenizer
+    fmt = ChatFormat(tokenizer, demonstration=True)
+    question = "Reply with the word canyon. Reply with nothing else."
+    prompt = fmt.first_prompt(question, tools=())
+    rendered = tokenizer.apply_chat_template(
+        [
+            {"role": "system", "content": fmt.reply_prompt},
+            *[{"role": r, "content": c} for r, c in REPLY_DEMONSTRATION],
+            {"role": "user", "content": question},
+        ],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
+    assert tokenizer.decode(prompt) == rendered  # the layout's cut leaves the student's prompt as it was
+    assert (
+        tokenizer.decode(prompt[fmt.layout["message_start"] : fmt.layout["task_start"]])
+        == "<|im_start|>user\n"
+    )
+    task = learn_suite("learn-reply-train")[0]
+    task = task.model_copy(update={"id": "t", "instruction": question, "reference": {"reply": "canyon"}})
+    completion = [*fmt.encode("blue"), tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    turn = Turn(
+        index=0,
+        prompt_ids=prompt,
+        completion_ids=completion,
+        logprobs=[-1.0] * len(completion),
+        policy_version=0,
+        temperature=1.0,
+        top_p=1.0,
+    )
+    trajectory = Trajectory(
+        id="t1",
+        task_id="t",
+        policy_model="default",
+        turns=[turn],
+        reward=0.0,
+        meta={"layout": fmt.layout},
+        finalized_at=0.0,
+    )
+    hindsight = HindsightBuilder(tokenizer, 1024, ["example"]).build(trajectory, None, task)
+    assert not hindsight.trajectory_ids and hindsight.example_ids
+    tokens = TurnTokens(
+        index=0,
+        prompt_ids=np.array(prompt, np.int32),
+        completion_ids=np.array(completion, np.int32),
+        logprobs=np.full(len(completion), -1.0, np.float32),
+        trainable=np.ones(len(completion), bool),
+        policy_version=0,
+        context_reset=False,
+        temperature=1.0,
+        top_p=1.0,
+    )
+    [segment] = segments([tokens])
+    view = teacher_view(segment, hindsight, fmt.layout)
+    assert view is not None and view.inserted == len(hindsight.example_ids)
+    assert (view.input_ids[view.position] == segment.input_ids).all()  # every student token, unchanged
+    shown = tokenizer.decode(view.input_ids.tolist())
+    exchange = f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\ncanyon<|im_end|>\n"
+    assert (
+        shown
+        == rendered.replace(f"<|im_start|>user\n{question}", exchange + f"<|im_start|>user\n{question}", 1)
+        + "blue<|im_end|>"
+    )
+    # the gap's teacher pass puts it in the same place
+    context = prompt_context(hindsight)
+    assert (
+        insert_context(prompt, context, fmt.layout) == view.input_ids[: len(prompt) + view.inserted].tolist()
+    )
+    assert (
+        insert_context(prompt, context, {"task_start": fmt.layout["task_start"]}) == prompt
+    )  # no place: left out
 
 
 def test_segments_whose_teacher_sees_nothing_new_are_counted(model_and_tokenizer: tuple[Any, Any]) -> None:

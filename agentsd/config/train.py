@@ -105,7 +105,7 @@ class SDPOConfig(ConfigModel):
         return None if self.correction in UNBOUNDED_CORRECTIONS else self.max_staleness
 
 
-HindsightSource = Literal["feedback", "success", "solution", "demonstration"]
+HindsightSource = Literal["feedback", "success", "solution", "demonstration", "example"]
 
 
 class HindsightConfig(ConfigModel):
@@ -116,8 +116,10 @@ class HindsightConfig(ConfigModel):
         description="What the teacher's context is built from. feedback: the verifier's verdict, rubric "
         "verdicts, user and environment replies, what followed each turn; success: a successful "
         "trajectory of the same task, if stored; solution: the task's reference in plain form; "
-        "demonstration: the reference as the agent's tool calls. solution and demonstration are "
-        "privileged: the teacher alone sees them, never the student's prompt, an eval or the sandbox.",
+        "demonstration: the reference as the agent's tool calls; example: the task asked and answered "
+        "by its reference, as an earlier exchange of the conversation (real chat turns before the "
+        "task's message). solution, demonstration and example are privileged: the teacher alone sees "
+        "them, never the student's prompt, an eval or the sandbox.",
     )
 
     @field_validator("sources")

@@ -4,7 +4,7 @@
 written as the tool-call protocol writes it, or a single-turn task's `task.reference["reply"]`) after
 given prompt ids: the mean log-prob per token a model gives the
 right action, a continuous measure of learning that moves before sampled rewards do. With the
-hindsight block inserted before the task text (`with_context`) the same probe scores the
+teacher's context inserted (agentsd.hindsight.insert_context) the same probe scores the
 self-teacher, so their difference is the gap's per-token proxy, mean[log pi(a*|x, c) - log pi(a*|x)].
 
 Not guaranteed: that the reference is the only right action (a task may have several).
@@ -12,7 +12,6 @@ Not guaranteed: that the reference is the only right action (a task may have sev
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from agentsd.hindsight import tool_call_text
@@ -34,13 +33,6 @@ def reference_text(task_reference: dict[str, Any]) -> str | None:
 def first_prompts(tokens: dict[str, list[TurnTokens]]) -> dict[str, list[int]]:
     """Per trajectory: the token ids its policy saw before its first reply."""
     return {i: turns[0].prompt_ids.tolist() for i, turns in tokens.items() if turns}
-
-
-def with_context(prompt_ids: Sequence[int], context_ids: Sequence[int], task_start: int) -> list[int]:
-    """The prompt with `context_ids` inserted right before the task text, where the trainer's
-    teacher view puts the trajectory-level hindsight."""
-    at = min(max(task_start, 0), len(prompt_ids))
-    return [*prompt_ids[:at], *context_ids, *prompt_ids[at:]]
 
 
 def reference_logprob(model: Any, tokenizer: Any, prompt_ids: list[int], text: str) -> float:
