@@ -175,10 +175,13 @@ class ChatFormat:
         # the task's message starts where the messages before it end; the ids are cut there only
         # when that cut tokenizes the same as the whole (templates that end messages with special
         # tokens do): the student's prompt never changes for the layout's sake
-        before = self._render(earlier, generation_prompt=False, **extra)
+        try:
+            before = self._render(earlier, generation_prompt=False, **extra)
+        except Exception:  # a template that refuses a conversation ending there: no message_start
+            before = ""
         cut = len(before) - len(head) - len(_CONTENT)
         pieces = [middle]
-        if before.startswith(head + _CONTENT) and 0 < cut < len(middle):
+        if before.startswith(head + _CONTENT) and 0 < cut < len(middle) and middle.startswith(before[-cut:]):
             split = [middle[:cut], middle[cut:]]
             if self.encode(split[0]) + self.encode(split[1]) == self.encode(middle):
                 pieces = split

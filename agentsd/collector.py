@@ -299,6 +299,7 @@ class Collector:
         labels = {"run_id": self.run_name, "episode_id": tid}
         version = self.versions.start(tid)
         context = dict(self.prompt_context(task)) if self.prompt_context is not None else {}
+        # (the gap builds an example only for a student whose layout placed one: same format, same keys)
         context_tokens = sum(len(ids) for ids in context.values())
         writes = EpisodeWrites()  # this episode's store writes, in order, off the event loop
         await writes.call(
@@ -370,10 +371,15 @@ class Collector:
         """One episode in its environment, every policy call with the episode's own version (and
         `context`, when given, inserted into every prompt at its layout positions)."""
         env = self.make_env(task, labels)
+        layout: dict[str, int] = {}
 
         async def generate(prompt: list[int]) -> Completion:
             if context:  # every prompt, compacted ones too, starts with the first prompt's layout
-                prompt = insert_context(prompt, context, self.fmt.layout)
+                # the shared format's layout is this episode's until its first call (no await falls
+                # between the first prompt and it): kept, so other episodes' first prompts cannot move it
+                if not layout:
+                    layout.update(self.fmt.layout)
+                prompt = insert_context(prompt, context, layout)
             return await queue.generate(prompt, lambda: self.versions.version_of(tid))
 
         async def on_turn(turn: Turn) -> None:

@@ -119,15 +119,26 @@ def exchange_ids(tokenizer: Any, question: str, answer: str) -> list[int]:
     """One earlier exchange of a conversation as the tokenizer's chat template frames messages after
     a system prompt: `question` as the user's message, `answer` as the assistant's reply, in the
     template's own tokens (the texts themselves with special tokens split, as every task text is)."""
-    marks = ("\u2063AGENTSD-QUESTION\u2063", "\u2063AGENTSD-ANSWER\u2063")
+    marks = ("\u2063AGENTSD-QUESTION\u2063", "\u2063AGENTSD-ANSWER\u2063", "\u2063AGENTSD-NEXT\u2063")
     system = [{"role": "system", "content": "s"}]
-    asked = [*system, {"role": "user", "content": marks[0]}, {"role": "assistant", "content": marks[1]}]
+    # rendered with a message after it: some templates frame a conversation's last reply otherwise
+    # (an empty thinking block), and the example is an earlier exchange
+    asked = [
+        *system,
+        {"role": "user", "content": marks[0]},
+        {"role": "assistant", "content": marks[1]},
+        {"role": "user", "content": marks[2]},
+    ]
     head = str(tokenizer.apply_chat_template(system, tokenize=False))
     text = str(tokenizer.apply_chat_template(asked, tokenize=False))
-    if not text.startswith(head) or text.count(marks[0]) != 1 or text.count(marks[1]) != 1:
+    if not text.startswith(head) or any(text.count(mark) != 1 for mark in marks):
         raise ValueError("the chat template does not frame a user message and a reply after a system prompt")
     before, rest = text[len(head) :].split(marks[0])
-    between, after = rest.split(marks[1])
+    between, rest = rest.split(marks[1])
+    after = rest.split(marks[2])[0]
+    if not after.endswith(before):
+        raise ValueError("the chat template frames a second user message unlike the first")
+    after = after[: len(after) - len(before)]
 
     def encode(piece: str, literal: bool = False) -> list[int]:
         kwargs = {"split_special_tokens": True} if literal else {}
@@ -198,8 +209,9 @@ class HindsightBuilder:
         signal_texts = self._signal_texts(trajectory, success, task)
         remaining = self.budget
         example_ids: list[int] = []
+        placeable = "message_start" in (trajectory.meta.get("layout") or {})  # stored before it: no place
         answer = privileged_text(task, "example") if task is not None and "example" in self.sources else None
-        if task is not None and answer:  # whole or not at all: half an example teaches a wrong answer
+        if task is not None and answer and placeable:  # whole or not at all: half an example misleads
             example_ids = exchange_ids(self.tokenizer, task.instruction, answer)
             if len(example_ids) > remaining:
                 example_ids = []
@@ -209,9 +221,10 @@ class HindsightBuilder:
             frame = self.templates["trajectory"]
             overhead = len(self.encode(frame.format(signals="")))
             body = self._fit("\n\n".join(signal_texts), max(remaining - overhead, 0))
-            before, after = frame.split("{signals}")
-            trajectory_ids = self.encode(before) + body + self.encode(after)
-            remaining -= len(trajectory_ids)
+            if body:  # an empty frame says nothing and costs its tokens
+                before, after = frame.split("{signals}")
+                trajectory_ids = self.encode(before) + body + self.encode(after)
+                remaining -= len(trajectory_ids)
         turn_ids: dict[int, list[int]] = {}
         agent_turns = [t for t in trajectory.turns if t.source is TurnSource.AGENT]
         for turn in agent_turns[:-1] if "feedback" in self.sources else []:
@@ -283,8 +296,8 @@ def insert_context(prompt_ids: Sequence[int], context: PromptContext, layout: Ma
     layout position (a block whose position the layout lacks is left out, as in the teacher view)."""
     out = list(prompt_ids)
     placed = [(min(max(int(layout[k]), 0), len(out)), list(ids)) for k, ids in context.items() if k in layout]
-    for at, ids in sorted(placed, key=lambda pair: pair[0], reverse=True):  # later first: earlier stay put
-        out[at:at] = ids
+    for at, ids in reversed(sorted(placed, key=lambda pair: pair[0])):  # later first: earlier stay put
+        out[at:at] = ids  # (reversed, not a reverse sort: equal positions keep the teacher view's order)
     return out
 
 

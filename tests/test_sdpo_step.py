@@ -323,6 +323,14 @@ def test_the_worked_example_goes_before_the_tasks_message_and_the_student_tokens
     assert (
         insert_context(prompt, context, {"task_start": fmt.layout["task_start"]}) == prompt
     )  # no place: left out
+    # a trajectory stored before layouts had message_start: no example (it could not be placed), and
+    # a budget the example fills leaves no empty block behind
+    old_layout = {k: v for k, v in fmt.layout.items() if k != "message_start"}
+    stored_before = trajectory.model_copy(update={"meta": {"layout": old_layout}})
+    assert HindsightBuilder(tokenizer, 1024, ["example"]).build(stored_before, None, task).empty
+    tight = HindsightBuilder(tokenizer, len(hindsight.example_ids) + 5, ["example", "solution"])
+    filled = tight.build(trajectory, None, task)
+    assert filled.example_ids == hindsight.example_ids and not filled.trajectory_ids
 
 
 def test_segments_whose_teacher_sees_nothing_new_are_counted(model_and_tokenizer: tuple[Any, Any]) -> None:

@@ -271,8 +271,9 @@ def _gap_markdown(
         "",
         "## The self-teacher's gap at step 0",
         "",
-        "The base model with the teacher's context before each held-out task's text (`agentsd gap`'s "
-        "teacher pass) against the base model without it; at step 0 every teacher mode is the base "
+        "The base model with the teacher's context in each held-out task's prompt, where the trainer's "
+        "teacher view puts it (`agentsd gap`'s teacher pass), against the base model without it; at "
+        "step 0 every teacher mode is the base "
         "model, so the gap depends on the context only.",
         "",
         "| teacher context | student reward | teacher reward | teacher - student | reference log-prob gap |",
