@@ -65,18 +65,22 @@ def wrong_answer_trajectory(
         meta={"layout": fmt.layout},
         finalized_at=0.0,
     )
-    tokens = TurnTokens(
-        index=0,
-        prompt_ids=np.array(prompt, np.int32),
-        completion_ids=np.array(completion, np.int32),
-        logprobs=behaviour.numpy().astype(np.float32),
-        trainable=np.ones(len(completion), bool),
-        policy_version=version,
+    return trajectory, {"t1": [stored_tokens(turn)]}
+
+
+def stored_tokens(turn: Turn) -> TurnTokens:
+    """A turn as the store returns its tokens, every completion token trainable."""
+    return TurnTokens(
+        index=turn.index,
+        prompt_ids=np.array(turn.prompt_ids, np.int32),
+        completion_ids=np.array(turn.completion_ids, np.int32),
+        logprobs=np.array(turn.logprobs, np.float32),
+        trainable=np.ones(len(turn.completion_ids), bool),
+        policy_version=turn.policy_version,
         context_reset=False,
-        temperature=1.0,
-        top_p=1.0,
+        temperature=turn.temperature,
+        top_p=turn.top_p,
     )
-    return trajectory, {"t1": [tokens]}
 
 
 def teacher_preference(model: Any, batch: Any, preferred: Any = None) -> tuple[float, float, Any]:
@@ -293,17 +297,7 @@ def test_the_worked_example_goes_before_the_tasks_message_and_the_student_tokens
     )
     hindsight = HindsightBuilder(tokenizer, 1024, ["example"]).build(trajectory, None, task)
     assert not hindsight.trajectory_ids and hindsight.example_ids
-    tokens = TurnTokens(
-        index=0,
-        prompt_ids=np.array(prompt, np.int32),
-        completion_ids=np.array(completion, np.int32),
-        logprobs=np.full(len(completion), -1.0, np.float32),
-        trainable=np.ones(len(completion), bool),
-        policy_version=0,
-        context_reset=False,
-        temperature=1.0,
-        top_p=1.0,
-    )
+    tokens = stored_tokens(turn)
     [segment] = segments([tokens])
     view = teacher_view(segment, hindsight, fmt.layout)
     assert view is not None and view.inserted == len(hindsight.example_ids)
