@@ -180,21 +180,22 @@ class ChatFormat:
         except Exception:  # a template that refuses a conversation ending there: no message_start
             before = ""
         cut = len(before) - len(head) - len(_CONTENT)
-        pieces = [middle]
+        middle_ids = self.encode(middle)
+        message_start = None  # within middle_ids
         if before.startswith(head + _CONTENT) and 0 < cut < len(middle) and middle.startswith(before[-cut:]):
-            split = [middle[:cut], middle[cut:]]
-            if self.encode(split[0]) + self.encode(split[1]) == self.encode(middle):
-                pieces = split
+            earlier_ids, message_ids = self.encode(middle[:cut]), self.encode(middle[cut:])
+            if earlier_ids + message_ids == middle_ids:
+                message_start = len(earlier_ids)
         lead = self.encode(head) + self.encode(system)
-        before_task = lead + [i for piece in pieces for i in self.encode(piece)]
+        before_task = lead + middle_ids
         suffix = self.encode(tail)
         self.layout = {
             "task_start": len(before_task),
             "first_suffix": len(suffix),
             "observation_suffix": len(self.encode(self.obs_after)),
         }
-        if len(pieces) == 2:
-            self.layout["message_start"] = len(lead) + len(self.encode(pieces[0]))
+        if message_start is not None:
+            self.layout["message_start"] = len(lead) + message_start
         return before_task + self.encode(observation, literal=True) + suffix
 
     def _demonstration(self, tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:

@@ -82,7 +82,7 @@ def teacher_contexts(
         prompts = first_prompts(store.load_tokens([first.id]))
         layout = first.meta.get("layout") or {}
         if first.id in prompts:
-            firsts[task_id] = {"prompt": prompts[first.id], "layout": {"task_start": 0, **layout}}
+            firsts[task_id] = {"prompt": prompts[first.id], "layout": layout}
     return contexts, firsts
 
 

@@ -291,25 +291,30 @@ def prompt_context(hindsight: Hindsight) -> dict[str, list[int]]:
     return {key: ids for key, ids in parts.items() if ids}
 
 
+def placements(
+    context: PromptContext, layout: Mapping[str, int] | None, n: int
+) -> list[tuple[int, list[int]]]:
+    """Where each trajectory-level block goes among `n` ids, in order of position: at its layout
+    position, the task text's block at the start when the layout has none (a trajectory stored without
+    one), a block whose other position the layout lacks left out. Equal positions keep the context's
+    order (the example before the block)."""
+    at = {"task_start": 0, **(layout or {})}
+    placed = [(min(max(int(at[k]), 0), n), list(ids)) for k, ids in context.items() if k in at]
+    return sorted(placed, key=lambda pair: pair[0])
+
+
 def insert_context(prompt_ids: Sequence[int], context: PromptContext, layout: Mapping[str, int]) -> list[int]:
-    """The prompt with each context block inserted where the trainer's teacher view puts it, at its
-    layout position (a block whose position the layout lacks is left out, as in the teacher view)."""
+    """The prompt with each context block inserted where the trainer's teacher view puts it."""
     out = list(prompt_ids)
-    placed = [(min(max(int(layout[k]), 0), len(out)), list(ids)) for k, ids in context.items() if k in layout]
-    for at, ids in reversed(sorted(placed, key=lambda pair: pair[0])):  # later first: earlier stay put
-        out[at:at] = ids  # (reversed, not a reverse sort: equal positions keep the teacher view's order)
+    for at, ids in reversed(placements(context, layout, len(out))):  # later first: earlier stay put
+        out[at:at] = ids
     return out
 
 
 def teacher_view(segment: Segment, hindsight: Hindsight, layout: dict[str, int] | None) -> TeacherView | None:
     """The segment with the hindsight blocks inserted; None when nothing would be inserted."""
-    insertions: list[tuple[int, list[int]]] = []
     n = len(segment)
-    if hindsight.example_ids and layout and "message_start" in layout:
-        insertions.append((min(int(layout["message_start"]), n), hindsight.example_ids))
-    if hindsight.trajectory_ids:
-        at = min(int((layout or {}).get("task_start", 0)), n)
-        insertions.append((at, hindsight.trajectory_ids))
+    insertions = placements(prompt_context(hindsight), layout, n)
     turns_here = [int(t) for t in np.unique(segment.turn_index)]
     first_turn = turns_here[0] if turns_here else None
     for turn in turns_here:
