@@ -33,16 +33,15 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 from agentsd.agent import AgentLoop, ChatFormat, EpisodeLimits, EpisodeResult
 from agentsd.collector_pacing import expected_staleness
 from agentsd.collector_plan import EpisodeLeases, plan
 from agentsd.collector_queue import GenerationQueue
+from agentsd.collector_stats import CollectStats
 from agentsd.collector_versions import EpisodeVersions
 from agentsd.collector_writes import EpisodeWrites
 from agentsd.config import CollectConfig
@@ -70,37 +69,6 @@ from agentsd.types import (
 PLAN_POLL_S = 1.0  # how often a collector with nothing to claim looks at the plan again
 
 log = logging.getLogger("agentsd.collector")
-
-
-@dataclass
-class CollectStats:
-    planned: int = 0
-    skipped: int = 0
-    interrupted: int = 0
-    episodes: int = 0
-    turns: int = 0  # stored turns of this process's episodes, finished or running
-    completion_tokens: int = 0
-    rewards: list[float] = field(default_factory=list)
-    version_load_failures: int = 0
-    terminations: Counter[str] = field(default_factory=Counter)
-    started: float = field(default_factory=time.monotonic)
-    stopped: str | None = None  # why the run stopped before its plan was done (Collector.stop)
-    backlog: int = 0  # untrained trajectories of this run (finished or running), at the last look
-    pacing_waits: int = 0  # episodes that waited for the trainer before starting
-    pacing_wait_s: float = 0.0
-    batch_sizes: list[int] = field(default_factory=list)  # requests per generate call, as served
-
-    @property
-    def mean_batch(self) -> float:
-        return sum(self.batch_sizes) / len(self.batch_sizes) if self.batch_sizes else 0.0
-
-    @property
-    def mean_reward(self) -> float:
-        return sum(self.rewards) / len(self.rewards) if self.rewards else 0.0
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self.completion_tokens / max(time.monotonic() - self.started, 1e-9)
 
 
 class Collector:

@@ -26,7 +26,8 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
-from agentsd.collector import Collector, CollectStats
+from agentsd.collector import Collector
+from agentsd.collector_stats import CollectStats
 from agentsd.config import CollectConfig, EvalConfig, RunConfig, TrackingConfig
 from agentsd.errors import AgentsdError, ConfigError
 from agentsd.eval.judge import make_judge

@@ -27,8 +27,9 @@ from sandbox_fixtures import backend_config
 
 from agentsd import collector_versions
 from agentsd.agent import AgentLoop, ChatFormat, EpisodeLimits
-from agentsd.collector import Collector, CollectStats
+from agentsd.collector import Collector
 from agentsd.collector_queue import GenerationQueue
+from agentsd.collector_stats import CollectStats
 from agentsd.config import CollectConfig, ModelConfig, SamplingConfig
 from agentsd.envs.oracle import tool_call
 from agentsd.envs.terminal import TerminalEnv
