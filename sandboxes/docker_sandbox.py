@@ -5,7 +5,8 @@ network (unless the task asks), memory, CPU and process limits, no-new-privilege
 filesystem, size-limited tmpfs for the workspace, /tmp and /var/tmp (owned by the agent, uid 1000)
 and a bounded /dev/shm, with an init that reaps orphans. Every capability is dropped except
 CAP_SETUID, CAP_SETGID and CAP_KILL, which only the supervisor holds: it runs as container root,
-started over one `docker exec` session whose stdin/stdout carry the authenticated protocol, and runs
+started over one `docker exec` session whose stdin brings its source (never its command line, which
+any `ps` would show the agent) and then, with stdout, carries the authenticated protocol, and runs
 every command and file operation as uid 1000 with no supplementary groups (root-to-1000 clears the
 capabilities). The agent therefore cannot signal, ptrace or read the supervisor, nor the container's
 init. The session itself runs under `timeout -k` for the episode's limit, and every command has its
@@ -51,6 +52,19 @@ _START_TIMEOUT_S = 60.0
 _STDOUT, _STDERR = 1, 2
 _SUPERVISOR_CAPS = ["SETUID", "SETGID", "KILL"]
 _STDERR_KEEP = 4096
+# The supervisor's source comes over the session's stdin ahead of the protocol (8 hex digits of
+# length, then the source), read with os.read so no buffer swallows the hello frame after it: its
+# command line stays this short, so every `ps` the agent runs does not return 20 KB of source.
+_BOOTSTRAP = """import os
+def take(n):
+    got = b''
+    while len(got) < n:
+        part = os.read(0, n - len(got))
+        if not part:
+            raise SystemExit(3)
+        got += part
+    return got
+exec(compile(take(int(take(8), 16)), 'agentsd-supervisor', 'exec'))"""
 
 
 def engine_url(engine: str | None = None) -> str:
@@ -229,7 +243,7 @@ class DockerSandbox(SupervisedSandbox):
             "-I",
             "-S",
             "-c",
-            SUPERVISOR_SOURCE.read_text(),
+            _BOOTSTRAP,
             supervisor_config(self.spec),
         ]
         exec_id = retrying(api.exec_create)(
@@ -242,6 +256,8 @@ class DockerSandbox(SupervisedSandbox):
             workdir=self.spec.workdir,
         )["Id"]
         self._transport = _ExecSocketTransport(retrying(api.exec_start)(exec_id, socket=True))
+        source = SUPERVISOR_SOURCE.read_bytes()
+        self._transport.send(b"%08x" % len(source) + source, time.monotonic() + _START_TIMEOUT_S)
         self._client = SupervisorClient(self.id, self.spec, self._transport, self._kill)
         self._client.open(_START_TIMEOUT_S)
 

@@ -188,6 +188,15 @@ print(json.dumps({"pid": pid, "reached": reached, "traced": traced, "signalled":
     assert sandbox.exec("echo still answered").stdout == "still answered\n"
 
 
+def test_ps_in_the_sandbox_does_not_return_the_supervisors_source(sandbox: Sandbox) -> None:
+    """An agent's `ps` is one of its commonest commands: the supervisor's command line must not pour
+    its source (20 KB, once passed with -c on docker) into the agent's observation and context."""
+    listing = sandbox.exec("ps -eo args").stdout
+    assert "def serve" not in listing and "encode_frame" not in listing, listing[:2000]
+    assert len(listing) < 2048, listing[:2000]
+    assert sandbox.exec("echo still answered").stdout == "still answered\n"
+
+
 def host_pid_of_supervisor(sandbox: Sandbox, backend: str) -> int:
     """The supervisor's pid as the host sees it."""
     if backend == "docker":
