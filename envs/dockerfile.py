@@ -1,13 +1,16 @@
 """The Dockerfile interpreter: a task's Dockerfile and build context -> its World, or the build it needs.
 
 WORKDIR, ENV, ARG, SHELL, COPY/ADD of build-context files and RUN lines become either the task's
-World (files laid into the sandbox at reset, when the Dockerfile only copies files) or an
-EnvironmentBuild (its steps in order, when it runs commands or fills system directories), which the
-sandbox backend builds once into an image with network and caches (sandboxes/builds.py); the agent
-then runs without network. FROM is recorded as the upstream base image (no registry is reachable
-here: the family's local image stands in unless the named one is on the engine); ENTRYPOINT, CMD,
-USER, VOLUME, HEALTHCHECK and ONBUILD are noted as read without effect; LABEL, EXPOSE, STOPSIGNAL and
-MAINTAINER are skipped. Files that are not UTF-8 are carried as bytes (World.blobs).
+World (files laid into the sandbox at reset, when the Dockerfile only copies files into writable
+directories) or an EnvironmentBuild (its steps in order, when it runs commands or puts files in
+system directories or directly under /), which the sandbox backend builds once into an image with
+network and caches (sandboxes/builds.py); the agent then runs without network. FROM is recorded as
+the upstream base image (no registry is reachable here: the family's local image stands in unless
+the named one is on the engine). ENTRYPOINT and CMD are read as argv, their shell forms wrapped in
+the SHELL in force (`start_command` joins them as docker does; the importer decides what runs,
+envs/harbor.py). USER, VOLUME, HEALTHCHECK and ONBUILD are noted as read without effect; LABEL,
+EXPOSE, STOPSIGNAL and MAINTAINER are skipped. Files that are not UTF-8 are carried as bytes
+(World.blobs).
 
 Errors (TaskFormatError, naming the file and the line): an unknown instruction, COPY --from
 (multi-stage builds), ADD of a URL, a COPY source outside the build context or missing.
@@ -31,9 +34,10 @@ from agentsd.types import SYSTEM_DIRS, BuildStep, EnvironmentBuild, World
 
 class DockerfileWorld(NamedTuple):
     """What a Dockerfile gives the task: its world, working directory, upstream base image, notes on
-    instructions that were read but have no effect here (ENTRYPOINT, EXPOSE ...), and, when it must
-    be built (RUN steps, files for system directories), the build and the directories outside the
-    workdir its COPY steps fill that stay writable to the agent."""
+    instructions that were read but have no effect here (USER, VOLUME ...), and, when it must be
+    built (RUN steps, files for system directories or directly under /), the build and the
+    directories outside the workdir its COPY steps fill that stay writable to the agent; and the
+    last ENTRYPOINT and CMD as argv (None when not declared)."""
 
     world: World
     workdir: str
@@ -41,23 +45,39 @@ class DockerfileWorld(NamedTuple):
     notes: list[str]
     build: EnvironmentBuild | None = None
     scratch_dirs: list[str] = []  # noqa: RUF012 - a NamedTuple default, never mutated
+    entrypoint: list[str] | None = None
+    cmd: list[str] | None = None
 
 
-# Read and without effect on the agent's world; ENTRYPOINT and CMD are noted (the agent's shell
-# starts instead of them), the rest are build metadata.
-_NOTED = ("ENTRYPOINT", "CMD", "USER", "VOLUME", "HEALTHCHECK", "ONBUILD")
+# Read and without effect here: the agent and the task's service run as the agent's uid (USER),
+# the rest is build or run-time metadata.
+_NOTED = {
+    "USER": "has no effect (the agent and the task's service run as uid 1000)",
+    "VOLUME": "has no effect here",
+    "HEALTHCHECK": "has no effect here",
+    "ONBUILD": "has no effect here",
+}
 _SKIPPED = ("LABEL", "EXPOSE", "STOPSIGNAL", "MAINTAINER")
+
+
+def start_command(entrypoint: list[str] | None, cmd: list[str] | None) -> list[str] | None:
+    """What a container of the image runs, by docker's rule: ENTRYPOINT with CMD as its arguments
+    (a shell-form ENTRYPOINT, `sh -c TEXT`, gets them as $0... and ignores them), CMD alone when
+    there is no ENTRYPOINT; None when neither is declared."""
+    argv = [*(entrypoint or []), *(cmd or [])]
+    return argv or None
 
 
 def world_from_dockerfile(dockerfile: Path, context: Path) -> DockerfileWorld:
     """The task's world read from a Dockerfile and its build context.
 
-    A Dockerfile with RUN lines, or with files for system directories (/usr, /etc ...), becomes an
-    EnvironmentBuild: its steps in order, each RUN run like `docker build` runs it (the WORKDIR and
-    SHELL of its line, `/bin/sh -c` unless changed, the ENV and ARG values declared before it), as
-    root with network, once per recipe; the first step that exits non-zero fails the build with its
-    Dockerfile line (a failure inside an `a && b` chain included). Any other Dockerfile only copies
-    files into writable directories: those are laid into the sandbox at reset, no image needed."""
+    A Dockerfile with RUN lines, or with files for system directories (/usr, /etc ...) or directly
+    under / (/entrypoint.sh), becomes an EnvironmentBuild: its steps in order, each RUN run like
+    `docker build` runs it (the WORKDIR and SHELL of its line, `/bin/sh -c` unless changed, the ENV
+    and ARG values declared before it), as root with network, once per recipe; the first step that
+    exits non-zero fails the build with its Dockerfile line (a failure inside an `a && b` chain
+    included). Any other Dockerfile only copies files into writable directories: those are laid
+    into the sandbox at reset, no image needed."""
     text = read_text(dockerfile)
     workdir, base = "/", None
     files: dict[str, str] = {}
@@ -68,6 +88,7 @@ def world_from_dockerfile(dockerfile: Path, context: Path) -> DockerfileWorld:
     setup: list[str] = []
     steps: list[BuildStep] = []
     notes: list[str] = []
+    start: dict[str, list[str] | None] = {"ENTRYPOINT": None, "CMD": None}  # the last of each wins
     for number, line in _logical_lines(text):
         where, where_short = f"{dockerfile}:{number}", f"{dockerfile.name}:{number}"
         op, _, rest = line.partition(" ")
@@ -100,13 +121,25 @@ def world_from_dockerfile(dockerfile: Path, context: Path) -> DockerfileWorld:
                     kind="run", where=where_short, line=line, workdir=workdir, argv=argv, env={**args, **env}
                 )
             )
+        elif op in start:
+            # `ENTRYPOINT []` clears it; any other non-array is the shell form, as docker reads it
+            start[op] = [] if rest.replace(" ", "") == "[]" else _exec_form(rest) or [*shell, rest]
         elif op in _NOTED:
-            notes.append(f"{where_short}: {op} is not run (the agent's shell starts instead)")
+            notes.append(f"{where_short}: {op} {_NOTED[op]}")
         elif op not in _SKIPPED:
             raise TaskFormatError(f"{where}: unknown Dockerfile instruction {op}")
     agent_workdir = workdir if workdir != "/" else "/workspace"
-    tops = {"/" + PurePosixPath(path).parts[1] for path in [*files, *blobs]}
-    if any(step.kind == "run" for step in steps) or any(top.lstrip("/") in SYSTEM_DIRS for top in tops):
+    paths = [PurePosixPath(path) for path in [*files, *blobs]]
+    # A file directly under / (COPY entrypoint.sh /entrypoint.sh) has no top directory of its own to
+    # mount writable: it goes into the image, read-only, as the root it lies in.
+    at_root = any(len(path.parts) == 2 for path in paths)
+    tops = {"/" + path.parts[1] for path in paths if len(path.parts) > 2}
+    entrypoint, cmd = start["ENTRYPOINT"], start["CMD"]
+    if (
+        any(step.kind == "run" for step in steps)
+        or at_root
+        or any(top.lstrip("/") in SYSTEM_DIRS for top in tops)
+    ):
         scratch = sorted(
             top
             for top in tops
@@ -115,9 +148,10 @@ def world_from_dockerfile(dockerfile: Path, context: Path) -> DockerfileWorld:
             and not (agent_workdir == top or agent_workdir.startswith(top + "/"))
         )
         build = EnvironmentBuild(base=base, steps=steps)
-        return DockerfileWorld(World(env=env), agent_workdir, base, notes, build, scratch)
+        return DockerfileWorld(World(env=env), agent_workdir, base, notes, build, scratch, entrypoint, cmd)
     script = "set -e\n" + "\n".join(setup) if setup else None
-    return DockerfileWorld(World(files=files, blobs=blobs, setup=script, env=env), agent_workdir, base, notes)
+    world = World(files=files, blobs=blobs, setup=script, env=env)
+    return DockerfileWorld(world, agent_workdir, base, notes, None, [], entrypoint, cmd)
 
 
 def _logical_lines(text: str) -> list[tuple[int, str]]:

@@ -6,9 +6,14 @@ Terminal-Bench:  task.yaml, Dockerfile (+ context), run-tests.sh (optional: the 
                  runner, pytest on tests/test_outputs.py), tests/, solution.sh (optional).
 
 A task's Dockerfile becomes its World or its EnvironmentBuild (envs/dockerfile.py); the Task's meta
-records the upstream base image and the instructions read without effect. Test and solution files
-that are not UTF-8 are carried as bytes (Verifier.blobs, reference blobs). Sidecar services (a
-compose file with more than one service) and multi-step tasks are refused by name.
+records the upstream base image and the instructions read without effect. The task's service
+(World.service, envs/services.py) is what the harness's container runs: both harnesses start it with
+the image's ENTRYPOINT (or the compose file's `entrypoint`) and their own command in place of CMD
+(the compose file's `command`, by default `sh -c "sleep infinity"`, which only keeps the container
+up), so CMD never runs there and an ENTRYPOINT script's `exec "$@"` runs that command; an image
+without ENTRYPOINT has no service. Test and solution files that are not UTF-8 are carried as bytes
+(Verifier.blobs, reference blobs). Sidecar services (a compose file with more than one service) and
+multi-step tasks are refused by name.
 
 A missing or malformed file raises TaskFormatError naming the file and the field; a directory of
 tasks loads past a bad one (`load_task_dirs` returns the problems beside the tasks).
@@ -19,6 +24,7 @@ its reference solution and a do-nothing agent to check).
 
 from __future__ import annotations
 
+import shlex
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -27,12 +33,14 @@ from typing import Any
 import yaml
 
 from agentsd.envs.common import TaskFormatError
-from agentsd.envs.dockerfile import DockerfileWorld, world_from_dockerfile
+from agentsd.envs.dockerfile import DockerfileWorld, start_command, world_from_dockerfile
 from agentsd.envs.task_files import positive_number, read_text, read_tree, size_mb
 from agentsd.types import GRADING_DIRS, Environment, Family, Limits, Task, Verifier, World
 
 
-def _provenance(source: str, task_dir: Path, built: DockerfileWorld | None) -> dict[str, Any]:
+def _provenance(
+    source: str, task_dir: Path, built: DockerfileWorld | None, notes: list[str]
+) -> dict[str, Any]:
     """Where an imported task came from, whether it runs on the fallback image, and what of its
     Dockerfile has no effect here."""
     base = built.base if built else None
@@ -42,14 +50,19 @@ def _provenance(source: str, task_dir: Path, built: DockerfileWorld | None) -> d
         "upstream_image": base,
         "image_fallback": base is not None,
     }
-    if built and built.notes:
-        meta["dockerfile_notes"] = built.notes
+    if notes:
+        meta["dockerfile_notes"] = notes
     return meta
 
 
-def _refuse_sidecars(task_dir: Path) -> None:
-    """A docker-compose file with more than the task's own service needs sidecars agentsd does not
-    start: refused by name rather than run without them."""
+# What both harnesses' compose files give the task's container as its command (CMD replaced).
+HARNESS_COMMAND = ["sh", "-c", "sleep infinity"]
+
+
+def _compose_service(task_dir: Path) -> tuple[Path | None, dict[str, Any]]:
+    """The task's compose file and its one service's settings ({} without either). A file with more
+    than the task's own service needs sidecars agentsd does not start: refused by name rather than
+    run without them."""
     for name in ("docker-compose.yaml", "docker-compose.yml", "compose.yaml", "compose.yml"):
         path = task_dir / name
         if not path.is_file():
@@ -64,6 +77,52 @@ def _refuse_sidecars(task_dir: Path) -> None:
                 f"{path}: services {', '.join(map(str, services))}: tasks with sidecar services are not "
                 "supported (agentsd starts one sandbox per episode)"
             )
+        if isinstance(services, dict) and services:
+            service = next(iter(services.values()))
+            return path, service if isinstance(service, dict) else {}
+        return path, {}
+    return None, {}
+
+
+def _compose_argv(value: Any, where: str) -> list[str] | None:
+    """A compose `command` or `entrypoint`: a list of strings, or a string split as compose splits it."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return shlex.split(value)
+    if isinstance(value, list) and all(isinstance(v, str | int | float) for v in value):
+        return [str(v) for v in value]
+    raise TaskFormatError(f"{where}: expected a string or a list of strings, got {value!r}")
+
+
+def _service(
+    built: DockerfileWorld | None, compose: tuple[Path | None, dict[str, Any]], notes: list[str]
+) -> list[str] | None:
+    """The task's service: the image's ENTRYPOINT (or compose's) with the harness's command as its
+    arguments, as the harness's container runs it; None when nothing but the keep-alive would run.
+    A CMD the harness replaces is added to `notes`."""
+    path, settings = compose
+    where = f"{path} services"
+    entrypoint = _compose_argv(settings.get("entrypoint"), f"{where} entrypoint")
+    command = _compose_argv(settings.get("command"), f"{where} command") or HARNESS_COMMAND
+    if entrypoint is None:
+        entrypoint = built.entrypoint if built else None
+    if built and built.cmd:
+        notes.append(
+            f"CMD {shlex.join(built.cmd)} is not run: the harness runs {shlex.join(command)} instead"
+        )
+    service = start_command(entrypoint, command)
+    return None if service == HARNESS_COMMAND else service
+
+
+def _world(
+    built: DockerfileWorld | None, compose: tuple[Path | None, dict[str, Any]]
+) -> tuple[World, list[str]]:
+    """The task's World (its service included) and the notes on its Dockerfile."""
+    notes = list(built.notes) if built else []
+    service = _service(built, compose, notes)
+    world = built.world if built else World()
+    return (world.model_copy(update={"service": service}) if service else world), notes
 
 
 def _looks_like_apex(task_dir: Path) -> None:
@@ -120,16 +179,17 @@ def load_harbor_task(task_dir: Path) -> Task:
     tests, test_blobs = read_tree(task_dir / "tests")
     if "test.sh" not in tests:
         raise TaskFormatError(f"{task_dir / 'tests' / 'test.sh'}: missing (required)")
-    _refuse_sidecars(task_dir / "environment")
+    compose = _compose_service(task_dir / "environment")
     dockerfile = task_dir / "environment" / "Dockerfile"
     built = world_from_dockerfile(dockerfile, dockerfile.parent) if dockerfile.exists() else None
+    world, notes = _world(built, compose)
     solution = read_tree(task_dir / "solution") if (task_dir / "solution").is_dir() else ({}, {})
     name = sections["task"].get("name") or task_dir.name
     return Task(
         id=str(name),
         family=Family.TERMINAL,
         instruction=instruction,
-        world=built.world if built else World(),
+        world=world,
         environment=Environment(
             limits=limits,
             network=bool(env_cfg.get("allow_internet", False)),
@@ -145,7 +205,7 @@ def load_harbor_task(task_dir: Path) -> Task:
         ),
         reference=_reference(solution, "solve.sh"),
         meta={
-            **_provenance("harbor", task_dir, built),
+            **_provenance("harbor", task_dir, built, notes),
             **sections["metadata"],
         },
     )
@@ -185,8 +245,9 @@ def load_terminal_bench_task(task_dir: Path) -> Task:
             f"{run_tests}: missing, and tests/test_outputs.py (what the default runner runs) is missing too"
         )
     tests["run-tests.sh"] = DEFAULT_RUN_TESTS if default_runner else read_text(run_tests)
-    _refuse_sidecars(task_dir)
+    compose = _compose_service(task_dir)
     built = world_from_dockerfile(task_dir / "Dockerfile", task_dir)
+    world, notes = _world(built, compose)
     where = str(yaml_path)
     solution_path = task_dir / "solution.sh"
     solution = ({"solve.sh": read_text(solution_path)}, {}) if solution_path.exists() else ({}, {})
@@ -194,7 +255,7 @@ def load_terminal_bench_task(task_dir: Path) -> Task:
         id=task_dir.name,
         family=Family.TERMINAL,
         instruction=instruction.strip(),
-        world=built.world,
+        world=world,
         environment=Environment(
             limits=Limits(timeout_s=positive_number(config, "max_agent_timeout_sec", where, 3600.0)),
             workdir=built.workdir,
@@ -209,7 +270,7 @@ def load_terminal_bench_task(task_dir: Path) -> Task:
         ),
         reference=_reference(solution, "solve.sh"),
         meta={
-            **_provenance("terminal-bench", task_dir, built),
+            **_provenance("terminal-bench", task_dir, built, notes),
             **({"default_test_runner": True} if default_runner else {}),
             **{k: config[k] for k in ("author_name", "difficulty", "category", "tags") if k in config},
         },

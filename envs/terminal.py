@@ -5,7 +5,10 @@ Action: the agent's reply text, holding one tool call (envs/tools.py): `bash` ru
 then the command's output (head and tail kept) with its exit status, or the parse error of a reply
 that held no valid call. The shell is persistent the way a terminal is: the working directory and
 exported variables carry over between commands (kept in files under /tmp/.agentsd-shell), and
-background processes keep running. `info["next_state"]` describes what each step did; at the end
+background processes keep running. A task with a service (`world.service`, an imported image's
+ENTRYPOINT) has it started before the agent's first step, and again for grading once the agent's
+processes are dead (envs/services.py); one that dies at once fails reset (EnvSetupError, the
+episode's env_error). `info["next_state"]` describes what each step did; at the end
 `info["feedback"]` carries the verifier's failing tests and assertion messages, `info["termination"]`
 is `done`, or `env_error` when the verifier itself failed.
 
@@ -27,6 +30,7 @@ import gymnasium as gym
 
 from agentsd.config import LocalSandboxConfig
 from agentsd.envs.common import FALLBACK_IMAGE
+from agentsd.envs.services import start_service
 from agentsd.envs.spaces import fit_text, text_space
 from agentsd.envs.tools import BASH, SUBMIT, ToolCall, ToolParseError, ToolSpec, parse_tool_call
 from agentsd.envs.verifiers import verify
@@ -116,6 +120,9 @@ class TerminalEnv(gym.Env[str, str]):
         try:
             self.sandbox = self._open_sandbox(spec)
             self._lay_out(task)
+            failed = start_service(self.sandbox, task)
+            if failed:
+                raise EnvSetupError(f"task {task.id}: {failed}")
         except BuildError as exc:
             self._release()
             raise EnvSetupError(f"task {task.id}: building its environment failed: {exc}") from None
@@ -184,12 +191,16 @@ class TerminalEnv(gym.Env[str, str]):
             timeout = limit
         return self.sandbox.exec(["bash", "-c", script, "bash", command], timeout=timeout)
 
-    def stop_agent(self) -> None:
+    def stop_agent(self) -> str | None:
         """Before grading: kill every process the agent left in the sandbox (SandboxError, with the
-        sandbox gone, if one survives)."""
-        assert self.sandbox is not None
-        if self.kill_agent_before_grading:
-            self.sandbox.kill_agent()
+        sandbox gone, if one survives), the task's service with them, then start that service afresh
+        so the tests find it running (envs/services.py). Returns what went wrong starting it, if
+        anything: the grading goes on, and the feedback says why the tests found no service."""
+        assert self.sandbox is not None and self.task is not None
+        if not self.kill_agent_before_grading:
+            return None
+        self.sandbox.kill_agent()
+        return start_service(self.sandbox, self.task)
 
     def grade_final_state(self) -> tuple[float, dict[str, Any]]:
         """Grade the sandbox as it is, as a submit without an answer would: what the agent loop calls
@@ -201,11 +212,13 @@ class TerminalEnv(gym.Env[str, str]):
 
     def _submit(self, call: ToolCall) -> tuple[str, float, bool, bool, dict[str, Any]]:
         assert self.sandbox is not None and self.task is not None
-        self.stop_agent()
+        service_failed = self.stop_agent()
         verdict = verify(self.task, self.sandbox, answer=call.arguments.get("answer"))
         self._over = True
         termination = Termination.ENV_ERROR if verdict.error else Termination.DONE
         feedback = verdict.feedback if not verdict.error else f"{verdict.error}\n{verdict.feedback}".strip()
+        if service_failed:
+            feedback = f"When started for grading, {service_failed}\n{feedback}".strip()
         observation = f"Submitted. Reward: {verdict.reward:g}" + (f"\n{feedback}" if feedback else "")
         info = {
             "action": call.as_action(),
@@ -224,22 +237,23 @@ class TerminalEnv(gym.Env[str, str]):
         if spec.image is None and not isinstance(self.sandbox_config, LocalSandboxConfig):
             spec.image = FALLBACK_IMAGE.get(task.family)
         # World files outside the writable mounts get a private mount of their top directory; a
-        # system directory cannot be replaced that way (the sandbox would lose its own programs).
-        extra = {
-            "/" + PurePosixPath(path).parts[1]
+        # system directory cannot be replaced that way (the sandbox would lose its own programs),
+        # and a file directly under / has no directory of its own to mount.
+        outside = [
+            path
             for path in [*task.world.files, *task.world.blobs]
             if path.startswith("/")
             and not any(path.startswith(d.rstrip("/") + "/") for d in writable_dirs(spec))
-        }
-        system = sorted(d for d in extra if d.lstrip("/") in SYSTEM_DIRS)
+        ]
+        extra = {"/" + PurePosixPath(path).parts[1] for path in outside}
+        system = sorted(d for d in extra if d.lstrip("/") in SYSTEM_DIRS or d in outside)
         if system:
-            files = sorted(
-                p for p in [*task.world.files, *task.world.blobs] if "/" + PurePosixPath(p).parts[1] in system
-            )
+            files = sorted(p for p in outside if "/" + PurePosixPath(p).parts[1] in system)
             raise EnvSetupError(
                 f"task {task.id}: world files under {', '.join(system)} ({', '.join(files[:3])}"
-                f"{' ...' if len(files) > 3 else ''}): files in system directories go into the task's "
-                "image: give them as COPY steps of environment.build (as a Dockerfile import does)"
+                f"{' ...' if len(files) > 3 else ''}): files in system directories or directly under / "
+                "go into the task's image: give them as COPY steps of environment.build (as a "
+                "Dockerfile import does)"
             )
         spec.scratch_dirs = sorted(set(spec.scratch_dirs) | extra)
         return spec

@@ -73,11 +73,11 @@ def test_steps_run_like_docker_build_runs_them(env: TerminalEnv, tmp_path: Path)
         "WORKDIR sub\n"
         "RUN pwd > /app/where.txt\n"  # the WORKDIR of its line
         "WORKDIR /app\n"
-        'ENTRYPOINT ["/bin/server"]\n'
+        "USER app\n"
     )
     task = load_harbor_task(harbor(tmp_path / "t", dockerfile))
     assert task.meta["dockerfile_notes"] == [
-        "Dockerfile:11: ENTRYPOINT is not run (the agent's shell starts instead)"
+        "Dockerfile:11: USER has no effect (the agent and the task's service run as uid 1000)"
     ]
     env.reset(options={"task": task})
     assert env.sandbox is not None

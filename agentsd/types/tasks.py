@@ -206,6 +206,12 @@ class World(StrictModel):
         default_factory=dict,
         description="Binary files (xlsx, docx, ...): path (as in `files`) -> base64 of the bytes.",
     )
+    service: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="The task's service: a command started in the background before the agent's first "
+        "turn and again before grading (an imported image's ENTRYPOINT; envs/services.py).",
+    )
 
 
 class Task(StrictModel):
@@ -227,6 +233,8 @@ class Task(StrictModel):
         data = self.model_dump(mode="json")
         if data["world"]["app"] is None:  # fields added later hash as before when unset
             del data["world"]["app"]
+        if data["world"]["service"] is None:
+            del data["world"]["service"]
         if not data["world"]["blobs"]:
             del data["world"]["blobs"]
         if not data["verifier"]["blobs"]:
