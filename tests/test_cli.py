@@ -172,7 +172,7 @@ def test_config_show_prints_the_validated_config_with_defaults(tmp_path: Path) -
     data = yaml.safe_load(out)
     assert (
         data["sdpo"]["top_k"] == 7
-        and data["teacher"]["mode"] == "live"
+        and data["teacher"]["mode"] == "ema"
         and data["hindsight"]["budget_tokens"] == 4096
     )
 

@@ -515,10 +515,11 @@ def test_zero3_trains_with_the_live_teacher_and_publishes_whole_weights(
         "batch_trajectories": 6,
         "lr": 1e-4,
         "deepspeed": "zero3",
+        "teacher": {"mode": "live"},  # the default (ema) keeps a copy ZeRO-3 would partition
         "tracking": {"enabled": False},
     }
     with ReplayStore(f"sqlite:///{tmp_path}/r.db") as replay:
-        ema = TrainConfig.model_validate({**settings, "teacher": {"mode": "ema"}})
+        ema = TrainConfig.model_validate({**settings, "teacher": {}})  # the default, ema
         with pytest.raises(ConfigError, match="ZeRO-3 partitions the weights"):
             Trainer(ema, replay, name="refused")
         with Trainer(TrainConfig.model_validate(settings), replay, name="z3") as trainer:

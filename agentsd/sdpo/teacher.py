@@ -1,8 +1,8 @@
 """The SDPO teacher's weights φ and how they follow the student θ (docs/objective.md "The teacher").
 
-- live (default): φ = θ; no copy, the teacher forward is the student's own forward without gradient.
+- live: φ = θ; no copy, the teacher forward is the student's own forward without gradient.
 - sync_every N: φ ← θ every N optimizer steps (optionally gated, below).
-- ema μ: φ ← (1-μ)φ + μθ after every step.
+- ema μ (default, μ 0.01): φ ← (1-μ)φ + μθ after every step.
 - trust_region γ: teacher logits = (1-γ)·z_ref + γ·z_θ, z_ref from the frozen initial weights.
 - frozen: φ = the initial weights.
 Gate (`gate_on_eval`): a hard sync happens only if the latest tracked eval reward is not below the
