@@ -125,6 +125,7 @@ def test_trl_peer_arms_train_publish_and_are_evaluated_like_every_arm(
             f"work_dir={tmp_path / 'work'}",
             f"model.name={tiny}",
             "steps=2",  # 2 x 4 = 8 completions: one group of 8 for SDPO and GRPO, two SFT steps
+            "train.batch_trajectories=4",
             "eval_every=2",
             "eval_tasks=2",
             "collect.sampling.max_new_tokens=8",
