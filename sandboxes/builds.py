@@ -3,11 +3,13 @@ image: the cache key, the host's package-client settings a build runs with, COPY
 failure message of a step, and the stash that carries the workdir past the sandbox's tmpfs.
 
 A build runs like `docker build`: the Dockerfile's steps in order, as root, with the host's network
-and the host's package-client settings (CA bundle, pip configuration and the local package
-directories it names, apt's Acquire settings, proxy variables), so it reaches whatever registries
-the host reaches. Episodes then start from the built image without network. Directories the agent
-writes to are private tmpfs mounts at run time, which would hide what the build left there: the
-build copies them to STASH, and the environment copies them back into place at reset.
+and the host's package-client settings (CA bundle, pip configuration, apt's Acquire settings, proxy
+variables) and the local package sources they name (package_sources: a `file:` index and the wheels
+its pages link to, a wheelhouse, a `file:` apt repository; read-only, at their own paths), so it
+reaches whatever registries the host reaches. Episodes then start from the built image without
+network. Directories the agent writes to are private tmpfs mounts at run time, which would hide what
+the build left there: the build copies them to STASH, and the environment copies them back into
+place at reset.
 
 Not guaranteed: a build runs the task author's commands as root with the host's network, exactly
 the trust `docker build` asks for (import tasks you would build); built environments stay until
@@ -18,7 +20,6 @@ build); what a build leaves in /tmp is not carried over.
 from __future__ import annotations
 
 import base64
-import configparser
 import hashlib
 import io
 import os
@@ -29,6 +30,7 @@ import tarfile
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple
 
+from agentsd.sandboxes import package_sources
 from agentsd.sandboxes.base import SUPERVISOR_PATH, SandboxError, writable_dirs
 from agentsd.types import GRADING_DIRS, BuildStep, SandboxSpec
 
@@ -40,7 +42,6 @@ OUTPUT_TAIL = 3000
 _CA_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "PIP_CERT", "CURL_CA_BUNDLE")
 _CA_USERS = (*_CA_VARIABLES, "GIT_SSL_CAINFO", "NODE_EXTRA_CA_CERTS")
 _PROXY_VARIABLES = ("http_proxy", "https_proxy", "no_proxy", "all_proxy", "ftp_proxy")
-_PIP_FILES = ("/etc/xdg/pip/pip.conf", "/etc/pip.conf", "~/.pip/pip.conf", "~/.config/pip/pip.conf")
 
 
 class BuildError(SandboxError):
@@ -128,17 +129,21 @@ def step_failed(step: BuildStep, code: int | None, output: bytes | str) -> Build
 
 class HostSettings(NamedTuple):
     """What a build needs of the host to reach the registries the host reaches: files to place under
-    SETTINGS_DIR (name -> content), host files and directories the settings name (package
-    directories, constraints; mounted read-only at the same path where the build can see this
-    machine's files), and environment variables."""
+    SETTINGS_DIR (name -> content), the host files and directories the pip settings name (local
+    indexes and what their pages link to, wheelhouses, constraints: package_sources) and those the
+    apt sources name (`file:` repositories, keyrings; only a build that reads the host's /etc/apt
+    needs them), each mounted read-only at its own path where the build can see this machine's
+    files, and environment variables."""
 
     files: dict[str, bytes]
     paths: list[str]
+    apt_paths: list[str]
     env: dict[str, str]
 
 
 def host_settings() -> HostSettings:
-    """The host's CA bundle, pip configuration, apt Acquire settings and proxy variables."""
+    """The host's CA bundle, pip configuration, apt Acquire settings and proxy variables, and the
+    local package sources they name."""
     files: dict[str, bytes] = {}
     env: dict[str, str] = {}
     ca = next(
@@ -152,14 +157,11 @@ def host_settings() -> HostSettings:
     if ca is not None:
         files["ca.crt"] = ca.read_bytes()
         env.update(dict.fromkeys(_CA_USERS, f"{SETTINGS_DIR}/ca.crt"))
-    pip_conf, paths = _pip_config()
-    if pip_conf:
-        files["pip.conf"] = pip_conf.encode()
+    pip = package_sources.pip_settings()
+    if pip.conf:
+        files["pip.conf"] = pip.conf.encode()
         env["PIP_CONFIG_FILE"] = f"{SETTINGS_DIR}/pip.conf"
-    for name, value in os.environ.items():
-        if name.startswith("PIP_") and name not in ("PIP_CERT", "PIP_CONFIG_FILE"):
-            env[name] = value
-            paths += _local_paths(value)
+    env.update(pip.env)
     # the family image stands in for upstream images whose pip installs into the system Python
     env.update({"PIP_BREAK_SYSTEM_PACKAGES": "1", "PIP_ROOT_USER_ACTION": "ignore"})
     for name in _PROXY_VARIABLES:
@@ -170,41 +172,7 @@ def host_settings() -> HostSettings:
     if apt:
         files["apt.conf"] = apt.encode()
         env["APT_CONFIG"] = f"{SETTINGS_DIR}/apt.conf"
-    return HostSettings(files, sorted(set(paths)), env)
-
-
-def _pip_config() -> tuple[str, list[str]]:
-    """The host's pip configuration files merged in pip's order (later wins), and the local files
-    and directories their values name."""
-    merged = configparser.ConfigParser(interpolation=None)
-    paths = [*_PIP_FILES, os.environ.get("PIP_CONFIG_FILE") or ""]
-    for raw in paths:
-        path = Path(raw).expanduser() if raw else None
-        if path is not None and path.is_file():
-            try:
-                merged.read(path)
-            except configparser.Error:
-                continue  # pip would refuse it too; the build goes on without it
-    paths: list[str] = []
-    for section in merged.sections():
-        merged.remove_option(section, "cert")  # the CA bundle travels on its own
-        for _, value in merged.items(section):
-            paths += _local_paths(value)
-    if not merged.sections():
-        return "", []
-    text = io.StringIO()
-    merged.write(text)
-    return text.getvalue(), paths
-
-
-def _local_paths(value: str) -> list[str]:
-    """Files and directories on this machine a setting names (paths and file:// URLs)."""
-    found = []
-    for item in value.split():
-        path = item.removeprefix("file://")
-        if path.startswith("/") and path != "/" and Path(path).exists():
-            found.append(str(Path(path)))
-    return found
+    return HostSettings(files, pip.paths, package_sources.apt_paths(), env)
 
 
 def _apt_acquire() -> str:

@@ -4,15 +4,26 @@ The build container runs the task's base image (the Dockerfile's FROM when the e
 pull it, else the family image, recorded in the image's labels) as root on the host's network with
 the task's memory and process limits; each step runs as `docker build` runs it (COPY unpacked at /,
 RUN through `docker exec` in its WORKDIR with its ENV and ARG values, WORKDIR made), the host's
-package-client settings placed under builds.SETTINGS_DIR (and the local package directories they
-name mounted read-only when the engine runs on this machine). The container is then committed as
+package-client settings placed under builds.SETTINGS_DIR. The container is then committed as
 `agentsd/task:<key>`; a second request for the key finds the image and builds nothing. The steps are
 run over the engine API rather than by `docker build`, whose classic builder cannot mount the
 host's settings into RUN steps.
 
+The local package sources the host's pip settings name (package_sources: a `file:` index and the
+directories its pages link to, a wheelhouse, constraints) are bound read-only at their own paths
+when the engine runs on this machine (a unix socket). They are bound rather than copied in as a
+build context would be: a mirror on disk runs to gigabytes, of which pip reads the few files its
+resolution picks, and which those are is known only once pip has resolved. An engine on another
+machine cannot bind this machine's files, and its builds go without them (with a warning that names
+the paths, never the settings' URLs, which may carry credentials): a mirror meant for builds on
+remote engines is served over HTTP, a network URL that reaches every build as it is. The host's apt
+sources are not carried: a docker build's apt reads its image's own.
+
 Not guaranteed: two processes on different machines building one key at once both build (the
 image is the same; the last commit names it); a pull that fails for any reason falls back to the
-family image.
+family image; a unix socket is taken for an engine on this machine: one that leads elsewhere binds
+that machine's files at the same paths, or, where one of them is missing there, none (a warning
+says so); the bound paths' empty mountpoints stay in the committed image.
 """
 
 from __future__ import annotations
@@ -102,32 +113,47 @@ def _build(client: Any, engine: str, spec: SandboxSpec, base: str, key: str) -> 
     from docker.types import Mount
 
     settings = host_settings()
-    local_engine = engine.startswith("unix://")
-    # mounts, not volumes: volumes would be recorded in the committed image and mounted in every episode
-    paths = settings.paths if local_engine else []
-    mounts = [Mount(path, path, type="bind", read_only=True) for path in paths]
+    paths = settings.paths if engine.startswith("unix://") else []
+    if len(paths) < len(settings.paths):
+        # paths only: a setting's URL may carry credentials
+        log.warning(
+            "building on %s, another machine's engine: the local package sources the pip settings "
+            "name are not there (%s); pip in the build reaches only network indexes",
+            engine,
+            ", ".join(settings.paths),
+        )
     labels = {
         LABEL: f"build-{key}",
         "agentsd.owner": owner_identity(),
         "agentsd.created": f"{time.time():.3f}",
     }
     limits = spec.limits
+    options: dict[str, Any] = {
+        "name": f"agentsd-build-{key[:12]}-{uuid.uuid4().hex[:6]}",
+        "detach": True,
+        "network_mode": "host",
+        "user": "0:0",
+        "init": True,
+        "labels": labels,
+        "mem_limit": f"{limits.memory_mb}m",
+        "memswap_limit": f"{limits.memory_mb}m",
+        "pids_limit": max(limits.pids, 1024),
+        "working_dir": "/",
+    }
+    # mounts, not volumes: volumes would be recorded in the committed image and mounted in every episode
+    mounts = [Mount(path, path, type="bind", read_only=True) for path in paths]
     try:
-        container = client.containers.run(
-            base,
-            ["sleep", "infinity"],
-            name=f"agentsd-build-{key[:12]}-{uuid.uuid4().hex[:6]}",
-            detach=True,
-            network_mode="host",
-            user="0:0",
-            init=True,
-            labels=labels,
-            mem_limit=f"{limits.memory_mb}m",
-            memswap_limit=f"{limits.memory_mb}m",
-            pids_limit=max(limits.pids, 1024),
-            mounts=mounts,
-            working_dir="/",
-        )
+        try:
+            container = client.containers.run(base, ["sleep", "infinity"], mounts=mounts, **options)
+        except docker.errors.APIError as exc:
+            if not mounts or "bind source path does not exist" not in str(exc):
+                raise
+            # a unix socket that leads to an engine elsewhere (a socket forwarded from another
+            # machine or into a container): the build goes on without this machine's sources
+            log.warning(
+                "%s cannot bind this machine's package sources (%s): building without them", engine, exc
+            )
+            container = client.containers.run(base, ["sleep", "infinity"], **options)
     except docker.errors.DockerException as exc:
         raise BuildError(f"cannot start a build container from {base} on {engine}: {exc}") from exc
     try:

@@ -3,14 +3,15 @@
 A built environment is a directory `<cache>/<key>/` holding `root/` (the sandbox's root: the
 symlinks and mountpoints of the host's top directories, and every top directory the build made
 itself, /app, /srv ...), `layers/<name>/` (what the build changed in /usr, /etc and /var) and
-`lowers.json` (what each layer lies over: the host's /usr and /etc, and a copy of the host's
-package databases for /var, shared by every build on this host). Each step runs in a private mount
-namespace where overlays join the host directories and the layers, writable, under
-bubblewrap as root with Docker's default capabilities less CAP_MKNOD, new PID, IPC and UTS
-namespaces, the host's network, /proc/sys read-only and the host's package-client settings; the
-episode's sandbox later mounts the same overlays read-only (`mount_script`). A build goes into a
-temporary directory renamed into place when it succeeds, under a lock, so a failed or killed build
-leaves nothing a later one would reuse.
+`lowers.json` (what each layer lies over: the host's /usr and /etc, and a copy of the host's package
+databases for /var, shared by every build on this host). Each step runs in a private mount namespace
+where overlays join the host directories and the layers, writable, under bubblewrap as root with
+Docker's default capabilities less CAP_MKNOD, new PID, IPC and UTS namespaces, the host's network,
+/proc/sys read-only, the host's package-client settings, and the local package sources they and the
+host's apt sources name bound read-only at their own paths (the build's apt reads the host's
+/etc/apt); the episode's sandbox later mounts the same overlays read-only (`mount_script`), without
+those sources. A build goes into a temporary directory renamed into place when it succeeds, under a
+lock, so a failed or killed build leaves nothing a later one would reuse.
 
 Not guaranteed: building needs root (mounting overlays; apt and dpkg need a real root); the build
 runs with the host's kernel and network and without memory limits, as `docker build` does by
@@ -34,6 +35,7 @@ import uuid
 from pathlib import Path, PurePosixPath
 
 from agentsd.filelock import exclusive_lock
+from agentsd.sandboxes import package_sources
 from agentsd.sandboxes.base import DEFAULT_PATH
 from agentsd.sandboxes.builds import (
     BUILD_STEP_TIMEOUT_S,
@@ -157,13 +159,15 @@ def _build(spec: SandboxSpec, work: Path, varbase: Path) -> None:
         host = Path("/") / name
         if host.is_symlink():
             (root / name).symlink_to(os.readlink(host))
-    for name in [*lowers, "proc", "dev", "tmp", "root", "run", SETTINGS_DIR.lstrip("/")]:
-        (root / name).mkdir(exist_ok=True)
+    tops = [root / name for name in [*lowers, "proc", "dev", "tmp", "root", "run", SETTINGS_DIR.lstrip("/")]]
+    for top in tops:
+        top.mkdir(exist_ok=True)
     (root / "tmp").chmod(0o1777)
     (work / "lowers.json").write_text(json.dumps(lowers))
     settings = host_settings()
     for name, data in settings.files.items():
         (root / SETTINGS_DIR.lstrip("/") / name).write_bytes(data)
+    settings = settings._replace(paths=_binds(settings, lowers), apt_paths=[])  # what _run binds
     # mountpoints of the settings' paths made here, readable (bwrap would make parents 0700)
     made = [p for p in settings.paths if PurePosixPath(p).parts[1] not in lowers]
     for path in made:
@@ -178,11 +182,13 @@ def _build(spec: SandboxSpec, work: Path, varbase: Path) -> None:
     _step(work, finish, settings)
     for path in made:  # the empty mountpoints go, and their parents the build left empty
         target = root / path.lstrip("/")
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError):  # a directory that is not empty stops the walk
             if target.is_file() and not target.is_symlink() and target.stat().st_size == 0:
                 target.unlink()
                 target = target.parent
-            os.removedirs(target)
+            while target != root and target not in tops:  # the root's own (/tmp) stay
+                target.rmdir()
+                target = target.parent
     for path in (work, root, work / "layers"):
         path.chmod(0o755)
 
@@ -280,6 +286,15 @@ def _run(
 
 
 # ---------------------------------------------------------------------------- shared pieces
+
+
+def _binds(settings: HostSettings, lowers: dict[str, str]) -> list[str]:
+    """The host paths a local build is bound read-only: what the pip settings name, and what the apt
+    sources name (this build's apt reads the host's /etc/apt), less what the overlays of the host's
+    own directories show already (a read-only bind there would fail a package upgrade that
+    replaces the file, a keyring under /usr)."""
+    paths = package_sources.visible([*settings.paths, *settings.apt_paths])
+    return [p for p in paths if lowers.get(PurePosixPath(p).parts[1]) != "/" + PurePosixPath(p).parts[1]]
 
 
 def _lowers(varbase: Path) -> dict[str, str]:
