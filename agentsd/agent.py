@@ -106,7 +106,7 @@ class ChatFormat:
         self.tokenizer = tokenizer
         self.reply_prompt = reply_prompt
         self.demonstration = demonstration
-        # where things sit in the token ids, for the hindsight builder (agentsd.hindsight): the
+        # where things sit in the token ids, for the hindsight builder (agentsd.sdpo.hindsight): the
         # task text's first index in a segment's first prompt, and how many ids end a first prompt
         # and an observation delta (the message close and the next reply header)
         self.layout: dict[str, int] = {}

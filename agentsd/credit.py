@@ -3,7 +3,7 @@ agent token, log q_t(y_t) - log s_t(y_t) (positive: the hindsight teacher likes 
 the acting student did, so SDPO pushes it up; negative: pushed down).
 
 The student and teacher are the given model (the live teacher of docs/objective.md) on the segment and
-on its hindsight view (agentsd.hindsight), at each turn's sampling temperature. Rendered for a
+on its hindsight view (agentsd.sdpo.hindsight), at each turn's sampling temperature. Rendered for a
 terminal (rich Text, red to green) and as a standalone HTML page.
 
 Not guaranteed: that the model given is the one that sampled the trajectory; the picture shows what
@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from rich.text import Text
 
-from agentsd.hindsight import HindsightBuilder
-from agentsd.sdpo_step import prepare
+from agentsd.sdpo.hindsight import HindsightBuilder
+from agentsd.sdpo.step import prepare
 from agentsd.sequences import TurnTokens
 from agentsd.types import Trajectory
 

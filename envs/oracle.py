@@ -12,7 +12,7 @@ from typing import Any
 
 from agentsd.envs.apex import gold_blobs
 from agentsd.envs.terminal import TerminalEnv
-from agentsd.hindsight import tool_call_text
+from agentsd.sdpo.hindsight import tool_call_text
 from agentsd.types import Family, Task
 
 

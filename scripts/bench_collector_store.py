@@ -4,7 +4,7 @@ with the same run on the bare store, in one process.
 Each episode (local sandboxes, a scripted policy, so the store is what varies) runs `--turns` turns
 whose command takes `--command-s` seconds, then submits; `--episodes` run at once. The slowed run
 sleeps `--write-s` in every write the collector makes (begin, append_turn, finalize, interrupt) before
-doing it. Writes run off the event loop, one in flight per episode (agentsd.collector_writes), so a
+doing it. Writes run off the event loop, one in flight per episode (agentsd.collect.writes), so a
 write slower than nothing stalls only its own episode, and only when it is slower than the episode's
 turn: the turn rate should stay within about 10% of the bare store's. Were writes made on the event
 loop, every slowed write would stall every episode and the rate would fall to about one turn per
@@ -24,7 +24,7 @@ from typing import Any
 
 from transformers import AutoTokenizer
 
-from agentsd.collector import Collector
+from agentsd.collect.collector import Collector
 from agentsd.config import CollectConfig
 from agentsd.envs.oracle import tool_call
 from agentsd.modelcache import resolve_model

@@ -87,7 +87,7 @@ def bench_generate(policy: HFPolicy, tokens: int, repeats: int) -> None:
 
 
 def bench_collector(policy: HFPolicy, episodes: int) -> None:
-    from agentsd.collector import Collector
+    from agentsd.collect.collector import Collector
     from agentsd.envs.task_formats import load_suite
     from agentsd.store import ReplayStore
 

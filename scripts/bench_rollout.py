@@ -142,7 +142,7 @@ ROUND = SuiteRun("learn-train", turns=2, tokens=48, concurrency=4, demonstration
 
 def run_suite(policy: Any, spec: SuiteRun, *, episodes: int, label: str) -> dict[str, float]:
     suite, turns, tokens, concurrency, demonstration = spec
-    from agentsd.collector import Collector
+    from agentsd.collect.collector import Collector
     from agentsd.envs.task_formats import load_suite
     from agentsd.store import ReplayStore
 

@@ -25,11 +25,11 @@ import numpy as np
 import pytest
 from sandbox_fixtures import backend_config
 
-from agentsd import collector_versions
 from agentsd.agent import AgentLoop, ChatFormat, EpisodeLimits
-from agentsd.collector import Collector
-from agentsd.collector_queue import GenerationQueue
-from agentsd.collector_stats import CollectStats
+from agentsd.collect import versions as collector_versions
+from agentsd.collect.collector import Collector
+from agentsd.collect.queue import GenerationQueue
+from agentsd.collect.stats import CollectStats
 from agentsd.config import CollectConfig, ModelConfig, SamplingConfig
 from agentsd.envs.oracle import tool_call
 from agentsd.envs.terminal import TerminalEnv
@@ -456,7 +456,7 @@ RESUMABLE = textwrap.dedent(
     """
     import asyncio, re, sys, time
     from transformers import AutoTokenizer
-    from agentsd.collector import Collector
+    from agentsd.collect.collector import Collector
     from agentsd.config import CollectConfig
     from agentsd.modelcache import resolve_model
     from agentsd.policies.scripted import ScriptedPolicy
@@ -749,7 +749,7 @@ def test_collector_drives_a_gui_episode(tmp_path: Path, tokenizer: Any) -> None:
 
 def test_hindsight_teacher_view_maps_every_student_token(tmp_path: Path, tokenizer: Any) -> None:
     """A collected trajectory's segment, with hindsight inserted for the teacher, without re-tokenizing."""
-    from agentsd.hindsight import HindsightBuilder, teacher_view
+    from agentsd.sdpo.hindsight import HindsightBuilder, teacher_view
     from agentsd.sequences import segments
 
     backend_config("local")
@@ -882,7 +882,7 @@ def test_a_trainer_that_dies_or_hangs_stops_the_collector_and_keeps_every_stored
 ) -> None:
     # `agentsd run` used to collect to the end of its plan for a trainer that had died at the start,
     # and to wait forever (paced) for one that hung
-    from agentsd.trainer_process import TrainerProcess
+    from agentsd.jobs.trainer_process import TrainerProcess
 
     backend_config("local")
 
@@ -925,8 +925,8 @@ def test_a_trainer_that_dies_or_hangs_stops_the_collector_and_keeps_every_stored
 def test_a_trainer_that_hangs_after_collection_is_stopped_even_deaf_to_sigterm(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from agentsd import trainer_process
-    from agentsd.trainer_process import TrainerProcess
+    from agentsd.jobs import trainer_process
+    from agentsd.jobs.trainer_process import TrainerProcess
 
     monkeypatch.setattr(trainer_process, "DUMP_WAIT_S", 0.5)
     monkeypatch.setattr(trainer_process, "STOP_WAIT_S", 0.5)
@@ -942,7 +942,7 @@ def test_a_trainer_that_hangs_after_collection_is_stopped_even_deaf_to_sigterm(
 
 
 def test_a_trainer_that_finishes_its_work_is_not_reported(tmp_path: Path) -> None:
-    from agentsd.trainer_process import TrainerProcess
+    from agentsd.jobs.trainer_process import TrainerProcess
 
     deaths: list[str] = []
     heartbeat = tmp_path / "trainer.heartbeat"  # never beaten: but it exits within the limit

@@ -224,7 +224,7 @@ def test_the_runner_runs_arms_survives_a_kill_and_writes_the_report(tmp_path: Pa
 
 def test_an_eval_of_a_version_the_store_never_published_is_refused(tmp_path: Path) -> None:
     from agentsd.config import EvalConfig, StoreConfig, TrackingConfig
-    from agentsd.jobs import run_collect
+    from agentsd.jobs.collect import run_collect
 
     with pytest.raises(ConfigError, match="versions_store"):
         load_config(EvalConfig, [], ["version=3"])

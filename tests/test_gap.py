@@ -1,4 +1,4 @@
-"""The self-teacher's gap (`agentsd gap`, agentsd.gap) and the privileged hindsight sources.
+"""The self-teacher's gap (`agentsd gap`, agentsd.jobs.gap) and the privileged hindsight sources.
 
 The gap is checked on scripted policies through the real agent loop, local sandboxes, verifiers and
 store: a policy that solves a task only when the teacher's context shows it the answer has gap 1;
@@ -17,15 +17,15 @@ from typing import Any
 import pytest
 from transformers import AutoTokenizer
 
-from agentsd import jobs
 from agentsd.config import EvalConfig, GapConfig, HindsightConfig, LocalSandboxConfig, SamplingConfig
 from agentsd.envs.learnable import learn_suite
 from agentsd.envs.oracle import tool_call
-from agentsd.gap import measure_gap, run_gap
-from agentsd.hindsight import HindsightBuilder, privileged_text, teacher_view
+from agentsd.jobs import collect as jobs
+from agentsd.jobs.gap import measure_gap, run_gap
 from agentsd.modelcache import resolve_model
 from agentsd.policies.scripted import ScriptedPolicy
-from agentsd.sdpo_step import prepare
+from agentsd.sdpo.hindsight import HindsightBuilder, privileged_text, teacher_view
+from agentsd.sdpo.step import prepare
 from agentsd.sequences import segments
 from agentsd.store import ReplayStore
 from agentsd.types import PROMPT_CONTEXT_META, Task
@@ -157,7 +157,7 @@ def test_a_planted_solution_reaches_the_teacher_and_nothing_the_student_sees(
     assert CANARY in (privileged_text(task, "demonstration") or "")
     assert CANARY in (privileged_text(task, "example") or "")
     monkeypatch.setattr(jobs, "load_tasks", lambda *_a, **_k: [task])
-    monkeypatch.setattr("agentsd.gap.load_tasks", lambda *_a, **_k: [task])
+    monkeypatch.setattr("agentsd.jobs.gap.load_tasks", lambda *_a, **_k: [task])
     scripted(monkeypatch, tokenizer, hunts_for_the_canary)
     cfg = gap_config(tmp_path, ["feedback", "solution", "demonstration", "example"], tasks=1, tokens=160)
     result = run_gap(cfg)

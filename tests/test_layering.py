@@ -39,21 +39,16 @@ LAYERS: dict[str, tuple[int, str]] = {
     "agentsd.store": (1, "store"),
     "agentsd.sandboxes": (1, "sandboxes"),
     "agentsd.policies": (1, "policies"),
-    "agentsd.sdpo": (1, "sdpo"),
-    "agentsd.sdpo_step": (1, "sdpo"),
-    "agentsd.hindsight": (1, "sdpo"),
+    "agentsd.sdpo": (1, "sdpo"),  # the objective, its step and the teacher's hindsight context
     "agentsd.envs": (2, "envs"),
     "agentsd.agent": (3, "agent"),
-    "agentsd.collector": (4, "collector"),
-    "agentsd.collector_": (4, "collector"),
+    "agentsd.collect": (4, "collect"),
     "agentsd.runs": (4, "runs"),
     "agentsd.suites": (4, "suites"),
-    "agentsd.trainer": (4, "trainer"),
-    "agentsd.trainer_": (4, "trainer"),
+    "agentsd.train": (4, "train"),
     "agentsd.credit": (4, "credit"),
     "agentsd.eval": (4, "eval"),
     "agentsd.jobs": (5, "jobs"),
-    "agentsd.gap": (5, "jobs"),
     "agentsd.experiments": (6, "experiments"),
     "agentsd.cli": (7, "cli"),
 }
@@ -184,12 +179,12 @@ def test_every_module_is_small_but_the_in_sandbox_scripts() -> None:
 
 def test_the_checks_catch_an_upward_import_a_sideways_one_and_a_cycle() -> None:
     graph = {
-        "agentsd.store.store": {"agentsd.collector", "agentsd.policies.base"},
-        "agentsd.collector": {"agentsd.store.store"},
+        "agentsd.store.store": {"agentsd.collect.collector", "agentsd.policies.base"},
+        "agentsd.collect.collector": {"agentsd.store.store"},
     }
     wrong = upward_imports(graph)
-    assert any("-> agentsd.collector" in w for w in wrong)  # store (1) -> collector (4)
+    assert any("-> agentsd.collect.collector" in w for w in wrong)  # store (1) -> collector (4)
     assert any("-> agentsd.policies.base" in w for w in wrong)  # store and policies are peers
-    assert import_cycles(graph) == [["agentsd.collector", "agentsd.store.store"]]
+    assert import_cycles(graph) == [["agentsd.collect.collector", "agentsd.store.store"]]
     assert "agentsd.types" in GRAPH["agentsd.config.collect"]  # imports are found at all
     assert "agentsd.store" in GRAPH["agentsd.runs"] or "agentsd.store.store" in GRAPH["agentsd.runs"]

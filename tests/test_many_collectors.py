@@ -25,7 +25,7 @@ import pytest
 from sandbox_fixtures import backend_config
 from test_collector import collect_config, make_task, solver
 
-from agentsd.collector import Collector
+from agentsd.collect.collector import Collector
 from agentsd.modelcache import resolve_model
 from agentsd.policies.scripted import ScriptedPolicy
 from agentsd.store import ReplayStore
@@ -40,7 +40,7 @@ COLLECTOR = textwrap.dedent(
     """
     import asyncio, json, os, sys, time
     from transformers import AutoTokenizer
-    from agentsd.collector import Collector
+    from agentsd.collect.collector import Collector
     from agentsd.config import CollectConfig
     from agentsd.modelcache import resolve_model
     from agentsd.policies.scripted import ScriptedPolicy
@@ -239,12 +239,12 @@ def test_a_collector_that_lost_its_lease_drops_its_episode(
         helper = threading.Thread(target=finish_remotely)
         helper.start()
         policy = ScriptedPolicy(tokenizer, policy_fn)
-        logging.getLogger("agentsd.collector").addHandler(noticed)
+        logging.getLogger("agentsd.collect.collector").addHandler(noticed)
         try:
-            with caplog.at_level(logging.WARNING, logger="agentsd.collector"):
+            with caplog.at_level(logging.WARNING, logger="agentsd.collect.collector"):
                 stats = asyncio.run(Collector(cfg, policy, store, [make_task(0)], run_name="lost").run())
         finally:
-            logging.getLogger("agentsd.collector").removeHandler(noticed)
+            logging.getLogger("agentsd.collect.collector").removeHandler(noticed)
         helper.join()
         attempt = store.get(trajectory_id("lost", 0, 0), with_turns=False)
     assert stats.episodes == 0  # its episode was not finished here

@@ -77,9 +77,9 @@ def test_a_failing_snapshot_is_shown_not_raised() -> None:
 def test_the_collect_figures_show_episodes_versions_staleness_and_the_trainer(tmp_path: Path) -> None:
     from transformers import AutoTokenizer
 
-    from agentsd.collector import Collector
+    from agentsd.collect.collector import Collector
     from agentsd.config import CollectConfig
-    from agentsd.jobs import collect_figures
+    from agentsd.jobs.collect import collect_figures
     from agentsd.modelcache import resolve_model
     from agentsd.policies.scripted import ScriptedPolicy
     from agentsd.store import ReplayStore

@@ -488,7 +488,7 @@ def test_drift_metrics_follow_their_definitions_and_a_drifted_step_warns(
     sdpo.drift_warning and stays quiet below it."""
     import logging
 
-    from agentsd.trainer_metrics import alerts
+    from agentsd.train.metrics import alerts
 
     versions = [9, 9, 8, 8, 7, 6, 5, 4, 3, 2, 1, 0]  # staleness 0, 0, 1, 1, 2, 3, 4, ..., 9 at version 9
     batch, student, teacher = make_batch(n=12, seed=5, versions=versions)
@@ -510,7 +510,7 @@ def test_drift_metrics_follow_their_definitions_and_a_drifted_step_warns(
         assert m[f"kl_by_staleness/{name}"] == pytest.approx(float(d[bucket].mean())), name
         r = (current - batch.behaviour_logp)[bucket].exp()
         assert m[f"kl_behaviour_by_staleness/{name}"] == pytest.approx(float((r * r.log() - r + 1).mean()))
-    with caplog.at_level(logging.WARNING, logger="agentsd.trainer"):
+    with caplog.at_level(logging.WARNING, logger="agentsd.train.trainer"):
         alerts(m, 3, drift_warning=m["drift/log_ratio_m2"] * 2)
         assert not caplog.records
         alerts(m, 3, drift_warning=m["drift/log_ratio_m2"] / 2)

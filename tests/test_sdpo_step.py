@@ -11,10 +11,10 @@ import torch
 from agentsd.agent import REPLY_DEMONSTRATION, ChatFormat
 from agentsd.config import SDPOConfig, TeacherConfig
 from agentsd.envs.learnable import learn_suite
-from agentsd.hindsight import Hindsight, HindsightBuilder, insert_context, prompt_context, teacher_view
 from agentsd.modelcache import resolve_model
+from agentsd.sdpo.hindsight import Hindsight, HindsightBuilder, insert_context, prompt_context, teacher_view
+from agentsd.sdpo.step import batch_loss, decoder_and_head, prepare, reproducible_sampling
 from agentsd.sdpo.teacher import Teacher
-from agentsd.sdpo_step import batch_loss, decoder_and_head, prepare, reproducible_sampling
 from agentsd.sequences import TurnTokens, segments
 from agentsd.types import HindsightSignal, Task, Trajectory, Turn
 

@@ -93,7 +93,7 @@ def test_agentsd_run_nests_collector_and_trainer_under_one_parent_run(tmp_path: 
     from mlflow.tracking import MlflowClient
 
     from agentsd.config import RunConfig
-    from agentsd.jobs import nest_tracking
+    from agentsd.jobs.collect import nest_tracking
 
     cfg = RunConfig.model_validate(
         {

@@ -19,7 +19,7 @@ from helpers import make_turn
 from sandbox_fixtures import backend_config
 from test_collector import make_task
 
-from agentsd.collector import Collector
+from agentsd.collect.collector import Collector
 from agentsd.config import CollectConfig, ModelConfig, TrainConfig, deepspeed_config_path
 from agentsd.policies.hf import HFPolicy
 from agentsd.store import ReplayStore
@@ -147,7 +147,7 @@ def test_a_published_version_loads_into_the_hf_policy(collected: str, tiny: str,
     import shutil
 
     from agentsd.tracking import MemoryTracker
-    from agentsd.trainer import Trainer
+    from agentsd.train.trainer import Trainer
 
     shutil.copy(Path(collected.removeprefix("sqlite:///")), tmp_path / "r.db")
     cfg = TrainConfig.model_validate(
@@ -224,7 +224,7 @@ def test_a_number_names_one_set_of_weights_and_one_lineage_publishes_at_a_time(
 def lineage_scenario(tmp: str, model: str) -> None:
     """The body of the test above, in a process of its own."""
     from agentsd.errors import LineageError
-    from agentsd.trainer import Trainer
+    from agentsd.train.trainer import Trainer
 
     tmp_path = Path(tmp)
 
@@ -449,7 +449,7 @@ def test_two_ranks_under_the_deepspeed_launcher_train_the_global_batch(
 def test_lora_trains_an_adapter_that_the_policy_merges(collected: str, tiny: str, tmp_path: Path) -> None:
     import shutil
 
-    from agentsd.trainer import Trainer
+    from agentsd.train.trainer import Trainer
 
     shutil.copy(Path(collected.removeprefix("sqlite:///")), tmp_path / "r.db")
     cfg = TrainConfig.model_validate(
@@ -505,7 +505,7 @@ def test_zero3_trains_with_the_live_teacher_and_publishes_whole_weights(
     import shutil
 
     from agentsd.errors import ConfigError
-    from agentsd.trainer import Trainer
+    from agentsd.train.trainer import Trainer
 
     shutil.copy(Path(collected.removeprefix("sqlite:///")), tmp_path / "r.db")
     settings = {

@@ -9,7 +9,7 @@ import typer
 from agentsd.cli.common import ConfigFiles, StoreUrl, console
 
 if TYPE_CHECKING:
-    from agentsd.jobs import CollectResult
+    from agentsd.jobs.collect import CollectResult
 
 
 def collect(
@@ -19,7 +19,7 @@ def collect(
 ) -> None:
     """Collect trajectories: every turn lands in the store as it happens; a restart resumes the run."""
     from agentsd.config import CollectConfig, load_config
-    from agentsd.jobs import run_collect
+    from agentsd.jobs.collect import run_collect
 
     cfg = load_config(CollectConfig, config or [], overrides or [])
     if store:

@@ -33,7 +33,7 @@ def eval_(
         return
     from agentsd.config import EvalConfig, load_config
     from agentsd.eval.report import graded_line, read_results
-    from agentsd.jobs import run_eval
+    from agentsd.jobs.collect import run_eval
 
     cfg = load_config(EvalConfig, config or [], overrides or [])
     if store:

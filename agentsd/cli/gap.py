@@ -19,7 +19,7 @@ def gap(
     The student pass is an eval run; the teacher pass runs the same tasks with the hindsight
     (`hindsight.sources`) before each task's text. A rerun with the same `name` resumes both."""
     from agentsd.config import GapConfig, load_config
-    from agentsd.gap import run_gap
+    from agentsd.jobs.gap import run_gap
 
     cfg = load_config(GapConfig, config or [], overrides or [])
     if store:

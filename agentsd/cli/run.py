@@ -1,6 +1,6 @@
 """`agentsd run`: collectors and the trainer at once on one machine (continual learning).
 
-The trainer runs as a child process, the collector in this process (agentsd.jobs.collect_and_train);
+The trainer runs as a child process, the collector in this process (agentsd.jobs.collect.collect_and_train);
 they share only the replay store: trajectories go one way, published policy versions the other (the
 collector picks them up per `collect.version_pickup`), and staleness stays bounded by the trainer's
 K_max. When the collector's plan is done, the trainer trains what is left and exits. A trainer that
@@ -29,7 +29,7 @@ def run(
 ) -> None:
     """Collect and train at once until the collect plan is done and every trajectory is trained on."""
     from agentsd.config import RunConfig, load_config
-    from agentsd.jobs import collect_and_train, nest_tracking
+    from agentsd.jobs.collect import collect_and_train, nest_tracking
     from agentsd.tracking import open_tracker
 
     cfg = load_config(RunConfig, config or [], overrides or [])

@@ -13,7 +13,7 @@ import typer
 from agentsd.cli.common import ConfigFiles, StoreUrl, console, err_console
 
 if TYPE_CHECKING:
-    from agentsd.trainer import Trainer
+    from agentsd.train.trainer import Trainer
 
 
 def train(
@@ -49,7 +49,7 @@ def train(
     from agentsd.progress import LiveStatus
     from agentsd.store import ReplayStore
     from agentsd.tracking import open_tracker
-    from agentsd.trainer import Trainer
+    from agentsd.train.trainer import Trainer
 
     cfg = load_config(TrainConfig, config or [], overrides or [])
     alive = None if heartbeat is None else partial(beat, heartbeat)

@@ -4,7 +4,7 @@
 written as the tool-call protocol writes it, or a single-turn task's `task.reference["reply"]`) after
 given prompt ids: the mean log-prob per token a model gives the
 right action, a continuous measure of learning that moves before sampled rewards do. With the
-teacher's context inserted (agentsd.hindsight.insert_context) the same probe scores the
+teacher's context inserted (agentsd.sdpo.hindsight.insert_context) the same probe scores the
 self-teacher, so their difference is the gap's per-token proxy, mean[log pi(a*|x, c) - log pi(a*|x)].
 
 Not guaranteed: that the reference is the only right action (a task may have several).
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agentsd.hindsight import tool_call_text
+from agentsd.sdpo.hindsight import tool_call_text
 from agentsd.sequences import TurnTokens
 
 

@@ -1,6 +1,6 @@
 """`agentsd eval`: roll a policy out on a suite the way collection does, then grade and report.
 
-The rollouts are a collect run (agentsd.collector: same sandboxes, envs, policies, judge), so a
+The rollouts are a collect run (agentsd.collect.collector: same sandboxes, envs, policies, judge), so a
 score here is the reward training would see; its trajectories land in the eval store. Then each
 finalized trajectory of the run becomes one results record: rubric tasks carry their per-criterion
 grading, the other families their verifier reward (passed = reward 1). A trajectory whose grading

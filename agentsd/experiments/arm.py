@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agentsd.collector import Collector
+from agentsd.collect.collector import Collector
 from agentsd.config import (
     ArmConfig,
     EvalConfig,
@@ -45,8 +45,8 @@ from agentsd.eval.report import read_results
 from agentsd.eval.runner import finish
 from agentsd.experiments.measure import cpu_seconds, kl_to_base, run_trajectory_ids, turn_validity
 from agentsd.experiments.peers import train_peer
-from agentsd.gap import GAP_JSON, gap_key, measure_gap
-from agentsd.jobs import run_collect
+from agentsd.jobs.collect import run_collect
+from agentsd.jobs.gap import GAP_JSON, gap_key, measure_gap
 from agentsd.store import ReplayStore
 from agentsd.suites import load_tasks
 from agentsd.tracking import MlflowTracker, NullTracker, Tracker, default_tracking_uri
@@ -140,7 +140,7 @@ class ArmRun:
         import torch
 
         from agentsd.policies import make_policy
-        from agentsd.trainer import Trainer
+        from agentsd.train.trainer import Trainer
 
         torch.manual_seed(self.seed)  # the adapter's initialisation
         batch = self.exp.train.batch_trajectories

@@ -31,7 +31,7 @@ from agentsd.experiments.curves import (
     mean_of,
 )
 from agentsd.experiments.plots import plot
-from agentsd.gap import gap_key
+from agentsd.jobs.gap import gap_key
 
 
 def seed_table(exp: ExperimentConfig, records: dict[str, dict[int, ArmRecords]]) -> list[dict[str, Any]]:

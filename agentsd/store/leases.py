@@ -9,7 +9,7 @@ or done. A collector claims the first claimable episode in one write transaction
 UPDATE SKIP LOCKED` on PostgreSQL; SQLite's BEGIN IMMEDIATE serializes writers), so two collectors
 never get the same attempt. A lease lasts `lease_s` seconds from its last heartbeat; a collector
 beats for all its running episodes at once. An episode whose lease has expired is claimable again
-as the next attempt: the claimer closes the silent attempt (agentsd.collector). On this host a holder
+as the next attempt: the claimer closes the silent attempt (agentsd.collect.collector). On this host a holder
 known dead (its pid gone) is expired at once; on another host only the lease's expiry counts.
 
 These are pure functions on a connection inside the caller's transaction; `ReplayStore` is their

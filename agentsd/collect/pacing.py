@@ -1,7 +1,7 @@
 """Pacing: how stale an episode started now would be by the time a trainer trains on it.
 
 A collector with `pacing.enabled` holds each new episode until `expected_staleness` is within
-`pacing.max_staleness` and the backlog under `pacing.max_backlog` (agentsd.collector). The estimate
+`pacing.max_staleness` and the backlog under `pacing.max_backlog` (agentsd.collect.collector). The estimate
 reads only the store: the run's episodes running on any collector, its finished trajectories no
 trainer has consumed, the newest version of the followed lineage, and the sizes of the trainer's
 recent steps.

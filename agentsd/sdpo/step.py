@@ -1,6 +1,6 @@
 """One SDPO loss over a batch of stored trajectories, on a Hugging Face causal LM.
 
-For each trajectory: its context segments (agentsd.sequences), its hindsight (agentsd.hindsight)
+For each trajectory: its context segments (agentsd.sequences), its hindsight (agentsd.sdpo.hindsight)
 and, per segment, the teacher's view. The student runs the segment as the policy saw it, the teacher
 (the same network with φ swapped in, agentsd.sdpo.teacher) runs the teacher view without gradient;
 only the hidden states before trainable tokens are projected to the vocabulary, chunk by chunk
@@ -32,8 +32,8 @@ from torch import Tensor
 from transformers import PreTrainedModel
 
 from agentsd.config import SDPOConfig
-from agentsd.hindsight import HindsightBuilder, TeacherView, teacher_view
 from agentsd.sdpo import AdvantageScale, SDPOLoss, TokenBatch, chunked_head, sdpo_loss_from_terms
+from agentsd.sdpo.hindsight import HindsightBuilder, TeacherView, teacher_view
 from agentsd.sdpo.teacher import Teacher
 from agentsd.sequences import Segment, TurnTokens, segments
 from agentsd.types import PROMPT_CONTEXT_META, Task, Trajectory

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentsd.sdpo import AdvantageScale
-from agentsd.trainer_ranks import barrier
+from agentsd.train.ranks import barrier
 
 if TYPE_CHECKING:  # deepspeed is imported by the trainer once it has chosen the accelerator
     from deepspeed.runtime.engine import DeepSpeedEngine

@@ -2,7 +2,7 @@
 
 Each step takes up to `batch_trajectories` finalized trajectories this trainer run has not consumed
 (oldest first, within K_max of the current version, sampled by the base model or this trainer's
-lineage), builds their hindsight and teacher views, computes the SDPO loss (agentsd.sdpo_step) and
+lineage), builds their hindsight and teacher views, computes the SDPO loss (agentsd.sdpo.step) and
 steps a DeepSpeed engine (CPU accelerator with gloo here; presets zero1-3 ship with agentsd). Then, in
 this order: the teacher follows the student; a DeepSpeed checkpoint records the weights, optimizer,
 scheduler, version, lineage, teacher, advantage scale and the step's trajectory ids; the new
@@ -26,10 +26,10 @@ projection as an external parameter, so DeepSpeed gathers it there; publishing g
 on every rank and rank 0 writes them.
 
 This module chooses each step's trajectories and runs the step's phases in order (Trainer.step);
-each job has its own module: the engine (agentsd.trainer_engine), collectives between ranks
-(agentsd.trainer_ranks), checkpoints (agentsd.trainer_checkpoint), the place in the store's
-lineage (agentsd.trainer_lineage), publishing versions (agentsd.trainer_publish), and metrics and
-alerts (agentsd.trainer_metrics).
+each job has its own module: the engine (agentsd.train.engine), collectives between ranks
+(agentsd.train.ranks), checkpoints (agentsd.train.checkpoint), the place in the store's
+lineage (agentsd.train.lineage), publishing versions (agentsd.train.publish), and metrics and
+alerts (agentsd.train.metrics).
 
 Not guaranteed: ZeRO-3 with a teacher that keeps its own weights (sync_every, ema, trust_region,
 frozen) or with LoRA (refused at start); per-rank metrics other than loss and token counts are rank 0's
@@ -44,19 +44,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from agentsd.config import TrainConfig
-from agentsd.hindsight import HindsightBuilder
 from agentsd.histograms import TrainingHistograms
 from agentsd.lineage import LineageView, ancestry, lineage_view
 from agentsd.sdpo import AdvantageScale, SDPOLoss
+from agentsd.sdpo.hindsight import HindsightBuilder
+from agentsd.sdpo.step import PreparedBatch, batch_loss, prepare
 from agentsd.sdpo.teacher import Teacher
-from agentsd.sdpo_step import PreparedBatch, batch_loss, prepare
 from agentsd.sequences import TurnTokens
 from agentsd.store import ReplayStore
 from agentsd.tracking import NullTracker, Tracker
-from agentsd.trainer_checkpoint import TrainerState, load_checkpoint, save_checkpoint
-from agentsd.trainer_engine import build_engine
-from agentsd.trainer_lineage import new_lineage_id, place_in_lineage
-from agentsd.trainer_metrics import (
+from agentsd.train.checkpoint import TrainerState, load_checkpoint, save_checkpoint
+from agentsd.train.engine import build_engine
+from agentsd.train.lineage import new_lineage_id, place_in_lineage
+from agentsd.train.metrics import (
     SUMMED_OVER_RANKS,
     TeacherReport,
     alerts,
@@ -65,11 +65,11 @@ from agentsd.trainer_metrics import (
     step_metrics,
     trajectory_ages,
 )
-from agentsd.trainer_publish import NewVersion, VersionPublisher
-from agentsd.trainer_ranks import from_rank0, summed_over_ranks, token_mean_divisor
+from agentsd.train.publish import NewVersion, VersionPublisher
+from agentsd.train.ranks import from_rank0, summed_over_ranks, token_mean_divisor
 from agentsd.types import Task, Termination, Trajectory
 
-log = logging.getLogger("agentsd.trainer")
+log = logging.getLogger("agentsd.train.trainer")
 
 
 @dataclass

@@ -32,7 +32,7 @@ from agentsd.types import Completion, PolicyVersion
 VERSION_POLL_S = 5.0
 LOAD_RETRY_S = (30.0, 600.0)  # a version that failed to load is retried after 30 s, doubling to 10 min
 
-log = logging.getLogger("agentsd.collector")
+log = logging.getLogger("agentsd.collect.collector")
 
 
 class EpisodeVersions:

@@ -26,22 +26,22 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
-from agentsd.collector import Collector
-from agentsd.collector_stats import CollectStats
+from agentsd.collect.collector import Collector
+from agentsd.collect.stats import CollectStats
 from agentsd.config import CollectConfig, EvalConfig, RunConfig, TrackingConfig
 from agentsd.errors import AgentsdError, ConfigError
 from agentsd.eval.judge import make_judge
 from agentsd.eval.metrics import SuiteMetrics
 from agentsd.eval.runner import finish
-from agentsd.hindsight import PromptContext
+from agentsd.jobs.trainer_process import TrainerProcess
 from agentsd.policies import Policy, make_policy
 from agentsd.policies.base import load_checked
 from agentsd.progress import LiveStatus
 from agentsd.runs import RunKind, claim_run, plan_of
+from agentsd.sdpo.hindsight import PromptContext
 from agentsd.store import ReplayStore
 from agentsd.suites import load_tasks
 from agentsd.tracking import default_tracking_uri, open_tracker
-from agentsd.trainer_process import TrainerProcess
 from agentsd.types import LeaseState, Task
 
 status = Console(stderr=True)

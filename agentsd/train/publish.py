@@ -23,7 +23,7 @@ from transformers import PreTrainedModel
 from agentsd.config import TrainConfig
 from agentsd.errors import LineageError, TrajectoryStateError
 from agentsd.store import ReplayStore
-from agentsd.trainer_metrics import published_metrics
+from agentsd.train.metrics import published_metrics
 from agentsd.types import PolicyVersion
 from agentsd.weights import weights_hash
 
@@ -43,7 +43,7 @@ class NewVersion:
     trainer: str  # the trainer's name
     run_id: str
     step: int
-    metrics: dict[str, float]  # the step's; its headline (trainer_metrics.PUBLISHED_METRICS) is kept
+    metrics: dict[str, float]  # the step's; its headline (agentsd.train.metrics.PUBLISHED_METRICS) is kept
 
 
 class VersionPublisher:

@@ -7,7 +7,7 @@ student; the step-0 gap between the two predicts the gain. Two passes of the eva
 2. the teacher pass: the same tasks, the same model and sampling, each prompt holding, where the
    trainer's teacher view puts it, the trajectory-level hindsight the trainer's teacher would get for
    that task (the student's attempt's feedback and the configured privileged sources, a worked
-   example before the task's message; agentsd.hindsight), graded by
+   example before the task's message; agentsd.sdpo.hindsight), graded by
    the same verifiers in the same sandboxes. Its trajectories are marked (PROMPT_CONTEXT_META) and
    never trained on.
 
@@ -34,10 +34,10 @@ from agentsd.eval.metrics import Estimate, bootstrap
 from agentsd.eval.probes import first_prompts, reference_logprob, reference_text
 from agentsd.eval.report import read_results
 from agentsd.eval.runner import finish
-from agentsd.hindsight import HindsightBuilder, insert_context, prompt_context
-from agentsd.jobs import run_collect, run_eval
+from agentsd.jobs.collect import run_collect, run_eval
 from agentsd.modelcache import resolve_model
 from agentsd.policies.hf import HFPolicy
+from agentsd.sdpo.hindsight import HindsightBuilder, insert_context, prompt_context
 from agentsd.store import ReplayStore
 from agentsd.suites import load_tasks
 from agentsd.tracking import open_tracker

@@ -9,7 +9,7 @@ lineage, its origin, the version the model's weights are, and whether the checkp
 must be published again (the trainer died between checkpointing and publishing).
 
 Not guaranteed: the decision is a read of the store, not a reservation; two trainers starting at
-once may both be placed, and the second to publish is refused then (agentsd.trainer_publish).
+once may both be placed, and the second to publish is refused then (agentsd.train.publish).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from agentsd.errors import LineageError
 from agentsd.store import ReplayStore
-from agentsd.trainer_checkpoint import TrainerState
+from agentsd.train.checkpoint import TrainerState
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def place_in_lineage(
         # this lineage published past its checkpoint: a trainer killed between publishing and
         # checkpointing, as trainers before schema 2 ordered them. Those versions' weights are
         # lost; number on after them so that no number is reused, from the checkpoint's weights.
-        logging.getLogger("agentsd.trainer").warning(
+        logging.getLogger("agentsd.train.trainer").warning(
             "lineage %s published versions %d..%d after its last checkpoint (version %d); they stay "
             "in the store, and training goes on from the checkpoint as version %d",
             lineage,

@@ -23,7 +23,7 @@ from pathlib import Path
 from agentsd.histograms import TrainingHistograms
 from agentsd.lineage import LineageView
 from agentsd.sdpo import SDPOLoss
-from agentsd.sdpo_step import PreparedBatch
+from agentsd.sdpo.step import PreparedBatch
 from agentsd.tracking import Tracker
 from agentsd.types import Trajectory
 
@@ -37,7 +37,7 @@ SUMMED_OVER_RANKS = ("loss", "tokens/used", "tokens/trainable", *SHARD_COUNTS)
 # What a published version records of the step that made it (collectors show it as progress).
 PUBLISHED_METRICS = ("loss", "kl", "rho/p99", "rho/max", "age_versions/mean", "reward/mean")
 
-log = logging.getLogger("agentsd.trainer")
+log = logging.getLogger("agentsd.train.trainer")
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from agentsd.config import TrainConfig, deepspeed_config_path
 from agentsd.errors import ConfigError
 from agentsd.modelcache import resolve_model
-from agentsd.sdpo_step import decoder_and_head, head_module
+from agentsd.sdpo.step import decoder_and_head, head_module
 
 if TYPE_CHECKING:  # deepspeed is imported once DS_ACCELERATOR is set (build_engine), peft for LoRA
     from deepspeed.runtime.engine import DeepSpeedEngine

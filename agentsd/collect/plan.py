@@ -26,7 +26,7 @@ from agentsd.store import ReplayStore
 from agentsd.store.leases import trajectory_id
 from agentsd.types import EpisodeClaim, LeaseState, Task, Termination, TrajectoryStatus, TrajectorySummary
 
-log = logging.getLogger("agentsd.collector")
+log = logging.getLogger("agentsd.collect.collector")
 
 
 def plan(tasks: Sequence[Task], repeats: int, shuffle: bool, seed: int) -> list[Task]:

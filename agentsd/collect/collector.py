@@ -38,20 +38,20 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from agentsd.agent import AgentLoop, ChatFormat, EpisodeLimits, EpisodeResult
-from agentsd.collector_pacing import expected_staleness
-from agentsd.collector_plan import EpisodeLeases, plan
-from agentsd.collector_queue import GenerationQueue
-from agentsd.collector_stats import CollectStats
-from agentsd.collector_versions import EpisodeVersions
-from agentsd.collector_writes import EpisodeWrites
+from agentsd.collect.pacing import expected_staleness
+from agentsd.collect.plan import EpisodeLeases, plan
+from agentsd.collect.queue import GenerationQueue
+from agentsd.collect.stats import CollectStats
+from agentsd.collect.versions import EpisodeVersions
+from agentsd.collect.writes import EpisodeWrites
 from agentsd.config import CollectConfig
 from agentsd.envs import env_class
 from agentsd.envs.rubric import RubricEnv
 from agentsd.envs.rubric_grading import RubricJudge
 from agentsd.errors import TrajectoryStateError
-from agentsd.hindsight import PromptContext, insert_context
 from agentsd.policies.base import Policy
 from agentsd.sandboxes.fleet import SandboxFleet
+from agentsd.sdpo.hindsight import PromptContext, insert_context
 from agentsd.store import ReplayStore
 from agentsd.store.leases import trajectory_id
 from agentsd.tracking import NullTracker, Tracker
@@ -68,7 +68,7 @@ from agentsd.types import (
 
 PLAN_POLL_S = 1.0  # how often a collector with nothing to claim looks at the plan again
 
-log = logging.getLogger("agentsd.collector")
+log = logging.getLogger("agentsd.collect.collector")
 
 
 class Collector:
@@ -394,7 +394,7 @@ class Collector:
 
     def expected_staleness(self) -> tuple[int, int]:
         """(backlog, the staleness an episode started now would have when trained): see
-        agentsd.collector_pacing."""
+        agentsd.collect.pacing."""
         cfg = self.config
         return expected_staleness(self.store, self.run_name, cfg.pacing, cfg.lineage, self.versions.current)
 

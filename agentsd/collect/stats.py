@@ -1,6 +1,6 @@
 """What one collector process counted: episodes, turns, tokens, rewards, pacing waits, batch sizes.
 
-Filled by agentsd.collector as episodes finish and read by the jobs that report on a run; counts
+Filled by agentsd.collect.collector as episodes finish and read by the jobs that report on a run; counts
 are this process's only (other collectors sharing the plan keep their own).
 """
 
