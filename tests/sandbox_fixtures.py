@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from agentsd.config import DockerSandboxConfig, LocalSandboxConfig
+from agentsd.envs.terminal import TerminalEnv
 from agentsd.sandboxes.base import Sandbox
 from agentsd.sandboxes.fleet import make_sandbox
 from agentsd.types import Limits, SandboxSpec
@@ -78,3 +79,12 @@ def sandbox_factory(backend: str) -> Iterator[Callable[..., Sandbox]]:
 @pytest.fixture
 def sandbox(sandbox_factory: Callable[..., Sandbox]) -> Sandbox:
     return sandbox_factory()
+
+
+@pytest.fixture
+def env(backend: str) -> Iterator[TerminalEnv]:
+    """A terminal environment on the backend under test, closed at teardown (a test module may
+    define its own `env`, which wins)."""
+    environment = TerminalEnv(sandbox=backend_config(backend))
+    yield environment
+    environment.close()

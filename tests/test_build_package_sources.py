@@ -12,7 +12,6 @@ import hashlib
 import io
 import uuid
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,13 +20,6 @@ from test_environment_builds import installs_task, run
 
 from agentsd.envs.terminal import TerminalEnv
 from agentsd.sandboxes import builds, package_sources
-
-
-@pytest.fixture
-def env(backend: str) -> Iterator[TerminalEnv]:
-    environment = TerminalEnv(sandbox=backend_config(backend))
-    yield environment
-    environment.close()
 
 
 def make_wheel(directory: Path, project: str, value: str) -> Path:

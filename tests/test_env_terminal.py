@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import gymnasium as gym
@@ -22,13 +21,6 @@ SUITE = load_suite("terminal")
 
 
 call = tool_call
-
-
-@pytest.fixture
-def env(backend: str) -> Iterator[TerminalEnv]:
-    environment = TerminalEnv(sandbox=backend_config(backend))
-    yield environment
-    environment.close()
 
 
 def test_the_shipped_suite_has_twenty_real_tasks() -> None:

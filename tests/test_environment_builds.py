@@ -8,11 +8,9 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sandbox_fixtures import backend_config
 from test_task_formats import HARBOR, write
 
 from agentsd.envs.harbor import load_harbor_task
@@ -69,13 +67,6 @@ def installs_task(root: Path, dockerfile: str = INSTALLS) -> Task:
         },
     )
     return load_harbor_task(root)
-
-
-@pytest.fixture
-def env(backend: str) -> Iterator[TerminalEnv]:
-    environment = TerminalEnv(sandbox=backend_config(backend))
-    yield environment
-    environment.close()
 
 
 def run(env: TerminalEnv, command: str) -> tuple[int | None, str]:

@@ -8,11 +8,9 @@ import base64
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sandbox_fixtures import backend_config
 from test_task_formats import HARBOR, TERMINAL_BENCH, write
 
 from agentsd.config import EvalConfig, StoreConfig
@@ -31,13 +29,6 @@ CLI = [sys.executable, "-m", "agentsd.cli.main", "tasks"]
 
 def harbor(root: Path, dockerfile: str, **files: str) -> Path:
     return write(root, {**HARBOR, "environment/Dockerfile": dockerfile, **files})
-
-
-@pytest.fixture
-def env(backend: str) -> Iterator[TerminalEnv]:
-    environment = TerminalEnv(sandbox=backend_config(backend))
-    yield environment
-    environment.close()
 
 
 def tasks_cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -5,11 +5,9 @@ guards against."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sandbox_fixtures import backend_config
 from test_task_formats import HARBOR, write
 
 from agentsd.envs.dockerfile import start_command, world_from_dockerfile
@@ -98,13 +96,6 @@ def lookup_task(root: Path, entrypoint: str = ENTRYPOINT, dockerfile: str = DOCK
         },
     )
     return load_harbor_task(root)
-
-
-@pytest.fixture
-def env(backend: str) -> Iterator[TerminalEnv]:
-    environment = TerminalEnv(sandbox=backend_config(backend))
-    yield environment
-    environment.close()
 
 
 def test_the_entrypoints_service_runs_before_the_first_step_and_for_grading(
